@@ -1,0 +1,48 @@
+"""Helpers every command module shares: one console, spec loading with clean errors, exit codes.
+
+Nothing here imports TensorFlow: `jobctl --help`, `validate`, `render`, `status` must start fast.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, NoReturn, Optional
+
+import typer
+from rich.console import Console
+
+from jobs import exit_codes
+
+console = Console()
+err_console = Console(stderr=True)
+
+
+def fail(message: str, code: int = exit_codes.FAILURE) -> NoReturn:
+    err_console.print(f"[bold red]error:[/] {message}", highlight=False, markup=True)
+    raise typer.Exit(code)
+
+
+def parse_overrides(pairs: Optional[list[str]]) -> dict[str, Any]:
+    """`--set training.learning_rate=0.01` pairs; values are parsed as YAML so numbers and lists work."""
+    import yaml
+
+    out: dict[str, Any] = {}
+    for pair in pairs or []:
+        if "=" not in pair:
+            fail(f"--set expects FIELD.PATH=VALUE, received {pair!r}", exit_codes.BAD_SPEC)
+        key, raw = pair.split("=", 1)
+        try:
+            out[key.strip()] = yaml.safe_load(raw)
+        except yaml.YAMLError as exc:
+            fail(f"--set {key}: value {raw!r} is not valid YAML ({exc})", exit_codes.BAD_SPEC)
+    return out
+
+
+def load_spec_or_exit(path: Path, overrides: Optional[dict[str, Any]] = None):
+    from jobs.spec import SpecError, load_spec
+
+    try:
+        return load_spec(path, overrides)
+    except SpecError as exc:
+        err_console.print(exc.render(), highlight=False, markup=False)
+        raise typer.Exit(exit_codes.BAD_SPEC)
