@@ -1,0 +1,142 @@
+"""Export a trained classifier as a SavedModel in TensorFlow Serving's layout.
+
+`<export_root>/<model_name>/<version>/` is first written as `.tmp-<version>-<random>/` in the same directory and
+renamed into place, so a server polling the directory never loads half a version (TF Serving ignores directory
+names that are not integers).
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import json
+import os
+import re
+import shutil
+import tempfile
+import time
+from pathlib import Path
+from typing import Optional, Sequence, Union
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+from jobs.fsutil import atomic_write_json
+
+INPUT_NAME = "images"
+WARMUP_FILE = "tf_serving_warmup_requests"
+METADATA_FILE = "jobctl.json"
+
+
+class ExportError(Exception):
+    pass
+
+
+def existing_versions(model_dir: Path) -> list[int]:
+    if not model_dir.is_dir():
+        return []
+    return sorted(int(p.name) for p in model_dir.iterdir() if p.is_dir() and re.fullmatch(r"\d+", p.name))
+
+
+def next_version(model_dir: Path, policy: Union[str, int]) -> int:
+    versions = existing_versions(model_dir)
+    if policy == "increment":
+        return (versions[-1] + 1) if versions else 1
+    if policy == "timestamp":
+        v = int(time.time())
+        return max(v, versions[-1] + 1) if versions else v
+    v = int(policy)
+    if v in versions:
+        raise ExportError(
+            f"export.version: version {v} already exists in {model_dir}. Received: version={v}; expected a new "
+            "version number, 'increment' or 'timestamp'"
+        )
+    return v
+
+
+class _Servable(tf.Module):
+    """What TF Serving loads: the Keras model behind one raw-pixel signature."""
+
+    def __init__(self, model: keras.Model, input_shape: Sequence[int], input_dtype: tf.DType):
+        super().__init__()
+        self.model = model
+        spec = tf.TensorSpec([None, *input_shape], input_dtype, name=INPUT_NAME)
+
+        @tf.function(input_signature=[spec])
+        def serve(images):
+            logits = self.model(tf.cast(images, tf.float32), training=False)
+            probabilities = tf.nn.softmax(tf.cast(logits, tf.float32), axis=-1)
+            return {
+                "probabilities": tf.identity(probabilities, name="probabilities"),
+                "class_ids": tf.argmax(probabilities, axis=-1, output_type=tf.int64, name="class_ids"),
+            }
+
+        self.serve = serve
+
+
+def _warmup_records(path: Path, samples: np.ndarray, model_name: str, input_dtype: tf.DType) -> None:
+    from tensorflow_serving.apis import model_pb2, predict_pb2, prediction_log_pb2
+
+    with tf.io.TFRecordWriter(str(path)) as writer:
+        for i in range(len(samples)):
+            request = predict_pb2.PredictRequest(
+                model_spec=model_pb2.ModelSpec(name=model_name, signature_name="serving_default")
+            )
+            request.inputs[INPUT_NAME].CopyFrom(tf.make_tensor_proto(samples[i : i + 1].astype(input_dtype.as_numpy_dtype)))
+            log = prediction_log_pb2.PredictionLog(predict_log=prediction_log_pb2.PredictLog(request=request))
+            writer.write(log.SerializeToString())
+
+
+def export_model(
+    model: keras.Model,
+    export_root: Union[str, Path],
+    model_name: str,
+    *,
+    class_names: Sequence[str],
+    input_shape: Sequence[int],
+    input_dtype: str = "uint8",
+    version: Union[str, int] = "increment",
+    pixel_max: float = 255.0,
+    warmup_samples: Optional[np.ndarray] = None,
+    metadata: Optional[dict] = None,
+) -> Path:
+    """Write the model as `<export_root>/<model_name>/<version>/` atomically; returns the version directory."""
+    model_dir = Path(export_root) / model_name
+    model_dir.mkdir(parents=True, exist_ok=True)
+    number = next_version(model_dir, version)
+    tmp = Path(tempfile.mkdtemp(prefix=f".tmp-{number}-", dir=model_dir))
+    try:
+        dtype = tf.as_dtype(input_dtype)
+        servable = _Servable(model, input_shape, dtype)
+        tf.saved_model.save(servable, str(tmp), signatures={"serving_default": servable.serve})
+        (tmp / "assets").mkdir(exist_ok=True)
+        (tmp / "assets" / "class_names.txt").write_text("\n".join(class_names) + "\n")
+        if warmup_samples is not None and len(warmup_samples):
+            (tmp / "assets.extra").mkdir(exist_ok=True)
+            _warmup_records(tmp / "assets.extra" / WARMUP_FILE, warmup_samples[:1000], model_name, dtype)
+        info = {
+            "model_name": model_name,
+            "version": number,
+            "class_names": list(class_names),
+            "input_name": INPUT_NAME,
+            "input_shape": [int(d) for d in input_shape],
+            "input_dtype": input_dtype,
+            "pixel_max": float(pixel_max),
+            "outputs": {"probabilities": "float32 [batch, classes]", "class_ids": "int64 [batch]"},
+            "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+            **(metadata or {}),
+        }
+        atomic_write_json(tmp / METADATA_FILE, info)
+        final = model_dir / str(number)
+        if final.exists():
+            raise ExportError(f"{final} appeared while exporting (another writer?); refusing to overwrite it")
+        os.replace(tmp, final)
+        os.chmod(final, 0o755)  # mkdtemp makes 0700; the serving user must be able to read it
+        return final
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+
+
+def read_metadata(version_dir: Union[str, Path]) -> dict:
+    return json.loads((Path(version_dir) / METADATA_FILE).read_text())
