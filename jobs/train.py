@@ -202,6 +202,26 @@ class EpochLine:
 # -------------------------------------------------------------------------------------------------- run
 def run(
     spec: JobSpec,
+    **kwargs,
+) -> RunResult:
+    """Train `spec`; on failure, `metrics.json` records status "failed" and the error before re-raising."""
+    run_id = kwargs.pop("run_id", None) or new_run_id()
+    root = Path(kwargs.get("artifacts_dir") or spec.artifacts_dir)
+    try:
+        return _run(spec, run_id=run_id, **kwargs)
+    except BaseException as exc:
+        run_dir = root / "runs" / spec.name / run_id
+        if run_dir.is_dir() and not (run_dir / "metrics.json").exists():
+            status = "interrupted" if isinstance(exc, KeyboardInterrupt) else "failed"
+            atomic_write_json(
+                run_dir / "metrics.json",
+                {"status": status, "run_dir": str(run_dir), "error": f"{exc.__class__.__name__}: {exc}"},
+            )
+        raise
+
+
+def _run(
+    spec: JobSpec,
     *,
     artifacts_dir: Optional[str] = None,
     run_id: Optional[str] = None,
@@ -226,7 +246,6 @@ def run(
 
     t0 = time.perf_counter()
     root = Path(artifacts_dir or spec.artifacts_dir)
-    run_id = run_id or new_run_id()
     run_dir = root / "runs" / spec.name / run_id
     run_dir.mkdir(parents=True, exist_ok=True)
     atomic_write_text(run_dir / "spec.yaml", spec.to_yaml())
@@ -357,6 +376,8 @@ def run(
         "num_val": len(data.x_val),
         "num_test": len(data.x_test),
         "num_classes": data.num_classes,
+        "input_shape": list(data.input_shape),
+        "pixel_max": data.pixel_max,
         "class_names": data.class_names,
         "replicas": replicas,
         "workers": info.workers,

@@ -1,0 +1,46 @@
+"""Re-export a finished run's best checkpoint (`jobctl export RUN_DIR`) without reloading its dataset."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Optional, Union
+
+from jobs.spec import parse_spec
+
+
+class RunNotExportable(Exception):
+    pass
+
+
+def reexport_run(run_dir: Union[str, Path], export_root: Optional[Union[str, Path]] = None, version="increment") -> Path:
+    import numpy as np
+    import yaml
+
+    from jobs.export import export_model
+    from jobs.models import build_model
+
+    run_dir = Path(run_dir)
+    needed = [run_dir / "spec.yaml", run_dir / "metrics.json", run_dir / "checkpoints" / "best.weights.h5"]
+    missing = [str(p) for p in needed if not p.is_file()]
+    if missing:
+        raise RunNotExportable(f"run_dir: {run_dir} is not a finished run; missing {', '.join(missing)}")
+    spec = parse_spec(yaml.safe_load((run_dir / "spec.yaml").read_text()), str(run_dir / "spec.yaml"))
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    if metrics.get("status") != "succeeded" or "input_shape" not in metrics:
+        raise RunNotExportable(f"run_dir: {run_dir} did not succeed (status {metrics.get('status')!r}); nothing to export")
+    input_shape = tuple(metrics["input_shape"])
+    # Normalization statistics are weights of the checkpoint: a placeholder adapt is overwritten by load_weights.
+    placeholder = np.zeros((2, *input_shape), dtype="uint8") if spec.preprocessing.standardize else None
+    model = build_model(
+        spec.model, spec.preprocessing, input_shape, metrics["num_classes"], metrics["pixel_max"],
+        x_adapt=placeholder, name=spec.name.replace("-", "_"),
+    )
+    model.load_weights(str(run_dir / "checkpoints" / "best.weights.h5"))
+    root = Path(export_root) if export_root else Path(metrics["run_dir"]).parents[2] / "models"
+    return export_model(
+        model, root, spec.model_name, class_names=metrics["class_names"], input_shape=input_shape,
+        input_dtype=spec.export.input_dtype, version=version, pixel_max=metrics["pixel_max"],
+        metadata={"spec_hash": spec.spec_hash(), "run_dir": str(run_dir),
+                  "metrics": {k: metrics.get(k) for k in ("best_epoch", "best_val_accuracy", "best_val_loss", "test_accuracy", "test_loss")}},
+    )
