@@ -5,6 +5,7 @@ Nothing here imports TensorFlow: `jobctl --help`, `validate`, `render`, `status`
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 from typing import Any, NoReturn, Optional
 
@@ -13,8 +14,10 @@ from rich.console import Console
 
 from jobs import exit_codes
 
-console = Console()
-err_console = Console(stderr=True)
+# Pipes and CI logs get wide, unwrapped lines: an error message must stay greppable on one line.
+_width = None if sys.stdout.isatty() else 200
+console = Console(width=_width, soft_wrap=not sys.stdout.isatty())
+err_console = Console(stderr=True, width=None if sys.stderr.isatty() else 200, soft_wrap=True)
 
 
 def fail(message: str, code: int = exit_codes.FAILURE) -> NoReturn:

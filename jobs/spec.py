@@ -431,7 +431,9 @@ def _describe_error(err: dict, model: type[BaseModel]) -> str:
     if kind == "extra_forbidden":
         allowed = _allowed_fields(model, loc)
         key = loc[-1] if loc else "?"
-        hint = difflib.get_close_matches(str(key), allowed, n=1)
+        hint = difflib.get_close_matches(str(key), allowed, n=1) or [
+            a for a in (_ALIASES.get(str(key)),) if a in allowed
+        ]
         did_you_mean = f" (did you mean {hint[0]!r}?)" if hint else ""
         return f"{path}: unknown field{did_you_mean}; expected one of: {', '.join(allowed)}"
     if kind == "missing":
@@ -446,6 +448,11 @@ def _describe_error(err: dict, model: type[BaseModel]) -> str:
     if "received" in msg or isinstance(received, dict):
         return f"{path}: {msg}"
     return f"{path}: {msg}; received {received!r}"
+
+
+# Names users bring from notebooks and Keras arguments.
+_ALIASES = {"lr": "learning_rate", "batch": "batch_size", "epoch": "epochs", "optim": "optimizer",
+            "filters": "conv_filters", "units": "dense_units", "dropout_rate": "dropout", "validation_split": "validation"}
 
 
 def validation_problems(exc: ValidationError, model: type[BaseModel] = JobSpec) -> list[str]:
