@@ -27,10 +27,11 @@ LABEL_JOB = "jobctl.io/job"
 LABEL_SWEEP = "jobctl.io/sweep"
 LABEL_TRIAL = "jobctl.io/trial"
 
-# The non-root uid/gid of the training and serving images (see Dockerfile). Numeric: runAsNonRoot can only be
+# The non-root uid/gid of the training and serving images (see Dockerfile); above 10000 so that it never matches a
+# host account if a container escapes. Numeric: runAsNonRoot can only be
 # verified by the kubelet against a numeric user.
-RUN_AS_USER = 1000
-RUN_AS_GROUP = 1000
+RUN_AS_USER = 10001
+RUN_AS_GROUP = 10001
 
 _DNS1123_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
 _LABEL_VALUE = re.compile(r"^(([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9])?$")
