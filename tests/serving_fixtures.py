@@ -1,0 +1,99 @@
+"""Tiny digits classifiers exported per the model contract (docs/ARCHITECTURE.md), for the serving tests.
+
+Kept independent of jobs/export.py so serving tests do not break while training code changes; the layout and
+signature are the contract both follow.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+from pathlib import Path
+
+import numpy as np
+
+CLASS_NAMES = [str(i) for i in range(10)]
+
+
+def digits(seed: int = 0):
+    """sklearn digits as uint8 NHWC (pixels 0..16): (x_train, y_train, x_test, y_test)."""
+    from sklearn.datasets import load_digits
+
+    b = load_digits()
+    x = b.images.astype(np.uint8)[..., None]
+    y = b.target.astype(np.int64)
+    idx = np.random.default_rng(seed).permutation(len(x))
+    x, y = x[idx], y[idx]
+    cut = int(len(x) * 0.8)
+    return x[:cut], y[:cut], x[cut:], y[cut:]
+
+
+def export_tiny_model(
+    base: Path,
+    *,
+    seed: int = 0,
+    hidden: int = 16,
+    epochs: int = 2,
+    kind: str = "mlp",
+    input_shape=(8, 8, 1),
+    num_classes: int = 10,
+    class_names=None,
+    input_dtype: str = "uint8",
+    version: int = 1,
+    data=None,
+) -> Path:
+    """Train (briefly) and export `<base>/<version>/`; returns the version directory."""
+    import keras
+    import tensorflow as tf
+
+    keras.utils.set_random_seed(seed)
+    layers = [keras.Input(input_shape), keras.layers.Rescaling(1.0 / 16.0)]
+    if kind == "cnn":
+        layers += [keras.layers.Conv2D(8, 3, padding="same", activation="relu"), keras.layers.Flatten()]
+    else:
+        layers += [keras.layers.Flatten()]
+    layers += [keras.layers.Dense(hidden, activation="relu"), keras.layers.Dense(num_classes)]
+    model = keras.Sequential(layers)
+    model.compile("adam", keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    if epochs and data is not None:
+        x, y = data[0], data[1]
+        model.fit(x.astype("float32"), y, epochs=epochs, batch_size=64, verbose=0)
+
+    class Servable(tf.Module):
+        def __init__(self, m):
+            super().__init__()
+            self.model = m
+
+        @tf.function(input_signature=[tf.TensorSpec([None, *input_shape], tf.as_dtype(input_dtype), name="images")])
+        def serve(self, images):
+            probs = tf.nn.softmax(self.model(tf.cast(images, tf.float32), training=False), axis=-1)
+            return {"probabilities": probs, "class_ids": tf.argmax(probs, axis=-1, output_type=tf.int64)}
+
+    servable = Servable(model)
+    base = Path(base)
+    base.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".tmp-{version}-", dir=base))
+    tf.saved_model.save(servable, str(tmp), signatures={"serving_default": servable.serve})
+    meta = {
+        "model_name": base.name, "version": version, "class_names": list(class_names or CLASS_NAMES[:num_classes]),
+        "input_name": "images", "input_shape": list(input_shape), "input_dtype": input_dtype, "pixel_max": 16.0,
+    }
+    (tmp / "jobctl.json").write_text(json.dumps(meta))
+    final = base / str(version)
+    if final.exists():
+        shutil.rmtree(final)
+    os.chmod(tmp, 0o755)
+    os.rename(tmp, final)
+    return final
+
+
+def copy_version(src: Path, base: Path, version: int) -> Path:
+    """Publish a copy of a version directory atomically under a new number (what an exporter does)."""
+    tmp = Path(tempfile.mkdtemp(prefix=f".tmp-{version}-", dir=base))
+    shutil.rmtree(tmp)
+    shutil.copytree(src, tmp)
+    final = Path(base) / str(version)
+    os.rename(tmp, final)
+    return final
