@@ -1,0 +1,320 @@
+"""The Keras datasets read from files written in each format's exact on-disk layout (nothing is downloaded).
+
+The writers below follow the published formats byte for byte (CIFAR python pickles with bytes keys and R/G/B planes,
+gzip'd IDX with magic numbers, mnist.npz); tests/test_data_keras_parity.py checks that Keras' own loaders read them
+the same way, so these tests are not merely round trips of our own reader.
+"""
+
+from __future__ import annotations
+
+import gzip
+import pickle
+import struct
+import tarfile
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from jobs.data import (
+    CIFAR100_COARSE_CLASSES,
+    CIFAR100_FINE_CLASSES,
+    CIFAR10_CLASSES,
+    FASHION_MNIST_CLASSES,
+    DataUnavailable,
+    load_dataset,
+)
+from jobs.spec import DataSpec
+
+
+# ------------------------------------------------------------------------------------------------ writers
+def cifar_rows(images: np.ndarray) -> np.ndarray:
+    """[N, 32, 32, 3] -> CIFAR rows [N, 3072]: the R plane, then G, then B, each row-major."""
+    return np.ascontiguousarray(images.transpose(0, 3, 1, 2).reshape(len(images), 3072))
+
+
+def _dump(path: Path, obj: dict) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "wb") as f:
+        # The published files are Python 2 pickles whose str objects load as bytes under encoding="bytes". Python 3
+        # cannot write a Python 2 str (protocol 2 wraps bytes in _codecs.encode, which Keras refuses too), so bytes
+        # are written natively: they load the same way.
+        pickle.dump(obj, f, protocol=4)
+
+
+def write_cifar10(folder: Path, per_batch: int = 4, seed: int = 0, meta: bool = True) -> dict:
+    """data_batch_1..5 + test_batch (+ batches.meta) in `folder`; returns the images and labels written."""
+    rng = np.random.default_rng(seed)
+    out = {}
+    for name in [f"data_batch_{i}" for i in range(1, 6)] + ["test_batch"]:
+        imgs = rng.integers(0, 256, size=(per_batch, 32, 32, 3), dtype=np.uint8)
+        labels = [int(v) for v in rng.integers(0, 10, size=per_batch)]
+        _dump(folder / name, {
+            b"batch_label": name.encode(),
+            b"labels": labels,
+            b"data": cifar_rows(imgs),
+            b"filenames": [f"img_{i}.png".encode() for i in range(per_batch)],
+        })
+        out[name] = (imgs, np.array(labels))
+    if meta:
+        _dump(folder / "batches.meta", {
+            b"label_names": [n.encode() for n in CIFAR10_CLASSES],
+            b"num_cases_per_batch": per_batch,
+            b"num_vis": 3072,
+        })
+    return out
+
+
+def write_cifar100(folder: Path, n: int = 6, seed: int = 0, meta: bool = True) -> dict:
+    rng = np.random.default_rng(seed)
+    out = {}
+    for name in ("train", "test"):
+        imgs = rng.integers(0, 256, size=(n, 32, 32, 3), dtype=np.uint8)
+        fine = [int(v) for v in rng.integers(0, 100, size=n)]
+        coarse = [int(v) for v in rng.integers(0, 20, size=n)]
+        _dump(folder / name, {
+            b"filenames": [f"f{i}.png".encode() for i in range(n)],
+            b"batch_label": name.encode(),
+            b"fine_labels": fine,
+            b"coarse_labels": coarse,
+            b"data": cifar_rows(imgs),
+        })
+        out[name] = (imgs, np.array(fine), np.array(coarse))
+    if meta:
+        _dump(folder / "meta", {
+            b"fine_label_names": [n.encode() for n in CIFAR100_FINE_CLASSES],
+            b"coarse_label_names": [n.encode() for n in CIFAR100_COARSE_CLASSES],
+        })
+    return out
+
+
+def idx_images(images: np.ndarray) -> bytes:
+    n, rows, cols = images.shape
+    return gzip.compress(struct.pack(">IIII", 2051, n, rows, cols) + images.astype(np.uint8).tobytes())
+
+
+def idx_labels(labels: np.ndarray) -> bytes:
+    return gzip.compress(struct.pack(">II", 2049, len(labels)) + labels.astype(np.uint8).tobytes())
+
+
+def write_fashion_mnist(folder: Path, n_train: int = 10, n_test: int = 5, seed: int = 0) -> dict:
+    rng = np.random.default_rng(seed)
+    folder.mkdir(parents=True, exist_ok=True)
+    out = {}
+    for split, n in (("train", n_train), ("t10k", n_test)):
+        x = rng.integers(0, 256, size=(n, 28, 28), dtype=np.uint8)
+        y = rng.integers(0, 10, size=n).astype(np.uint8)
+        (folder / f"{split}-images-idx3-ubyte.gz").write_bytes(idx_images(x))
+        (folder / f"{split}-labels-idx1-ubyte.gz").write_bytes(idx_labels(y))
+        out[split] = (x, y)
+    return out
+
+
+def write_mnist(path: Path, n_train: int = 10, n_test: int = 5, seed: int = 0) -> dict:
+    rng = np.random.default_rng(seed)
+    arrays = {
+        "x_train": rng.integers(0, 256, size=(n_train, 28, 28), dtype=np.uint8),
+        "y_train": rng.integers(0, 10, size=n_train).astype(np.uint8),
+        "x_test": rng.integers(0, 256, size=(n_test, 28, 28), dtype=np.uint8),
+        "y_test": rng.integers(0, 10, size=n_test).astype(np.uint8),
+    }
+    path.parent.mkdir(parents=True, exist_ok=True)
+    np.savez(path, **arrays)
+    return arrays
+
+
+@pytest.fixture
+def keras_home(tmp_path, monkeypatch):
+    home = tmp_path / "keras-home"
+    monkeypatch.setenv("KERAS_HOME", str(home))
+    monkeypatch.setenv("JOBCTL_OFFLINE", "1")
+    return home
+
+
+def _no_split(**kw) -> DataSpec:
+    # Validate on the test set so the training arrays are exactly what the files hold, in order.
+    return DataSpec(validation={"use_test": True}, **kw)
+
+
+# ------------------------------------------------------------------------------------------------ cifar10
+def test_cifar10_keras3_cache_layout_pixels_channels_labels_and_names(keras_home):
+    folder = keras_home / "datasets" / "cifar-10-batches-py-target" / "cifar-10-batches-py"
+    written = write_cifar10(folder)
+    # Plant one pixel by hand in the raw row of data_batch_1, image 0, at row 2, column 5: R, G and B planes.
+    d = pickle.loads((folder / "data_batch_1").read_bytes())
+    d[b"data"][0, 2 * 32 + 5] = 201
+    d[b"data"][0, 1024 + 2 * 32 + 5] = 17
+    d[b"data"][0, 2048 + 2 * 32 + 5] = 99
+    d[b"labels"][0] = 7
+    (folder / "data_batch_1").write_bytes(pickle.dumps(d, protocol=4))
+
+    data = load_dataset(_no_split(dataset="cifar10"), seed=0)
+
+    assert data.x_train.shape == (20, 32, 32, 3) and data.x_train.dtype == np.uint8
+    assert tuple(data.x_train[0, 2, 5]) == (201, 17, 99)  # R, G, B in that order, not planes mixed up
+    assert data.y_train[0] == 7 and data.class_names[7] == "horse"
+    # Batches are concatenated in order 1..5, the test batch kept apart.
+    np.testing.assert_array_equal(data.x_train[4:8], written["data_batch_2"][0])
+    np.testing.assert_array_equal(data.y_train[16:], written["data_batch_5"][1])
+    np.testing.assert_array_equal(data.x_test, written["test_batch"][0])
+    np.testing.assert_array_equal(data.y_test, written["test_batch"][1])
+    assert data.class_names == CIFAR10_CLASSES and data.pixel_max == 255.0
+    assert data.input_shape == (32, 32, 3) and data.num_classes == 10
+
+
+def test_cifar10_reads_the_tf_keras_layout_and_a_folder_named_by_data_path(tmp_path, monkeypatch):
+    monkeypatch.setenv("JOBCTL_OFFLINE", "1")
+    legacy = tmp_path / "cache"
+    written = write_cifar10(legacy / "cifar-10-batches-py", seed=1)
+    data = load_dataset(_no_split(dataset="cifar10", path=str(legacy)), seed=0)
+    np.testing.assert_array_equal(data.x_test, written["test_batch"][0])
+
+    # data.path straight at the extracted batches, without meta: names fall back to the built-in list.
+    plain = tmp_path / "batches"
+    written = write_cifar10(plain, seed=2, meta=False)
+    data = load_dataset(_no_split(dataset="cifar10", path=str(plain)), seed=0)
+    np.testing.assert_array_equal(data.x_train[:4], written["data_batch_1"][0])
+    assert data.class_names == CIFAR10_CLASSES
+
+
+def test_cifar10_meta_names_are_used_and_data_class_names_rename(tmp_path, monkeypatch):
+    monkeypatch.setenv("JOBCTL_OFFLINE", "1")
+    write_cifar10(tmp_path / "cifar-10-batches-py")
+    names = [f"c{i}" for i in range(10)]
+    d = pickle.loads((tmp_path / "cifar-10-batches-py" / "batches.meta").read_bytes())
+    d[b"label_names"] = [n.encode() for n in names]
+    (tmp_path / "cifar-10-batches-py" / "batches.meta").write_bytes(pickle.dumps(d, protocol=4))
+    assert load_dataset(_no_split(dataset="cifar10", path=str(tmp_path)), 0).class_names == names
+    renamed = [f"k{i}" for i in range(10)]
+    assert load_dataset(_no_split(dataset="cifar10", path=str(tmp_path), class_names=renamed), 0).class_names == renamed
+    with pytest.raises(ValueError, match=r"data.class_names has 3 names but dataset 'cifar10' has 10 classes"):
+        load_dataset(_no_split(dataset="cifar10", path=str(tmp_path), class_names=["a", "b", "c"]), 0)
+
+
+def test_cifar10_read_straight_from_the_downloaded_archive(tmp_path, monkeypatch):
+    monkeypatch.setenv("JOBCTL_OFFLINE", "1")
+    staging = tmp_path / "staging"
+    written = write_cifar10(staging / "cifar-10-batches-py", seed=3)
+    cache = tmp_path / "cache"
+    cache.mkdir()
+    with tarfile.open(cache / "cifar-10-python.tar.gz", "w:gz") as tf:
+        tf.add(staging / "cifar-10-batches-py", arcname="cifar-10-batches-py")
+    data = load_dataset(_no_split(dataset="cifar10", path=str(cache)), seed=0)
+    np.testing.assert_array_equal(data.x_train[16:], written["data_batch_5"][0])
+    np.testing.assert_array_equal(data.y_test, written["test_batch"][1])
+
+
+def test_cifar10_rejects_a_file_that_is_not_a_cifar_pickle(tmp_path, monkeypatch):
+    monkeypatch.setenv("JOBCTL_OFFLINE", "1")
+    folder = tmp_path / "cifar-10-batches-py"
+    write_cifar10(folder)
+    (folder / "data_batch_3").write_bytes(b"<html>404</html>")
+    with pytest.raises(ValueError, match=r"data_batch_3 is not a CIFAR python pickle"):
+        load_dataset(_no_split(dataset="cifar10", path=str(tmp_path)), 0)
+
+
+def test_cifar_pickles_may_not_run_code(tmp_path, monkeypatch):
+    monkeypatch.setenv("JOBCTL_OFFLINE", "1")
+    folder = tmp_path / "cifar-10-batches-py"
+    write_cifar10(folder)
+
+    class Evil:
+        def __reduce__(self):
+            return (print, ("owned",))
+
+    (folder / "test_batch").write_bytes(pickle.dumps({b"data": Evil()}, protocol=4))
+    with pytest.raises(ValueError, match=r"refusing to load builtins.print"):
+        load_dataset(_no_split(dataset="cifar10", path=str(tmp_path)), 0)
+
+
+# ----------------------------------------------------------------------------------------------- cifar100
+@pytest.mark.parametrize("mode", ["fine", "coarse"])
+def test_cifar100_fine_and_coarse_labels(keras_home, mode):
+    folder = keras_home / "datasets" / "cifar-100-python-target" / "cifar-100-python"
+    written = write_cifar100(folder)
+    data = load_dataset(_no_split(dataset="cifar100", cifar100_label_mode=mode), seed=0)
+    imgs, fine, coarse = written["train"]
+    np.testing.assert_array_equal(data.x_train, imgs)
+    np.testing.assert_array_equal(data.y_train, fine if mode == "fine" else coarse)
+    np.testing.assert_array_equal(data.y_test, written["test"][1 if mode == "fine" else 2])
+    assert data.num_classes == (100 if mode == "fine" else 20)
+    assert data.class_names[3] == ("bear" if mode == "fine" else "food_containers")
+
+
+def test_cifar100_builtin_names_match_the_published_groups():
+    assert len(CIFAR100_FINE_CLASSES) == 100 == len(set(CIFAR100_FINE_CLASSES))
+    assert len(CIFAR100_COARSE_CLASSES) == 20 == len(set(CIFAR100_COARSE_CLASSES))
+    assert CIFAR100_FINE_CLASSES == sorted(CIFAR100_FINE_CLASSES)  # the fine names are alphabetical in `meta`
+
+
+# ------------------------------------------------------------------------------------- (fashion-)mnist
+def test_fashion_mnist_idx_files_pixels_labels_and_names(keras_home):
+    written = write_fashion_mnist(keras_home / "datasets" / "fashion-mnist")
+    data = load_dataset(_no_split(dataset="fashion_mnist"), seed=0)
+    x, y = written["train"]
+    assert data.x_train.shape == (10, 28, 28, 1)
+    np.testing.assert_array_equal(data.x_train[..., 0], x)
+    np.testing.assert_array_equal(data.y_train, y)
+    np.testing.assert_array_equal(data.x_test[..., 0], written["t10k"][0])
+    assert data.class_names == FASHION_MNIST_CLASSES and data.class_names[9] == "Ankle boot"
+
+
+def test_fashion_mnist_wrong_magic_names_the_file(keras_home):
+    folder = keras_home / "datasets" / "fashion-mnist"
+    write_fashion_mnist(folder)
+    labels = (folder / "t10k-labels-idx1-ubyte.gz").read_bytes()
+    (folder / "t10k-images-idx3-ubyte.gz").write_bytes(labels)  # a labels file where images belong
+    with pytest.raises(ValueError, match=r"t10k-images-idx3-ubyte.gz has magic number 2049; expected 2051"):
+        load_dataset(_no_split(dataset="fashion_mnist"), 0)
+
+
+def test_mnist_npz_and_colour_and_resize_conversion(keras_home):
+    arrays = write_mnist(keras_home / "datasets" / "mnist.npz")
+    data = load_dataset(_no_split(dataset="mnist"), seed=0)
+    np.testing.assert_array_equal(data.x_train[..., 0], arrays["x_train"])
+    np.testing.assert_array_equal(data.y_test, arrays["y_test"])
+    assert data.class_names == [str(i) for i in range(10)]
+
+    rgb = load_dataset(_no_split(dataset="mnist", color_mode="rgb", resize=(14, 21)), seed=0)
+    assert rgb.x_train.shape == (10, 14, 21, 3)
+    np.testing.assert_array_equal(rgb.x_train[..., 0], rgb.x_train[..., 2])
+
+
+def test_keras_home_is_respected_over_the_home_folder(tmp_path, monkeypatch):
+    monkeypatch.setenv("JOBCTL_OFFLINE", "1")
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    write_mnist(tmp_path / "home" / ".keras" / "datasets" / "mnist.npz", seed=1)
+    other = write_mnist(tmp_path / "kh" / "datasets" / "mnist.npz", seed=2)
+    monkeypatch.setenv("KERAS_HOME", str(tmp_path / "kh"))
+    np.testing.assert_array_equal(load_dataset(_no_split(dataset="mnist"), 0).x_test[..., 0], other["x_test"])
+    monkeypatch.delenv("KERAS_HOME")
+    assert load_dataset(_no_split(dataset="mnist"), 0).x_test.shape == (5, 28, 28, 1)  # ~/.keras/datasets
+
+
+# --------------------------------------------------------------------------------------- missing files
+@pytest.mark.parametrize(
+    "dataset, wanted",
+    [
+        ("mnist", "mnist.npz in {d}/"),
+        ("fashion_mnist", "t10k-images-idx3-ubyte.gz in {d}/fashion-mnist/"),
+        ("cifar10", "test_batch in {d}/cifar-10-batches-py-target/cifar-10-batches-py/"),
+        ("cifar100", "train, test in {d}/cifar-100-python-target/cifar-100-python/"),
+    ],
+)
+def test_missing_files_offline_name_the_files_and_never_touch_the_network(keras_home, monkeypatch, dataset, wanted):
+    def no_network(*a, **k):
+        raise AssertionError("the network was used")
+
+    monkeypatch.setattr("socket.getaddrinfo", no_network)
+    monkeypatch.setattr("urllib.request.urlopen", no_network)
+    with pytest.raises(DataUnavailable) as err:
+        load_dataset(DataSpec(dataset=dataset), seed=0)
+    msg = str(err.value)
+    assert wanted.format(d=keras_home / "datasets") in msg
+    assert "JOBCTL_OFFLINE" in msg and "https://" in msg  # why, and where the files come from
+
+
+def test_a_data_path_that_does_not_exist_is_unavailable(tmp_path, monkeypatch):
+    monkeypatch.setenv("JOBCTL_OFFLINE", "1")
+    with pytest.raises(DataUnavailable, match=r"data.path: '.*nope' is not a folder.*mnist.npz"):
+        load_dataset(DataSpec(dataset="mnist", path=str(tmp_path / "nope")), 0)
