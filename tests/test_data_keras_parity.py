@@ -1,0 +1,61 @@
+"""Keras' own loaders read the fixture files exactly as jobs.data does.
+
+This proves the fixtures of tests/test_data_keras.py are in the real on-disk formats (and that our cache paths are
+the ones Keras 3 uses), so those tests are not just our reader agreeing with our writer. Importing Keras costs a
+few seconds; these are the only data tests that pay it.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from jobs.data import load_dataset
+from jobs.spec import DataSpec
+from tests.test_data_keras import write_cifar10, write_cifar100, write_fashion_mnist
+
+keras = pytest.importorskip("keras")
+
+
+def test_keras_fashion_mnist_loader_reads_our_cache_like_we_do(tmp_path, monkeypatch):
+    from keras.src.backend import config
+
+    written = write_fashion_mnist(tmp_path / "datasets" / "fashion-mnist", n_train=7, n_test=3)
+    # Keras reads KERAS_HOME once at import; get_file asks config.keras_home() on every call.
+    monkeypatch.setattr(config, "_KERAS_DIR", str(tmp_path))
+    monkeypatch.setenv("KERAS_HOME", str(tmp_path))
+    monkeypatch.setenv("JOBCTL_OFFLINE", "1")
+
+    def no_download(*a, **k):
+        raise AssertionError("Keras tried to download: the cache path differs from what it expects")
+
+    monkeypatch.setattr("keras.src.utils.file_utils.urlretrieve", no_download)
+    (kx, ky), (kxt, kyt) = keras.datasets.fashion_mnist.load_data()
+    ours = load_dataset(DataSpec(dataset="fashion_mnist", validation={"use_test": True}), seed=0)
+    np.testing.assert_array_equal(ours.x_train[..., 0], kx)
+    np.testing.assert_array_equal(ours.y_train, ky)
+    np.testing.assert_array_equal(ours.x_test[..., 0], kxt)
+    np.testing.assert_array_equal(ours.y_test, kyt)
+    np.testing.assert_array_equal(kx, written["train"][0])
+
+
+def test_keras_cifar_batch_reader_agrees_on_pixels_labels_and_channel_order(tmp_path, monkeypatch):
+    from keras.src.datasets.cifar import load_batch
+
+    monkeypatch.setenv("JOBCTL_OFFLINE", "1")
+    folder = tmp_path / "cifar-10-batches-py-target" / "cifar-10-batches-py"
+    write_cifar10(folder, per_batch=3, seed=5)
+    ours = load_dataset(DataSpec(dataset="cifar10", path=str(tmp_path), validation={"use_test": True}), seed=0)
+    # keras.datasets.cifar10.load_data: load_batch -> [N, 3, 32, 32], then transpose(0, 2, 3, 1) for channels_last.
+    kx, ky = load_batch(str(folder / "data_batch_2"))
+    np.testing.assert_array_equal(ours.x_train[3:6], kx.transpose(0, 2, 3, 1))
+    np.testing.assert_array_equal(ours.y_train[3:6], ky)
+
+    folder100 = tmp_path / "cifar-100-python-target" / "cifar-100-python"
+    write_cifar100(folder100, n=4, seed=6)
+    coarse = load_dataset(
+        DataSpec(dataset="cifar100", path=str(tmp_path), cifar100_label_mode="coarse", validation={"use_test": True}), 0
+    )
+    kx, ky = load_batch(str(folder100 / "test"), label_key="coarse_labels")
+    np.testing.assert_array_equal(coarse.x_test, kx.transpose(0, 2, 3, 1))
+    np.testing.assert_array_equal(coarse.y_test, ky)

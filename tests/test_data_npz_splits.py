@@ -1,0 +1,112 @@
+"""npz files and the split semantics every loader shares (validation fraction / train_size / use_test, test hold-out)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from jobs.data import DataUnavailable, load_dataset
+from jobs.spec import DataSpec
+
+
+def npz_spec(path, **kw) -> DataSpec:
+    return DataSpec(dataset="npz", path=str(path), **kw)
+
+
+def images(n: int, shape=(5, 6), start: int = 0) -> np.ndarray:
+    """Image i is filled with the value start+i, so every split can be traced back to source indices."""
+    return (np.arange(start, start + n, dtype=np.uint8)[:, None, None] * np.ones(shape, np.uint8)).astype(np.uint8)
+
+
+def test_npz_with_test_split_and_class_names(tmp_path):
+    f = tmp_path / "d.npz"
+    np.savez(f, x_train=images(10), y_train=np.arange(10) % 3, x_test=images(4, start=100), y_test=[0, 1, 2, 0],
+             class_names=np.array(["ant", "bee", "cow"]))
+    data = load_dataset(npz_spec(f, validation={"fraction": 0.2}), seed=0)
+    assert data.class_names == ["ant", "bee", "cow"]
+    assert data.input_shape == (5, 6, 1) and data.pixel_max == 255.0
+    # validation = the last 20% of the file's training examples, order kept (Keras validation_split).
+    assert data.x_train[:, 0, 0, 0].tolist() == list(range(8))
+    assert data.x_val[:, 0, 0, 0].tolist() == [8, 9] and data.y_val.tolist() == [2, 0]
+    assert data.x_test[:, 0, 0, 0].tolist() == [100, 101, 102, 103]
+
+
+def test_npz_without_test_holds_out_a_stratified_seeded_share(tmp_path):
+    f = tmp_path / "d.npz"
+    y = np.repeat([0, 1], 10)
+    np.savez(f, x_train=images(20), y_train=y)
+    data = load_dataset(npz_spec(f, test_fraction=0.3, validation={"fraction": 0.25}), seed=4)
+    assert np.bincount(data.y_test).tolist() == [3, 3]
+    rest = data.x_train[:, 0, 0, 0].tolist() + data.x_val[:, 0, 0, 0].tolist()
+    assert rest == sorted(rest)  # the training examples keep the file's order
+    assert sorted(rest + data.x_test[:, 0, 0, 0].tolist()) == list(range(20))
+    assert data.class_names == ["0", "1"]
+    assert any("held out 6 examples" in n for n in data.notes)
+
+
+def test_npz_float_pixels_one_hot_labels_and_rgb(tmp_path):
+    f = tmp_path / "d.npz"
+    x = np.zeros((4, 3, 3, 3), np.float32)
+    x[0, 1, 2] = (1.0, 0.5, 0.0)
+    np.savez(f, x_train=x, y_train=np.eye(2)[[0, 1, 1, 0]], x_test=x[:2], y_test=[[0], [1]])
+    data = load_dataset(npz_spec(f, validation={"use_test": True}), 0)
+    assert data.x_train.dtype == np.uint8 and tuple(data.x_train[0, 1, 2]) == (255, 128, 0)
+    assert data.y_train.tolist() == [0, 1, 1, 0] and data.y_test.tolist() == [0, 1]
+    assert any("scaled to 0..255" in n for n in data.notes) and any("one-hot" in n for n in data.notes)
+
+
+@pytest.mark.parametrize(
+    "arrays, message",
+    [
+        ({"x": images(3), "y": [0, 1, 0]}, r"has no array 'x_train'; found keys \['x', 'y'\]; expected x_train, y_train"),
+        ({"x_train": images(3), "y_train": [0, 1, 0], "x_test": images(2)}, r"has 'x_test' but no 'y_test'"),
+        ({"x_train": images(3), "y_train": [0, 1]}, r"has 3 images but 2 labels in 'y_train'"),
+        ({"x_train": np.zeros((3, 12)), "y_train": [0, 1, 0]}, r"'x_train' has shape \[3, 12\]; expected \[N, height, width\]"),
+        ({"x_train": images(3).astype(np.int32) * 300, "y_train": [0, 1, 0]}, r"'x_train' has values in \[0, 600\]; expected uint8"),
+        ({"x_train": images(3), "y_train": [0, 1, 5], "class_names": np.array(["a", "b"])}, r"has labels up to 5 but class_names lists 2"),
+        ({"x_train": images(3), "y_train": [0.5, 1, 0]}, r"'y_train' has dtype float64; expected integer class indices"),
+    ],
+)
+def test_npz_errors_name_the_field_the_file_and_what_is_expected(tmp_path, arrays, message):
+    f = tmp_path / "d.npz"
+    np.savez(f, **arrays)
+    with pytest.raises(ValueError, match=r"^data\.path: '.*d\.npz' (array )?" + message):
+        load_dataset(npz_spec(f), 0)
+
+
+def test_npz_object_arrays_are_refused_with_the_fix(tmp_path):
+    f = tmp_path / "d.npz"
+    np.savez(f, x_train=images(4), y_train=[0, 1, 0, 1], class_names=np.array(["a", "b"], dtype=object))
+    with pytest.raises(ValueError, match=r"'class_names' is an object array.*np.array\(names, dtype=str\)"):
+        load_dataset(npz_spec(f), 0)
+
+
+def test_npz_missing_or_not_npz(tmp_path):
+    with pytest.raises(DataUnavailable, match=r"data.path: '.*gone.npz' does not exist; expected an .npz"):
+        load_dataset(npz_spec(tmp_path / "gone.npz"), 0)
+    (tmp_path / "text.npz").write_text("hello")
+    with pytest.raises(ValueError, match=r"data.path: '.*text.npz' is not a numpy .npz file"):
+        load_dataset(npz_spec(tmp_path / "text.npz"), 0)
+
+
+def test_validation_train_size_use_test_and_max_train_examples(tmp_path):
+    f = tmp_path / "d.npz"
+    np.savez(f, x_train=images(10), y_train=np.arange(10) % 2, x_test=images(3, start=50), y_test=[0, 1, 0])
+    first = load_dataset(npz_spec(f, validation={"train_size": 7}), 0)  # seed 004: first 40k / last 10k
+    assert first.x_train[:, 0, 0, 0].tolist() == list(range(7)) and first.x_val[:, 0, 0, 0].tolist() == [7, 8, 9]
+    on_test = load_dataset(npz_spec(f, validation={"use_test": True}, max_train_examples=4), 0)
+    assert len(on_test.x_train) == 4 and on_test.x_val[:, 0, 0, 0].tolist() == [50, 51, 52]
+    shuffled = load_dataset(npz_spec(f, validation={"fraction": 0.3, "shuffle": True}), 0)
+    assert sorted(shuffled.x_train[:, 0, 0, 0].tolist() + shuffled.x_val[:, 0, 0, 0].tolist()) == list(range(10))
+    assert shuffled.x_val[:, 0, 0, 0].tolist() != [7, 8, 9]
+    with pytest.raises(ValueError, match=r"data.validation.train_size=10 leaves no validation data"):
+        load_dataset(npz_spec(f, validation={"train_size": 10}), 0)
+
+
+def test_digits_is_offline_and_split_like_before():
+    data = load_dataset(DataSpec(), seed=42)
+    assert data.pixel_max == 16.0 and data.input_shape == (8, 8, 1)
+    assert len(data.x_train) + len(data.x_val) + len(data.x_test) == 1797
+    assert len(data.x_test) == 359 and data.num_classes == 10
+    again = load_dataset(DataSpec(), seed=42)
+    np.testing.assert_array_equal(data.x_val, again.x_val)
