@@ -1,7 +1,220 @@
-"""Placeholder: commands of this area are registered here."""
+"""`jobctl sweep`, `jobctl results`, `jobctl best`: hyperparameter sweeps and their leaderboard (docs/sweeps.md).
+
+No TensorFlow here: trials are subprocesses (local) or Jobs (Kubernetes); matplotlib only for `results`' plot.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from enum import Enum
+from pathlib import Path
+from typing import Optional
 
 import typer
 
+from cli.common import console, err_console, fail
+from jobs import exit_codes
+
+INTERRUPTED = 130  # the shell's code for SIGINT
+
+
+class BackendName(str, Enum):
+    local = "local"
+    k8s = "k8s"
+
+
+def _fmt(v) -> str:
+    if v is None:
+        return "-"
+    if isinstance(v, float):
+        return f"{v:.4g}"
+    if isinstance(v, (list, dict)):
+        return json.dumps(v)
+    return str(v)
+
+
+def _load_sweep_or_exit(path: Path, sweep_dir: Optional[Path]):
+    from jobs.spec import SpecError
+    from jobs.sweep_spec import load_sweep
+
+    try:
+        sweep = load_sweep(path)
+    except SpecError as exc:
+        err_console.print(exc.render(), highlight=False, markup=False)
+        raise typer.Exit(exit_codes.BAD_SPEC)
+    if sweep_dir:
+        sweep.sweep_dir = sweep_dir
+    return sweep
+
+
+def _progress_printer(metric: str):
+    def show(p) -> None:
+        c = p.counts
+        head = (f"[{c['succeeded'] + c['stopped'] + c['failed']}/{c['total']} done, {c['running']} running, "
+                f"{c['failed']} failed" + (f", {c['stopped']} stopped" if c["stopped"] else "") + "]")
+        best = f"  best {p.best['trial']} {metric} {p.best['value']:.4f}" if p.best else ""
+        if p.kind == "resumed":
+            line = f"resuming: {p.skipped} finished run(s) skipped"
+        elif p.kind == "started":
+            rec = p.record or {}
+            line = f"{p.trial} started (rung {p.rung}, {rec.get('epochs')} epochs)"
+        elif p.kind == "finished":
+            rec = p.record or {}
+            status = rec.get("status")
+            detail = f"{metric} {rec['value']:.4f}" if rec.get("value") is not None else (rec.get("error") or "")
+            colour = {"succeeded": "green", "failed": "red"}.get(status, "yellow")
+            line = f"{p.trial} [{colour}]{status}[/] (rung {p.rung}) {detail[:160]}"
+        elif p.kind == "interrupted":
+            line = "[yellow]interrupted[/]: active trials stopped, state saved; run the same command to resume"
+        else:
+            line = "[bold]sweep finished[/]"
+        console.print(f"{head} {line}{best}", highlight=False, soft_wrap=True)
+
+    return show
+
+
+def sweep_command(
+    sweep_spec: Path = typer.Argument(..., help="the sweep spec (YAML), see docs/sweeps.md"),
+    backend: BackendName = typer.Option(BackendName.local, "--backend", "-b", help="where trials run"),
+    parallelism: Optional[int] = typer.Option(None, "--parallelism", "-p", min=1, help="at most N trials at once (default: the spec's, else what the cores allow)"),
+    restart: bool = typer.Option(False, "--restart", help="forget recorded runs and start over"),
+    sweep_dir: Optional[Path] = typer.Option(None, "--sweep-dir", help="default: <artifacts_dir>/sweeps/<name>"),
+    dry_run: bool = typer.Option(False, "--dry-run", help="validate and list the trials; run nothing"),
+    namespace: str = typer.Option("default", "--namespace", "-n", help="k8s: the namespace of the trial Jobs"),
+    poll_seconds: float = typer.Option(2.0, "--poll", help="k8s: seconds between Job status checks"),
+) -> None:
+    """Run a hyperparameter sweep (grid, random or hyperband), resuming from its sweep directory."""
+    from jobs.sweep_results import SweepError
+    from jobs.sweep_run import SweepInterrupted, run_sweep
+    from jobs.sweep_spec import default_parallelism
+
+    sweep = _load_sweep_or_exit(sweep_spec, sweep_dir)
+    par = parallelism or sweep.spec.parallelism or (default_parallelism() if backend == BackendName.local else 4)
+    alg = sweep.spec.algorithm
+    console.print(
+        f"sweep [bold]{sweep.name}[/]: {len(sweep.trials)} trials, {alg.type}"
+        + (f" (epochs {alg.min_epochs}..{alg.max_epochs}, eta {alg.eta}, {len(sweep.plan)} brackets)" if sweep.plan else "")
+        + f", objective {sweep.spec.objective.mode} {sweep.spec.objective.metric}, parallelism {par}, "
+        f"backend {backend.value}; {sweep.sweep_dir}",
+        highlight=False,
+    )
+    if dry_run:
+        for t in sweep.trials:
+            extra = f" bracket {t.bracket}" if sweep.plan else ""
+            console.print(f"  {t.id}{extra}: " + ", ".join(f"{k}={_fmt(v)}" for k, v in t.params.items()), highlight=False)
+        return
+    if backend == BackendName.local:
+        from jobs.sweep_local import LocalBackend
+
+        runner = LocalBackend(sweep, parallelism=par)
+        poll = 0.5
+    else:
+        from jobs.sweep_k8s import K8sBackend
+
+        try:
+            runner = K8sBackend.from_environment(sweep, namespace=namespace)
+        except Exception as exc:  # noqa: BLE001 - no kubeconfig, unreachable API: one clear line
+            fail(f"Kubernetes backend: {exc}")
+        poll = poll_seconds
+    try:
+        outcome = run_sweep(sweep, runner, parallelism=par, restart=restart, poll_seconds=poll,
+                            on_progress=_progress_printer(sweep.spec.objective.metric))
+    except SweepInterrupted:
+        raise typer.Exit(INTERRUPTED)
+    except SweepError as exc:
+        fail(str(exc), exit_codes.BAD_SPEC)
+    _print_table(outcome.leaderboard[:10], title="leaderboard (top 10)")
+    console.print(f"leaderboard: {Path(outcome.sweep_dir) / 'leaderboard.json'}", highlight=False)
+    if outcome.counts["succeeded"] == 0:
+        fail("no trial succeeded; see the errors above and the logs in the sweep directory")
+
+
+def _print_table(entries: list[dict], title: Optional[str] = None) -> None:
+    from rich.table import Table
+
+    from jobs.sweep_results import param_names
+
+    if not entries:
+        console.print("no trials")
+        return
+    params = param_names(entries)
+    metric = entries[0]["objective"]
+    table = Table(title=title, show_lines=False)
+    for col in ("#", "trial", "status", metric, *params, "epochs", "test_accuracy", "export / error"):
+        table.add_column(col, overflow="fold")
+    for e in entries:
+        m = e.get("metrics") or {}
+        last = e.get("export_path") or (f"[red]{e['error'][:120]}[/]" if e.get("error") else "")
+        table.add_row(
+            str(e["rank"]), e["trial"], e["status"], _fmt(e.get("value")),
+            *[_fmt(e["params"].get(p)) for p in params], _fmt(m.get("epochs_run")), _fmt(m.get("test_accuracy")), last,
+        )
+    console.print(table)
+
+
+def _leaderboard_or_exit(sweep: str):
+    from jobs.spec import SpecError
+    from jobs.sweep_results import SweepError, load_leaderboard, resolve_sweep_dir
+
+    try:
+        d = resolve_sweep_dir(sweep)
+        return d, load_leaderboard(d)
+    except SpecError as exc:
+        err_console.print(exc.render(), highlight=False, markup=False)
+        raise typer.Exit(exit_codes.BAD_SPEC)
+    except SweepError as exc:
+        fail(str(exc), exit_codes.BAD_SPEC)
+
+
+def results_command(
+    sweep: str = typer.Argument(..., help="a sweep directory, a sweep spec file, or a sweep name under artifacts/sweeps"),
+    as_json: bool = typer.Option(False, "--json", help="print the leaderboard as JSON"),
+    as_csv: bool = typer.Option(False, "--csv", help="print the leaderboard as CSV"),
+    plot: Optional[Path] = typer.Option(None, "--plot", help="where to write the PNG (default: <sweep>/objective.png)"),
+    no_plot: bool = typer.Option(False, "--no-plot", help="skip the PNG"),
+) -> None:
+    """The leaderboard, best first: each trial's parameters, objective and metrics; a PNG of objective vs parameters."""
+    from jobs.sweep_results import plot_objective, to_csv
+
+    if as_json and as_csv:
+        fail("choose one of --json and --csv", exit_codes.BAD_SPEC)
+    d, entries = _leaderboard_or_exit(sweep)
+    written = None
+    if not no_plot:
+        written = plot_objective(entries, plot or d / "objective.png")
+    if as_json:
+        sys.stdout.write(json.dumps(entries, indent=2) + "\n")
+    elif as_csv:
+        sys.stdout.write(to_csv(entries))
+    else:
+        _print_table(entries, title=f"sweep {d.name}")
+        if written:
+            console.print(f"plot: {written}", highlight=False)
+
+
+def best_command(
+    sweep: str = typer.Argument(..., help="a sweep directory, a sweep spec file, or a sweep name under artifacts/sweeps"),
+    top: int = typer.Option(1, "--top", "-k", min=1, help="how many of the best trials"),
+    as_json: bool = typer.Option(False, "--json", help="a JSON list of {trial, value, params, export_path}"),
+) -> None:
+    """The export paths of the best K succeeded trials, best first, one per line (ready for the ensemble)."""
+    from jobs.sweep_results import SweepError, best_exports
+
+    d, entries = _leaderboard_or_exit(sweep)
+    try:
+        paths = best_exports(entries, top)
+    except SweepError as exc:
+        fail(str(exc))
+    if as_json:
+        by_path = {e.get("export_path"): e for e in entries}
+        out = [{k: by_path[p].get(k) for k in ("rank", "trial", "value", "objective", "params", "export_path")} for p in paths]
+        sys.stdout.write(json.dumps(out, indent=2) + "\n")
+    else:
+        sys.stdout.write("".join(p + "\n" for p in paths))
+
 
 def register(app: typer.Typer) -> None:
-    pass
+    app.command("sweep")(sweep_command)
+    app.command("results")(results_command)
+    app.command("best")(best_command)

@@ -1,0 +1,229 @@
+"""Search algorithms as pure functions: grid and seeded random sampling, Hyperband's plan and promotions.
+
+Nothing here runs anything. The scheduler (jobs/sweep_run.py) asks `next_runs` what may start given the runs
+recorded so far, so a resumed sweep, a local one and a Kubernetes one take the same decisions.
+
+Hyperband (Li et al., 2018) with epochs as the budget: bracket s of s_max..0 samples n configurations and runs
+successive halving on them: rung i trains n_i = floor(n / eta^i) of them for r_i = min_epochs * eta^(i + s_max - s)
+epochs, and only the best 1/eta of a rung go on to the next. A trial that is not promoted is "stopped", not failed.
+Each rung trains from scratch for its budget (jobs.train has no warm start), so rung runs are independent.
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+import random
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Iterable, Mapping, Optional
+
+if TYPE_CHECKING:
+    from jobs.sweep_spec import Param, Sweep
+
+FINISHED = ("succeeded", "failed")
+
+
+# -------------------------------------------------------------------------------------------- values
+def _round(v: float) -> float:
+    # Grid points like 0.1 * 3 ** (1/3) print as 0.14422495703074083; six significant digits keep specs readable.
+    return float(f"{v:.6g}")
+
+
+def grid_values(p: "Param") -> list[Any]:
+    if p.type == "choice":
+        return list(p.values)
+    if p.type == "int":
+        if p.scale == "log" and p.grid_points:
+            out = sorted({int(round(math.exp(x))) for x in _linspace(math.log(p.min), math.log(p.max), p.grid_points)})
+            return out
+        return list(range(p.min, p.max + 1, p.step))
+    if not p.grid_points:
+        raise ValueError("a float range needs grid_points in a grid search")
+    if p.scale == "log":
+        return [_round(math.exp(x)) for x in _linspace(math.log(p.min), math.log(p.max), p.grid_points)]
+    return [_round(x) for x in _linspace(p.min, p.max, p.grid_points)]
+
+
+def _linspace(a: float, b: float, n: int) -> list[float]:
+    return [a + (b - a) * i / (n - 1) for i in range(n)]
+
+
+def boundary_values(p: "Param") -> list[Any]:
+    """The values that decide whether the job spec accepts a parameter: every choice, a range's two ends."""
+    if p.type == "choice":
+        return list(p.values)
+    if p.type == "int":
+        return [p.min, p.min + (p.max - p.min) // p.step * p.step]
+    return [p.min, p.max]
+
+
+def space_size(params: Mapping[str, "Param"]) -> Optional[int]:
+    """Distinct configurations, or None when a float range makes the space continuous."""
+    n = 1
+    for p in params.values():
+        if p.type == "float":
+            return None
+        n *= len(grid_values(p)) if p.type == "choice" or p.scale == "linear" else (p.max - p.min + 1)
+    return n
+
+
+def grid_size(params: Mapping[str, "Param"]) -> int:
+    return math.prod(len(grid_values(p)) for p in params.values())
+
+
+def grid_configs(params: Mapping[str, "Param"]) -> list[dict[str, Any]]:
+    keys = list(params)
+    return [dict(zip(keys, combo)) for combo in itertools.product(*(grid_values(params[k]) for k in keys))]
+
+
+def sample(p: "Param", rng: random.Random) -> Any:
+    if p.type == "choice":
+        return p.values[rng.randrange(len(p.values))]
+    if p.type == "int":
+        if p.scale == "log":
+            return min(p.max, max(p.min, int(round(math.exp(rng.uniform(math.log(p.min), math.log(p.max)))))))
+        return rng.randrange(p.min, p.max + 1, p.step)
+    if p.scale == "log":
+        return _round(math.exp(rng.uniform(math.log(p.min), math.log(p.max))))
+    return _round(rng.uniform(p.min, p.max))
+
+
+def random_configs(params: Mapping[str, "Param"], n: int, seed: int, problems: list[str]) -> list[dict[str, Any]]:
+    """`n` distinct configurations drawn with `seed` (same seed, same trials: a sweep can be resumed)."""
+    size = space_size(params)
+    if size is not None and size < n:
+        problems.append(f"max_trials: the search space has only {size} distinct configurations, received "
+                        f"{n} trials to sample; lower max_trials or use algorithm grid")
+        return []
+    rng = random.Random(seed)
+    out: list[dict[str, Any]] = []
+    seen: set[str] = set()
+    for _ in range(100 * n):
+        if len(out) == n:
+            break
+        c = {k: sample(p, rng) for k, p in params.items()}
+        key = repr(sorted(c.items(), key=lambda kv: kv[0]))
+        if key not in seen:
+            seen.add(key)
+            out.append(c)
+    if len(out) < n:
+        problems.append(f"max_trials: drew only {len(out)} distinct configurations of the {n} asked for")
+    return out
+
+
+# --------------------------------------------------------------------------------------------- hyperband
+@dataclass(frozen=True)
+class Rung:
+    n: int  # how many configurations train at this budget
+    epochs: int
+
+
+@dataclass(frozen=True)
+class Bracket:
+    s: int
+    n_configs: int
+    rungs: tuple[Rung, ...]
+
+
+def hyperband_plan(min_epochs: int, max_epochs: int, eta: int) -> list[Bracket]:
+    """Brackets from the most exploratory (many configurations, small budgets) to plain random search."""
+    if min_epochs < 1 or max_epochs <= min_epochs or eta < 2:
+        raise ValueError(f"expected 1 <= min_epochs < max_epochs and eta >= 2, received {min_epochs}, {max_epochs}, {eta}")
+    ratio = max_epochs / min_epochs
+    s_max = int(math.floor(math.log(ratio) / math.log(eta) + 1e-9))
+    brackets = []
+    for s in range(s_max, -1, -1):
+        n = int(math.ceil((s_max + 1) / (s + 1) * eta**s))
+        rungs = []
+        for i in range(s + 1):
+            n_i = int(math.floor(n * eta ** (-i) + 1e-9))
+            epochs = max_epochs if i == s else max(min_epochs, int(round(max_epochs * eta ** (i - s))))
+            rungs.append(Rung(max(1, n_i), epochs))
+        brackets.append(Bracket(s, n, tuple(rungs)))
+    return brackets
+
+
+def promote(values: Mapping[str, Optional[float]], k: int, mode: str) -> list[str]:
+    """The best `k` trials of a rung, best first. Failed trials (None or NaN) are never promoted; ties go to
+    the lower trial id so the decision is the same on every resume."""
+    ok = [(t, v) for t, v in values.items() if v is not None and not (isinstance(v, float) and math.isnan(v))]
+    sign = -1.0 if mode == "max" else 1.0
+    ok.sort(key=lambda tv: (sign * tv[1], tv[0]))
+    return [t for t, _ in ok[: max(0, k)]]
+
+
+# ------------------------------------------------------------------------------------------ scheduling
+@dataclass(frozen=True)
+class RunRequest:
+    trial: str
+    rung: int
+    epochs: Optional[int]  # None: the spec's own training.epochs
+
+    @property
+    def key(self) -> str:
+        return run_key(self.trial, self.rung)
+
+
+def run_key(trial: str, rung: int) -> str:
+    return f"{trial}/r{rung}"
+
+
+def _finished(records: Mapping[str, dict], trial: str, rung: int) -> Optional[dict]:
+    rec = records.get(run_key(trial, rung))
+    return rec if rec and rec.get("status") in FINISHED else None
+
+
+def _value(rec: Optional[dict]) -> Optional[float]:
+    if not rec or rec.get("status") != "succeeded":
+        return None
+    v = rec.get("value")
+    return float(v) if isinstance(v, (int, float)) and not isinstance(v, bool) else None
+
+
+def walk(sweep: "Sweep", records: Mapping[str, dict]) -> tuple[list[RunRequest], dict[str, dict]]:
+    """Runs that may start now (not finished) and each trial's state: status, rung, epochs reached.
+
+    Trial statuses: pending | running | succeeded | failed | stopped (hyperband did not promote it).
+    """
+    mode = sweep.spec.objective.mode
+    requests: list[RunRequest] = []
+    states: dict[str, dict] = {}
+
+    def state_of(trial: str, rung: int, epochs: Optional[int]) -> dict:
+        rec = records.get(run_key(trial, rung))
+        status = rec.get("status") if rec else None
+        if status in FINISHED:
+            return {"status": status, "rung": rung, "epochs": epochs}
+        return {"status": "running" if status == "running" else "pending", "rung": rung, "epochs": epochs}
+
+    if sweep.plan is None:
+        for t in sweep.trials:
+            states[t.id] = state_of(t.id, 0, None)
+            if not _finished(records, t.id, 0):
+                requests.append(RunRequest(t.id, 0, None))
+        return requests, states
+
+    for b_index, bracket in enumerate(sweep.plan):
+        members = [t.id for t in sweep.trials if t.bracket == b_index]
+        for i, rung in enumerate(bracket.rungs):
+            for t in members:
+                states[t] = state_of(t, i, rung.epochs)
+            waiting = [t for t in members if not _finished(records, t, i)]
+            if waiting:
+                requests.extend(RunRequest(t, i, rung.epochs) for t in waiting)
+                break
+            if i == len(bracket.rungs) - 1:
+                break
+            promoted = promote({t: _value(records.get(run_key(t, i))) for t in members}, bracket.rungs[i + 1].n, mode)
+            for t in members:
+                if t not in promoted and states[t]["status"] == "succeeded":
+                    states[t]["status"] = "stopped"
+            members = promoted
+    return requests, states
+
+
+def iter_values(records: Iterable[dict]) -> Iterable[float]:
+    for rec in records:
+        v = _value(rec)
+        if v is not None:
+            yield v

@@ -1,0 +1,432 @@
+"""The sweep spec: a base job spec, a search space over its dotted field paths, an algorithm and an objective.
+
+    name: digits-lr
+    base: digits-cnn.yaml              # a path (relative to this file) or an inline mapping
+    parameters:
+      training.learning_rate: {min: 1.0e-4, max: 1.0e-1, scale: log, grid_points: 4}
+      model.dropout: [0.0, 0.25, 0.5]  # a list is a choice
+      training.batch_size: {min: 16, max: 64, step: 16}
+    algorithm: {type: grid}            # grid | random (seed) | hyperband (min_epochs, max_epochs, eta, seed)
+    objective: {metric: best_val_accuracy, direction: max}
+    max_trials: 12
+    parallelism: 2
+
+`load_sweep` validates everything a sweep can know before it trains: unknown field paths, empty ranges, values
+the job spec would reject (every trial's resolved spec is validated), a grid larger than `max_trials`. All
+problems are reported at once as a `SpecError`, like the job spec. No TensorFlow here.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal, Optional, Union
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from jobs.spec import (
+    DNS1123_LABEL,
+    JobSpec,
+    SpecError,
+    apply_overrides,
+    field_exists,
+    parse_spec,
+    read_yaml,
+    validation_problems,
+)
+
+# Keys of metrics.json a sweep can optimise (docs/ARCHITECTURE.md); the direction is inferred from the name.
+OBJECTIVE_METRICS = (
+    "best_val_accuracy",
+    "best_val_loss",
+    "best_monitor_value",
+    "test_accuracy",
+    "test_loss",
+    "images_per_second",
+    "wall_time_seconds",
+    "fit_seconds",
+)
+# Trial names are "<sweep>-t<NNN>"; a job name may have 52 characters (jobs/spec.py).
+MAX_SWEEP_NAME = 44
+_FLOAT_STRING = re.compile(r"^[+-]?(\d+\.?\d*|\.\d+)[eE][+-]?\d+$")
+
+
+def _yaml_number(v: Any) -> Any:
+    # PyYAML (YAML 1.1) reads `1e-3` as the string "1e-3"; everyone writes learning rates that way.
+    if isinstance(v, str) and _FLOAT_STRING.fullmatch(v.strip()):
+        return float(v)
+    return v
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class ChoiceParam(_Strict):
+    type: Literal["choice"] = "choice"
+    values: list[Any]
+
+    @field_validator("values")
+    @classmethod
+    def _non_empty(cls, v):
+        if not v:
+            raise ValueError("empty choice: expected at least one value, received []")
+        return [_yaml_number(x) for x in v]
+
+
+class IntParam(_Strict):
+    type: Literal["int"] = "int"
+    min: int
+    max: int
+    step: int = Field(default=1, ge=1)
+    scale: Literal["linear", "log"] = "linear"
+    grid_points: Optional[int] = Field(default=None, ge=2, description="log scale in a grid: how many values")
+
+    @model_validator(mode="after")
+    def _range(self) -> "IntParam":
+        if self.min > self.max:
+            raise ValueError(f"empty range: min {self.min} is greater than max {self.max}; expected min <= max")
+        if self.scale == "log" and self.min < 1:
+            raise ValueError(f"log scale needs min >= 1, received min {self.min}")
+        return self
+
+
+class FloatParam(_Strict):
+    type: Literal["float"] = "float"
+    min: float
+    max: float
+    scale: Literal["linear", "log"] = "linear"
+    grid_points: Optional[int] = Field(default=None, ge=2, description="grid search: evenly spaced values (on the scale)")
+
+    @model_validator(mode="after")
+    def _range(self) -> "FloatParam":
+        if not (math.isfinite(self.min) and math.isfinite(self.max)):
+            raise ValueError(f"expected finite bounds, received min {self.min}, max {self.max}")
+        if self.min >= self.max:
+            raise ValueError(f"empty range: min {self.min} is not less than max {self.max}; expected min < max")
+        if self.scale == "log" and self.min <= 0:
+            raise ValueError(f"log scale needs min > 0, received min {self.min}")
+        return self
+
+
+Param = Union[ChoiceParam, IntParam, FloatParam]
+_PARAM_TYPES = {"choice": ChoiceParam, "int": IntParam, "float": FloatParam}
+
+
+class Objective(_Strict):
+    metric: str = "best_val_accuracy"
+    direction: Optional[Literal["max", "min"]] = Field(default=None, description="default: min for losses and times")
+
+    @field_validator("metric")
+    @classmethod
+    def _known(cls, v):
+        if v not in OBJECTIVE_METRICS:
+            raise ValueError(f"expected one of {', '.join(OBJECTIVE_METRICS)} (keys of metrics.json), received {v!r}")
+        return v
+
+    @property
+    def mode(self) -> str:
+        if self.direction:
+            return self.direction
+        return "min" if ("loss" in self.metric or "seconds" in self.metric) else "max"
+
+    def better(self, a: float, b: float) -> bool:
+        return a > b if self.mode == "max" else a < b
+
+
+class Algorithm(_Strict):
+    type: Literal["grid", "random", "hyperband"] = "grid"
+    seed: int = Field(default=0, ge=0, description="random and hyperband sampling")
+    min_epochs: int = Field(default=1, ge=1, description="hyperband: the smallest budget")
+    max_epochs: Optional[int] = Field(default=None, ge=1, description="hyperband: the full budget (default: the base spec's training.epochs)")
+    eta: int = Field(default=3, ge=2, description="hyperband: keep the best 1/eta of each rung")
+
+
+class SweepSpec(_Strict):
+    name: str = Field(description="DNS-1123 label, at most 44 characters: trials are named <name>-t<NNN>")
+    base: Union[str, dict[str, Any]] = Field(description="the job spec: a path (relative to the sweep file) or inline")
+    fixed: dict[str, Any] = Field(default_factory=dict, description="dotted path -> value set for every trial")
+    parameters: dict[str, Any] = Field(description="dotted job-spec field path -> choice list or range")
+    algorithm: Algorithm = Field(default_factory=Algorithm)
+    objective: Objective = Field(default_factory=Objective)
+    max_trials: Optional[int] = Field(default=None, ge=1, description="grid: its size; random: 10; hyperband: its plan")
+    parallelism: Optional[int] = Field(default=None, ge=1, le=256, description="default: what the machine allows")
+    threads_per_trial: Optional[int] = Field(default=None, ge=1, description="TF intra-op threads per local trial")
+    sweep_dir: Optional[str] = Field(default=None, description="default: <artifacts_dir>/sweeps/<name>")
+    artifacts_dir: Optional[str] = Field(default=None, description="default: the base spec's artifacts_dir")
+
+    @field_validator("name")
+    @classmethod
+    def _dns(cls, v):
+        if len(v) > MAX_SWEEP_NAME or not DNS1123_LABEL.fullmatch(v):
+            raise ValueError(
+                "expected a DNS-1123 label (lower-case letters, digits and '-', starting and ending with a letter "
+                f"or digit, at most {MAX_SWEEP_NAME} characters), received {v!r}"
+            )
+        return v
+
+    def param(self, path: str) -> Param:
+        return self.parameters[path]
+
+
+@dataclass
+class Trial:
+    """One configuration. `bracket` is hyperband's bracket index (0 for grid and random)."""
+
+    id: str  # "t000"
+    params: dict[str, Any]
+    bracket: int = 0
+
+
+@dataclass
+class Sweep:
+    """A validated sweep: the spec, the base job spec as data, every trial, and where things go."""
+
+    spec: SweepSpec
+    base_data: dict
+    trials: list[Trial]
+    source: str
+    sweep_dir: Path
+    artifacts_dir: Path
+    plan: Any = None  # hyperband: list[Bracket]
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def name(self) -> str:
+        return self.spec.name
+
+    def trial_name(self, trial_id: str) -> str:
+        return f"{self.spec.name}-{trial_id}"
+
+    def trial_job_spec(self, trial: Trial, epochs: Optional[int] = None) -> JobSpec:
+        """The resolved job spec a trial (at a hyperband budget of `epochs`) trains."""
+        return parse_spec(self.trial_data(trial, epochs), f"{self.source} trial {trial.id}")
+
+    def trial_data(self, trial: Trial, epochs: Optional[int] = None) -> dict:
+        name = self.trial_name(trial.id)
+        # Own spec name and model name per trial: run directories and exports never collide.
+        overrides = {**trial.params, "name": name, "export.model_name": name}
+        if epochs is not None:
+            overrides["training.epochs"] = epochs
+        overrides["labels"] = {**(self.base_data.get("labels") or {}), "jobctl.io/sweep": self.name, "jobctl.io/trial": trial.id}
+        return apply_overrides(self.base_data, overrides)
+
+
+# ---------------------------------------------------------------------------------------------- loading
+def load_sweep(path: Union[str, Path, dict], *, source: Optional[str] = None) -> Sweep:
+    """Read and validate a sweep spec (a file or a mapping); raises SpecError listing every problem."""
+    if isinstance(path, dict):
+        data, src, root = path, source or "sweep", Path.cwd()
+    else:
+        path = Path(path)
+        data, src, root = read_yaml(path), source or str(path), path.parent
+    if not isinstance(data, dict):
+        raise SpecError([f"(top level): expected a mapping of fields, received {type(data).__name__}"], src)
+    try:
+        spec = SweepSpec.model_validate(data)
+    except ValidationError as exc:
+        raise SpecError(validation_problems(exc, SweepSpec), src) from None
+
+    problems: list[str] = []
+    base_data = _load_base(spec.base, root, problems)
+    for path_, value in spec.fixed.items():
+        if not field_exists(path_):
+            problems.append(f"fixed.{path_}: unknown job spec field; expected a dotted path such as training.epochs")
+        elif path_ in spec.parameters:
+            problems.append(f"fixed.{path_}: also a parameter; expected a field either fixed or searched, not both")
+    if spec.fixed and not problems:
+        base_data = apply_overrides(base_data, {k: _yaml_number(v) for k, v in spec.fixed.items()})
+    params = _parse_parameters(spec.parameters, problems)
+    if problems:
+        raise SpecError(problems, src)
+    spec.parameters = params
+
+    from jobs import sweep_search
+
+    trials: list[Trial] = []
+    plan = None
+    base_epochs = (base_data.get("training") or {}).get("epochs", JobSpec.model_fields["training"].default_factory().epochs)
+    if spec.algorithm.type == "hyperband":
+        if "training.epochs" in params:
+            problems.append("parameters.training.epochs: hyperband uses epochs as its budget; remove this parameter "
+                            "and set algorithm.min_epochs / algorithm.max_epochs")
+        max_epochs = spec.algorithm.max_epochs or base_epochs
+        if max_epochs <= spec.algorithm.min_epochs:
+            problems.append(f"algorithm.max_epochs: expected more than min_epochs ({spec.algorithm.min_epochs}), "
+                            f"received {max_epochs}")
+        if problems:
+            raise SpecError(problems, src)
+        spec.algorithm.max_epochs = max_epochs
+        plan = sweep_search.hyperband_plan(spec.algorithm.min_epochs, max_epochs, spec.algorithm.eta)
+        n = sum(b.n_configs for b in plan)
+        if spec.max_trials is not None and n > spec.max_trials:
+            raise SpecError([f"max_trials: hyperband with min_epochs {spec.algorithm.min_epochs}, max_epochs "
+                             f"{max_epochs}, eta {spec.algorithm.eta} samples {n} configurations "
+                             f"({', '.join(str(b.n_configs) for b in plan)} per bracket), received max_trials "
+                             f"{spec.max_trials}; raise max_trials, lower max_epochs or raise eta"], src)
+        configs = sweep_search.random_configs(params, n, spec.algorithm.seed, problems)
+        brackets = [i for i, b in enumerate(plan) for _ in range(b.n_configs)]
+        trials = [Trial(_trial_id(i, n), c, brackets[i]) for i, c in enumerate(configs)]
+    elif spec.algorithm.type == "grid":
+        size = sweep_search.grid_size(params)
+        if spec.max_trials is not None and size > spec.max_trials:
+            dims = " x ".join(f"{len(sweep_search.grid_values(p))} ({k})" for k, p in params.items())
+            raise SpecError([f"max_trials: the grid has {size} trials ({dims}), received max_trials "
+                             f"{spec.max_trials}; raise max_trials, shrink the grid or use algorithm random"], src)
+        configs = sweep_search.grid_configs(params)
+        trials = [Trial(_trial_id(i, len(configs)), c) for i, c in enumerate(configs)]
+    else:
+        n = spec.max_trials or 10
+        configs = sweep_search.random_configs(params, n, spec.algorithm.seed, problems)
+        trials = [Trial(_trial_id(i, n), c) for i, c in enumerate(configs)]
+    if problems:
+        raise SpecError(problems, src)
+
+    artifacts = Path(spec.artifacts_dir or base_data.get("artifacts_dir") or "artifacts")
+    sweep_dir = Path(spec.sweep_dir) if spec.sweep_dir else artifacts / "sweeps" / spec.name
+    sweep = Sweep(spec, base_data, trials, src, sweep_dir, artifacts, plan)
+    _validate_values(sweep, params, problems)
+    if problems:
+        raise SpecError(problems, src)
+    return sweep
+
+
+def _trial_id(i: int, n: int) -> str:
+    return f"t{i:0{max(3, len(str(n - 1)))}d}"
+
+
+def _load_base(base, root: Path, problems: list[str]) -> dict:
+    if isinstance(base, dict):
+        return base
+    p = Path(base)
+    if not p.is_absolute():
+        p = root / p
+    try:
+        data = read_yaml(p)
+    except SpecError as exc:
+        problems.extend(f"base: {m}" for m in exc.problems)
+        return {}
+    if not isinstance(data, dict):
+        problems.append(f"base: {p} must hold a mapping of job spec fields, received {type(data).__name__}")
+        return {}
+    return data
+
+
+def _parse_parameters(raw: dict[str, Any], problems: list[str]) -> dict[str, Param]:
+    out: dict[str, Param] = {}
+    if not raw:
+        problems.append("parameters: expected at least one field path to search over, received none")
+    reserved = {"name", "export.model_name", "labels"}
+    for path, value in raw.items():
+        where = f"parameters.{path}"
+        if path in reserved:
+            problems.append(f"{where}: set by the sweep for every trial (each trial has its own name); received a parameter over it")
+            continue
+        if not field_exists(path):
+            from difflib import get_close_matches
+
+            hint = get_close_matches(path, _all_field_paths(), n=1)
+            problems.append(f"{where}: unknown job spec field" + (f" (did you mean {hint[0]!r}?)" if hint else "")
+                            + "; expected a dotted path such as training.learning_rate")
+            continue
+        if isinstance(value, list):
+            value = {"type": "choice", "values": value}
+        if not isinstance(value, dict):
+            problems.append(f"{where}: expected a list of values or a mapping (values | min, max[, step, scale, "
+                            f"grid_points]), received {value!r}")
+            continue
+        value = {k: _yaml_number(v) if k in ("min", "max") else v for k, v in value.items()}
+        kind = value.get("type")
+        if kind is None:
+            if "values" in value:
+                kind = "choice"
+            elif "step" in value or all(isinstance(value.get(k), int) and not isinstance(value.get(k), bool)
+                                        for k in ("min", "max")):
+                kind = "int"
+            else:
+                kind = "float"
+        cls = _PARAM_TYPES.get(kind)
+        if cls is None:
+            problems.append(f"{where}.type: expected one of choice, int, float, received {kind!r}")
+            continue
+        try:
+            out[path] = cls.model_validate({**value, "type": kind})
+        except ValidationError as exc:
+            for err in exc.errors(include_url=False):
+                loc = ".".join(str(p) for p in err["loc"] if p != "type")
+                msg = err["msg"].removeprefix("Value error, ")
+                problems.append(f"{where}{'.' + loc if loc else ''}: {msg}"
+                                + ("" if "received" in msg else f"; received {err.get('input')!r}"))
+    return out
+
+
+def _all_field_paths() -> list[str]:
+    from jobs.spec import _first_model
+
+    out: list[str] = []
+
+    def walk(model, prefix):
+        for name, f in model.model_fields.items():
+            path = f"{prefix}{name}"
+            out.append(path)
+            sub = _first_model(f.annotation)
+            if sub is not None:
+                walk(sub, path + ".")
+
+    walk(JobSpec, "")
+    return out
+
+
+def _validate_values(sweep: Sweep, params: dict[str, Param], problems: list[str]) -> None:
+    """Every value a parameter can take (choices, range ends) and every trial's resolved spec must validate."""
+    from jobs import sweep_search
+
+    seen: set[str] = set()
+
+    def check(data: dict, blame: dict[str, Any], where: str) -> None:
+        try:
+            parse_spec(data)
+        except SpecError as exc:
+            for p in exc.problems:
+                hit = next((k for k in blame if p.startswith(k + ":") or p.startswith(k + ".")), None)
+                msg = (f"parameters.{hit}: value {blame[hit]!r} is rejected by the job spec: {p}" if hit
+                       else f"{where}: {p}")
+                if msg not in seen:
+                    seen.add(msg)
+                    problems.append(msg)
+
+    probe = Trial("t000", {})
+    base_name = {"name": sweep.trial_name(probe.id)}
+    for path, p in params.items():
+        for v in sweep_search.boundary_values(p):
+            check(apply_overrides(sweep.base_data, {**base_name, path: v}), {path: v}, "base")
+    if problems:
+        return  # a bad value would repeat in every trial it appears in
+    epochs = [None]
+    if sweep.plan is not None:
+        epochs = sorted({r.epochs for b in sweep.plan for r in b.rungs})
+    for t in sweep.trials:
+        for e in epochs:
+            check(sweep.trial_data(t, e), t.params, f"trial {t.id} ({_fmt_params(t.params)})")
+
+
+def _fmt_params(params: dict) -> str:
+    return ", ".join(f"{k}={v!r}" for k, v in params.items())
+
+
+def default_parallelism() -> int:
+    """What the machine allows: one trial per core, and no more than fit in memory (~1.5 GB per TF trial)."""
+    try:
+        cores = len(os.sched_getaffinity(0))
+    except AttributeError:
+        cores = os.cpu_count() or 1
+    try:
+        with open("/proc/meminfo") as fh:
+            info = {line.split(":")[0]: int(line.split()[1]) for line in fh if ":" in line}
+        by_memory = max(1, int(info.get("MemAvailable", 0) * 1024 / 1.5e9))
+    except (OSError, ValueError, IndexError):
+        by_memory = cores
+    return max(1, min(cores, by_memory))
