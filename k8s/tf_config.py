@@ -1,0 +1,97 @@
+"""TF_CONFIG for a worker of an Indexed Job, from the environment the manifests set (see k8s/manifests.py).
+
+Pure and TensorFlow-free: `jobs/distribute.py` calls `tf_config_from_env(os.environ)` before it creates the strategy.
+
+    JOB_COMPLETION_INDEX   (Kubernetes) this worker's index; 0 is the chief
+    JOBCTL_WORKERS         number of workers; absent or 1: not a multi-worker pod, returns None
+    JOBCTL_JOB_NAME        the Job's name: the Job controller names each pod's host <job>-<index>
+    JOBCTL_SERVICE         the headless Service that gives those hosts DNS names (<host>.<service>)
+    JOBCTL_NAMESPACE       optional: makes the names fully qualified (<host>.<service>.<namespace>.svc)
+    JOBCTL_PORT            optional, default 2222
+An explicit TF_CONFIG in the environment wins (users running their own launcher); it is parsed and checked.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from typing import Any, Mapping, Optional
+
+DEFAULT_PORT = 2222
+_DNS1123_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
+
+
+class TFConfigError(ValueError):
+    """The environment describes a multi-worker pod inconsistently; the message names the variable."""
+
+
+def _int(env: Mapping[str, str], key: str, *, minimum: int, maximum: Optional[int] = None, default=None) -> int:
+    raw = env.get(key)
+    if raw is None or raw == "":
+        if default is not None:
+            return default
+        raise TFConfigError(f"{key} is not set; expected an integer >= {minimum} (set by the jobctl Job manifest)")
+    try:
+        value = int(str(raw).strip())
+    except ValueError:
+        raise TFConfigError(f"{key}: expected an integer, received {raw!r}") from None
+    if value < minimum or (maximum is not None and value > maximum):
+        bounds = f"between {minimum} and {maximum}" if maximum is not None else f">= {minimum}"
+        raise TFConfigError(f"{key}: expected an integer {bounds}, received {value}")
+    return value
+
+
+def _name(env: Mapping[str, str], key: str) -> str:
+    raw = env.get(key)
+    if not raw:
+        raise TFConfigError(f"{key} is not set; expected a DNS-1123 label (set by the jobctl Job manifest)")
+    if len(raw) > 63 or not _DNS1123_LABEL.fullmatch(raw):
+        raise TFConfigError(f"{key}: expected a DNS-1123 label (lower-case letters, digits, '-'), received {raw!r}")
+    return raw
+
+
+def worker_hosts(job_name: str, service: str, workers: int, port: int, namespace: Optional[str] = None) -> list[str]:
+    domain = f"{service}.{namespace}.svc" if namespace else service
+    return [f"{job_name}-{i}.{domain}:{port}" for i in range(workers)]
+
+
+def _check_explicit(raw: str) -> dict[str, Any]:
+    try:
+        config = json.loads(raw)
+    except json.JSONDecodeError as exc:
+        raise TFConfigError(f"TF_CONFIG: expected JSON, received {raw[:80]!r} ({exc.msg})") from None
+    if not isinstance(config, dict) or not isinstance(config.get("cluster"), dict):
+        raise TFConfigError(f"TF_CONFIG: expected an object with 'cluster' and 'task', received {raw[:80]!r}")
+    task = config.get("task")
+    if not isinstance(task, dict) or "type" not in task or not isinstance(task.get("index"), int):
+        raise TFConfigError(f"TF_CONFIG: expected 'task': {{'type': ..., 'index': int}}, received {task!r}")
+    members = config["cluster"].get(task["type"])
+    if not isinstance(members, list) or not 0 <= task["index"] < len(members):
+        raise TFConfigError(
+            f"TF_CONFIG: task {task['type']}[{task['index']}] is not in cluster {config['cluster']!r}"
+        )
+    return config
+
+
+def tf_config_from_env(env: Mapping[str, str]) -> Optional[dict[str, Any]]:
+    """The TF_CONFIG dict for this worker, or None when the pod is not part of a multi-worker job.
+
+    Raises TFConfigError naming the variable, what it held and what was expected.
+    """
+    explicit = env.get("TF_CONFIG")
+    if explicit:
+        return _check_explicit(explicit)
+    if env.get("JOBCTL_WORKERS") in (None, ""):
+        return None
+    workers = _int(env, "JOBCTL_WORKERS", minimum=1, maximum=1024)
+    if workers == 1:
+        return None
+    index = _int(env, "JOB_COMPLETION_INDEX", minimum=0, maximum=workers - 1)
+    job_name = _name(env, "JOBCTL_JOB_NAME")
+    service = _name(env, "JOBCTL_SERVICE")
+    namespace = _name(env, "JOBCTL_NAMESPACE") if env.get("JOBCTL_NAMESPACE") else None
+    port = _int(env, "JOBCTL_PORT", minimum=1, maximum=65535, default=DEFAULT_PORT)
+    return {
+        "cluster": {"worker": worker_hosts(job_name, service, workers, port, namespace)},
+        "task": {"type": "worker", "index": index},
+    }

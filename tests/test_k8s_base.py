@@ -1,0 +1,74 @@
+"""The kustomize base and overlays: every kustomization builds, validates, and agrees with the Python side."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+import yaml
+
+import kubernetes_validate
+from k8s.manifests import ARTIFACTS_CLAIM, SERVICE_ACCOUNT, WORKER_PORT
+
+ROOT = Path(__file__).resolve().parents[1]
+KUSTOMIZATIONS = sorted(p.parent for p in (ROOT / "k8s").rglob("kustomization.yaml"))
+KUBECTL = shutil.which("kubectl")
+needs_kubectl = pytest.mark.skipif(KUBECTL is None, reason="kubectl is not installed")
+
+
+def build(directory: Path) -> list[dict]:
+    proc = subprocess.run([KUBECTL, "kustomize", str(directory)], capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0, f"kubectl kustomize {directory} failed:\n{proc.stderr}"
+    return [d for d in yaml.safe_load_all(proc.stdout) if d]
+
+
+def test_ships_the_base_and_an_overlay():
+    assert {p.relative_to(ROOT).as_posix() for p in KUSTOMIZATIONS} >= {"k8s/base", "k8s/overlays/example"}
+
+
+@needs_kubectl
+@pytest.mark.parametrize("directory", KUSTOMIZATIONS, ids=[p.relative_to(ROOT).as_posix() for p in KUSTOMIZATIONS])
+def test_every_kustomization_builds_and_validates(directory):
+    objects = build(directory)
+    assert objects
+    for obj in objects:
+        for version in ("1.29", kubernetes_validate.latest_version()):
+            kubernetes_validate.validate(obj, version, strict=True)
+
+
+@needs_kubectl
+def test_base_objects_match_what_jobs_reference():
+    objects = {(o["kind"], o["metadata"]["name"]): o for o in build(ROOT / "k8s/base")}
+    sa = objects[("ServiceAccount", SERVICE_ACCOUNT)]
+    assert sa["automountServiceAccountToken"] is False
+    pvc = objects[("PersistentVolumeClaim", ARTIFACTS_CLAIM)]
+    assert pvc["spec"]["accessModes"] == ["ReadWriteMany"]
+    policy = objects[("NetworkPolicy", "jobctl-training")]
+    assert policy["spec"]["ingress"][0]["ports"] == [{"protocol": "TCP", "port": WORKER_PORT}]
+    binding = objects[("RoleBinding", "jobctl-submitters")]
+    assert binding["roleRef"]["name"] == "jobctl-submitter"
+    for obj in objects.values():
+        assert "namespace" not in obj["metadata"]  # the base is applied with -n or an overlay
+        assert obj["metadata"]["labels"]["app.kubernetes.io/part-of"] == "jobctl"
+
+
+@needs_kubectl
+def test_role_grants_every_request_jobctl_makes():
+    """Each (verb, group, resource) the client sends must be in the Role, or users meet a 403 mid-submit."""
+    from k8s.client import REQUIRED_PERMISSIONS
+
+    role = next(o for o in build(ROOT / "k8s/base") if o["kind"] == "Role")
+    granted = {
+        (verb, group, resource)
+        for rule in role["rules"]
+        for verb in rule["verbs"]
+        for group in rule["apiGroups"]
+        for resource in rule["resources"]
+    }
+    missing = set(REQUIRED_PERMISSIONS) - granted
+    assert not missing, f"k8s/base/rbac.yaml lacks {sorted(missing)}"
+    # Beyond what jobctl sends, only read-only verbs (kubectl get -w, describe) for the same people.
+    extra = {p for p in granted - set(REQUIRED_PERMISSIONS) if p[0] not in ("get", "list", "watch")}
+    assert not extra, f"k8s/base/rbac.yaml grants more than jobctl uses: {sorted(extra)}"
