@@ -1,7 +1,300 @@
-"""Placeholder: commands of this area are registered here."""
+"""Serving commands: ensemble, evaluate, serve, predict, deploy (docs/serving.md).
+
+TensorFlow is imported inside the commands that need it, never at import time: `jobctl --help` and
+`jobctl deploy --dry-run` stay fast.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+from typing import Optional
 
 import typer
 
+from cli.common import console, fail
+from jobs import exit_codes
+
+
+def _quiet_tf() -> None:
+    import os
+
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+
+def _labels(pairs: Optional[list[str]]) -> dict[str, int]:
+    out: dict[str, int] = {}
+    for pair in pairs or []:
+        label, sep, version = pair.partition("=")
+        if not sep or not label or not version.isdigit():
+            fail(f"--label expects LABEL=VERSION (e.g. stable=3), received {pair!r}", exit_codes.BAD_SPEC)
+        out[label] = int(version)
+    return out
+
+
+def ensemble(
+    exports: Optional[list[Path]] = typer.Argument(None, help="member exports: version dirs or model base paths"),
+    output: Path = typer.Option(..., "-o", "--output", help="the ensemble's model base path (TF Serving layout)"),
+    sweep: Optional[Path] = typer.Option(None, "--sweep", help="a sweep directory (with leaderboard.json)"),
+    top: Optional[int] = typer.Option(None, "--top", min=1, help="with --sweep: the best K trials"),
+    weights: Optional[list[float]] = typer.Option(None, "--weights", help="one per member (repeat); normalized"),
+    member_outputs: bool = typer.Option(True, "--member-outputs/--no-member-outputs",
+                                        help="also return each member's probabilities (member_probabilities)"),
+    version: Optional[int] = typer.Option(None, "--version", min=1, help="version number (default: next)"),
+) -> None:
+    """Fuse members into one SavedModel whose serving_default returns their (weighted) mean probabilities."""
+    if bool(exports) == bool(sweep):
+        fail("give member EXPORT paths or --sweep SWEEP (not both, not neither)", exit_codes.BAD_SPEC)
+    if top is not None and not sweep:
+        fail("--top applies to --sweep; with explicit EXPORT paths, list the members you want", exit_codes.BAD_SPEC)
+    _quiet_tf()
+    from serving.ensemble import EnsembleError, build_ensemble, resolve_members
+
+    try:
+        members = resolve_members(sweep if sweep else exports, top=top)
+        path = build_ensemble(members, output, weights=weights, include_member_probabilities=member_outputs, version=version)
+    except EnsembleError as exc:
+        fail(str(exc), exit_codes.BAD_SPEC)
+    console.print(f"ensemble of {len(members)} members written to [bold]{path}[/]")
+    for m in members:
+        console.print(f"  member {m}")
+
+
+def evaluate(
+    models: list[Path] = typer.Argument(..., help="exports (version dirs or base paths); an ensemble lists its members"),
+    data: Optional[Path] = typer.Option(None, "--data", help="a job spec YAML: its data section gives the test split"),
+    npz: Optional[Path] = typer.Option(None, "--npz", help="or an .npz with x_test/y_test (or x/y)"),
+    json_out: Optional[Path] = typer.Option(None, "--json", help="also write the rows as JSON here ('-' for stdout)"),
+) -> None:
+    """Test accuracy and loss of each member and of the ensemble, side by side."""
+    if bool(data) == bool(npz):
+        fail("give --data SPEC or --npz FILE", exit_codes.BAD_SPEC)
+    _quiet_tf()
+    from serving.evaluate import evaluate_models, test_split
+    from serving.savedmodel import ModelError
+
+    if data:
+        from jobs.spec import SpecError
+
+        try:
+            x, y, _ = test_split(data)
+        except SpecError as exc:
+            fail(exc.render(), exit_codes.BAD_SPEC)
+    else:
+        x, y = _read_npz(npz)
+        if y is None:
+            fail(f"--npz {npz}: no labels (y_test, y or labels) to evaluate against", exit_codes.BAD_SPEC)
+    try:
+        rows = evaluate_models(models, x, y)
+    except (ModelError, ValueError) as exc:
+        fail(str(exc), exit_codes.BAD_SPEC)
+    from rich.table import Table
+
+    table = Table(title=f"test set: {len(y)} images")
+    for col in ("model", "kind", "accuracy", "loss"):
+        table.add_column(col, justify="right" if col in ("accuracy", "loss") else "left")
+    for r in rows:
+        table.add_row(r.name, r.kind, f"{r.accuracy:.4f}", f"{r.loss:.4f}")
+    payload = json.dumps([r.as_dict() for r in rows], indent=2)
+    if json_out and str(json_out) == "-":
+        print(payload)
+        return
+    console.print(table)
+    if json_out:
+        from jobs.fsutil import atomic_write_text
+
+        atomic_write_text(json_out, payload + "\n")
+
+
+def serve(
+    base_path: Path = typer.Argument(..., help="model base path: <base>/<integer version>/saved_model.pb"),
+    port: int = typer.Option(8500, "--port", help="gRPC port (TF Serving's default 8500)"),
+    host: str = typer.Option("0.0.0.0", "--host"),
+    model_name: Optional[str] = typer.Option(None, "--model-name", help="default: the base path's last component"),
+    batching: bool = typer.Option(False, "--enable-batching/--no-batching", help="server-side batching"),
+    max_batch_size: int = typer.Option(32, "--max-batch-size", min=1),
+    batch_timeout_micros: int = typer.Option(2000, "--batch-timeout-micros", min=0),
+    num_batch_threads: int = typer.Option(2, "--num-batch-threads", min=1),
+    max_enqueued_batches: int = typer.Option(64, "--max-enqueued-batches", min=1),
+    max_request_batch_size: int = typer.Option(4096, "--max-request-batch-size", min=1),
+    max_message_mb: int = typer.Option(64, "--max-message-mb", min=1, help="gRPC message size limit (both ways)"),
+    poll_seconds: float = typer.Option(1.0, "--poll-seconds", min=0.05, help="how often to look for new versions"),
+    num_versions: int = typer.Option(1, "--num-versions", min=1, help="serve the latest N versions"),
+    label: Optional[list[str]] = typer.Option(None, "--label", help="version label LABEL=VERSION (repeat)"),
+    metrics_port: Optional[int] = typer.Option(None, "--metrics-port", help="Prometheus /metrics port (off by default)"),
+    grace: float = typer.Option(10.0, "--grace-seconds", help="SIGTERM: time in-flight requests get to finish"),
+    workers: int = typer.Option(64, "--workers", min=1, help="gRPC worker threads"),
+) -> None:
+    """Serve BASE_PATH over TensorFlow Serving's gRPC API (development server; production: Dockerfile.serve)."""
+    if not base_path.is_dir():
+        fail(f"BASE_PATH {base_path} is not a directory; expected a model base path with integer version "
+             "directories (e.g. artifacts/models/ensemble)", exit_codes.BAD_SPEC)
+    _quiet_tf()
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    from serving.server import BatchingConfig, ServerConfig, serve_forever
+
+    cfg = ServerConfig(
+        model_name=model_name or base_path.resolve().name,
+        base_path=base_path,
+        port=port,
+        host=host,
+        poll_seconds=poll_seconds,
+        num_versions=num_versions,
+        labels=_labels(label),
+        batching=BatchingConfig(batching, max_batch_size, batch_timeout_micros, num_batch_threads, max_enqueued_batches),
+        max_message_bytes=max_message_mb * 1024 * 1024,
+        max_request_batch_size=max_request_batch_size,
+        max_workers=workers,
+        metrics_port=metrics_port,
+    )
+    try:
+        code = serve_forever(cfg, grace=grace)
+    except OSError as exc:
+        fail(str(exc), exit_codes.FAILURE)
+    raise typer.Exit(code)
+
+
+def _read_npz(path: Path):
+    import numpy as np
+
+    try:
+        data = np.load(path)
+    except (OSError, ValueError) as exc:
+        fail(f"--npz {path}: cannot read ({exc})", exit_codes.BAD_SPEC)
+    xk = next((k for k in ("x_test", "x", "images") if k in data.files), None)
+    if xk is None:
+        fail(f"--npz {path}: expected an array named x_test, x or images; found {data.files}", exit_codes.BAD_SPEC)
+    yk = next((k for k in ("y_test", "y", "labels") if k in data.files), None)
+    return data[xk], (data[yk] if yk else None)
+
+
+def predict(
+    images: Optional[list[Path]] = typer.Argument(None, help="image files (resized to the model's input)"),
+    target: str = typer.Option("localhost:8500", "--target", help="HOST:PORT of TF Serving or jobctl serve"),
+    model: str = typer.Option(..., "--model", help="model name"),
+    npz: Optional[Path] = typer.Option(None, "--npz", help="an .npz of raw-pixel images (x_test/x) and labels"),
+    version: Optional[int] = typer.Option(None, "--version"),
+    version_label: Optional[str] = typer.Option(None, "--version-label"),
+    signature: str = typer.Option("serving_default", "--signature"),
+    top_k: int = typer.Option(3, "--top-k", min=1),
+    batch_size: int = typer.Option(256, "--batch-size", min=1, help="images per Predict request"),
+    timeout: float = typer.Option(10.0, "--timeout", help="deadline per request, seconds"),
+    retries: int = typer.Option(3, "--retries", min=0, help="retries on UNAVAILABLE"),
+    tls: bool = typer.Option(False, "--tls", help="TLS channel"),
+    ca_cert: Optional[Path] = typer.Option(None, "--ca-cert", help="PEM roots for --tls (default: system roots)"),
+    as_json: bool = typer.Option(False, "--json", help="print JSON instead of a table"),
+) -> None:
+    """Classify images through TF Serving's Predict API: top-k classes with their names."""
+    if bool(images) == bool(npz):
+        fail("give IMAGE files or --npz FILE", exit_codes.BAD_SPEC)
+    if version is not None and version_label:
+        fail("give --version or --version-label, not both", exit_codes.BAD_SPEC)
+    _quiet_tf()
+    import numpy as np
+
+    from serving.client import PredictClient, PredictError, load_images
+
+    client = PredictClient(target, model, version=version, version_label=version_label, signature=signature,
+                           timeout=timeout, retries=retries, batch_size=batch_size, tls=tls, root_certificates=ca_cert)
+    labels = None
+    try:
+        if npz:
+            x, labels = _read_npz(npz)
+            names = [f"{npz}[{i}]" for i in range(len(x))]
+        else:
+            spec = client.input_spec()
+            pixel_max = client.jobctl_metadata().get("pixel_max")
+            try:
+                x = load_images(images, spec.shape, pixel_max=pixel_max, dtype=spec.dtype)
+            except ValueError as exc:
+                fail(str(exc), exit_codes.BAD_SPEC)
+            names = [str(p) for p in images]
+        results = client.top_k(x, k=top_k)
+    except PredictError as exc:
+        code = exit_codes.BAD_SPEC if exc.code.name in ("INVALID_ARGUMENT", "NOT_FOUND", "FAILED_PRECONDITION") else exit_codes.FAILURE
+        fail(str(exc), code)
+    finally:
+        client.close()
+    accuracy = None
+    if labels is not None:
+        accuracy = float(np.mean([r[0][0] == int(y) for r, y in zip(results, labels)]))
+    if as_json:
+        print(json.dumps({"predictions": [{"input": n, "top_k": [{"class_id": c, "class_name": cn, "probability": p}
+                                                                  for c, cn, p in r]} for n, r in zip(names, results)],
+                          **({"accuracy": accuracy} if accuracy is not None else {})}, indent=2))
+        return
+    from rich.table import Table
+
+    table = Table(title=f"{model} @ {target}")
+    table.add_column("input")
+    for i in range(min(top_k, len(results[0]) if results else top_k)):
+        table.add_column(f"#{i + 1}")
+    shown = results if len(results) <= 50 else results[:50]
+    for n, r in zip(names, shown):
+        table.add_row(n, *[f"{cn} ({p:.3f})" for _c, cn, p in r])
+    console.print(table)
+    if len(results) > 50:
+        console.print(f"... {len(results) - 50} more rows (use --json for all)")
+    if accuracy is not None:
+        console.print(f"accuracy on {len(results)} labelled images: [bold]{accuracy:.4f}[/]")
+
+
+def deploy(
+    base_path: str = typer.Argument(..., help="model base path under the artifacts dir, or gs:// / s3:// URI"),
+    replicas: int = typer.Option(2, "--replicas", min=1),
+    dry_run: bool = typer.Option(False, "--dry-run", help="print the manifests, create nothing"),
+    output_dir: Optional[Path] = typer.Option(None, "-o", "--output-dir", help="write one YAML per object here"),
+    model_name: Optional[str] = typer.Option(None, "--model-name", help="default: the base path's last component"),
+    name: Optional[str] = typer.Option(None, "--name", help="Deployment/Service name (default: <model>-serving)"),
+    namespace: str = typer.Option("default", "--namespace", "-n"),
+    image: str = typer.Option("ghcr.io/your-org/jobctl-serve:latest", "--image", help="built from Dockerfile.serve"),
+    artifacts_dir: str = typer.Option("artifacts", "--artifacts-dir", help="local path the artifacts PVC holds"),
+    pvc: str = typer.Option("jobctl-artifacts", "--pvc", help="artifacts PersistentVolumeClaim"),
+    object_store_secret: Optional[str] = typer.Option(None, "--object-store-secret",
+                                                      help="Secret with credentials env for gs:// or s3:// URIs"),
+    headless: bool = typer.Option(False, "--headless", help="also a headless Service for client round-robin"),
+    hpa_max: Optional[int] = typer.Option(None, "--hpa-max", min=1, help="add an HPA scaling up to N replicas"),
+    hpa_cpu: int = typer.Option(70, "--hpa-cpu", min=1, max=100, help="HPA target CPU utilization %"),
+    cpu: str = typer.Option("1", "--cpu"),
+    memory: str = typer.Option("1Gi", "--memory"),
+    batching: bool = typer.Option(True, "--enable-batching/--no-batching"),
+    label: Optional[list[str]] = typer.Option(None, "--label", help="version label LABEL=VERSION (repeat)"),
+    context: Optional[str] = typer.Option(None, "--context", help="kubeconfig context"),
+) -> None:
+    """Deployment + Service (+ headless Service, HPA) running the stock TF Serving image on BASE_PATH."""
+    from serving.deploy import DeployError, DeployOptions, apply, build_manifests, to_yaml, write_manifests
+    from k8s.common import ManifestError
+
+    try:
+        opts = DeployOptions(
+            base_path=base_path, model_name=model_name, name=name, namespace=namespace, replicas=replicas,
+            image=image, artifacts_dir=artifacts_dir, pvc=pvc, object_store_secret=object_store_secret,
+            headless=headless, hpa_max_replicas=hpa_max, hpa_cpu_percent=hpa_cpu, cpu=cpu, memory=memory,
+            batching=batching, version_labels=_labels(label),
+        )
+        objects = build_manifests(opts)
+    except (DeployError, ManifestError) as exc:
+        fail(str(exc), exit_codes.BAD_SPEC)
+    if output_dir:
+        for p in write_manifests(objects, output_dir):
+            console.print(f"wrote {p}")
+    if dry_run:
+        if not output_dir:
+            print(to_yaml(objects), end="")
+        return
+    if output_dir:
+        return
+    try:
+        for line in apply(objects, context=context):
+            console.print(line)
+    except DeployError as exc:
+        fail(str(exc), exit_codes.FAILURE)
+
 
 def register(app: typer.Typer) -> None:
-    pass
+    app.command("ensemble")(ensemble)
+    app.command("evaluate")(evaluate)
+    app.command("serve")(serve)
+    app.command("predict")(predict)
+    app.command("deploy")(deploy)

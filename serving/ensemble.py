@@ -72,7 +72,7 @@ def resolve_members(paths_or_sweep: Union[str, Path, Sequence[Union[str, Path]]]
 
 def _signature_io(version_dir: Path):
     from serving.savedmodel import signature_def_map
-    from serving.tensors import dtype_name
+    from serving.tensors import numpy_dtype
 
     defs = signature_def_map(version_dir)
     if DEFAULT_SIGNATURE not in defs:
@@ -88,7 +88,7 @@ def _signature_io(version_dir: Path):
     shape = [int(d.size) for d in info.tensor_shape.dim][1:]
     probs = sig.outputs["probabilities"]
     classes = int(probs.tensor_shape.dim[-1].size) if probs.tensor_shape.dim else -1
-    return shape, dtype_name(info.dtype), classes
+    return shape, numpy_dtype(info.dtype).name, classes
 
 
 def inspect_member(path: Union[str, Path]) -> Member:

@@ -97,3 +97,36 @@ def copy_version(src: Path, base: Path, version: int) -> Path:
     final = Path(base) / str(version)
     os.rename(tmp, final)
     return final
+
+
+_SHARED: dict = {}
+
+
+def shared_models() -> dict:
+    """Built once per test process (several test modules use them): three digits members of different
+    architectures, their ensemble, and the test split. Removed at interpreter exit."""
+    if _SHARED:
+        return _SHARED
+    import atexit
+
+    root = Path(tempfile.mkdtemp(prefix="jobctl-serving-tests-"))
+    atexit.register(shutil.rmtree, root, True)
+    data = digits()
+    members = [
+        export_tiny_model(root / "models" / "mlp16", seed=1, hidden=16, epochs=3, data=data),
+        export_tiny_model(root / "models" / "mlp32", seed=2, hidden=32, epochs=3, data=data),
+        export_tiny_model(root / "models" / "cnn", seed=3, hidden=16, epochs=2, kind="cnn", data=data),
+    ]
+    from serving.ensemble import build_ensemble
+
+    ensemble = build_ensemble(members, root / "models" / "ensemble", weights=[1, 1, 2])
+    _SHARED.update(root=root, data=data, members=members, ensemble=ensemble)
+    return _SHARED
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
