@@ -136,12 +136,26 @@ def _where(path: Path) -> str:
 
 
 # ------------------------------------------------------------------------------------------------- digits
-def _load_digits(spec: DataSpec, seed: int) -> _Raw:
-    from sklearn.datasets import load_digits
+def _digits_arrays() -> tuple[np.ndarray, np.ndarray]:
+    """scikit-learn's bundled digits: the CSV `load_digits()` reads, read without importing scikit-learn (~2 s)."""
+    import importlib.util
+
+    found = importlib.util.find_spec("sklearn")
+    csv = Path(found.origin).parent / "datasets" / "data" / "digits.csv.gz" if found and found.origin else None
+    if csv is not None and csv.is_file():
+        table = np.loadtxt(csv, delimiter=",")
+        if table.ndim == 2 and table.shape[1] == 65:
+            return table[:, :-1].reshape(-1, 8, 8), table[:, -1]
+    from sklearn.datasets import load_digits  # a layout we do not know: let scikit-learn read it
 
     bunch = load_digits()
-    x = bunch.images.astype(np.uint8)  # values 0..16
-    y = bunch.target.astype(np.int64)
+    return bunch.images, bunch.target
+
+
+def _load_digits(spec: DataSpec, seed: int) -> _Raw:
+    images, target = _digits_arrays()
+    x = images.astype(np.uint8)  # values 0..16
+    y = target.astype(np.int64)
     # Digits has no test split: hold one out, stratification-free but shuffled with the seed so classes mix.
     idx = np.random.default_rng(seed).permutation(len(x))
     x, y = x[idx], y[idx]
@@ -407,7 +421,7 @@ def _keras_files(source: _KerasSource, spec: DataSpec) -> Callable[[str], bytes]
         raise DataUnavailable(
             f"data.path: {spec.path!r} is not a folder; expected the folder holding the {source.name} files "
             f"(a Keras datasets cache like ~/.keras/datasets): {', '.join(source.files)} in "
-            f"{_where(Path(spec.path) / source.layouts[0])}/"
+            f"{_where(Path(spec.path) / source.layouts[0])}/ (create the folder to have them downloaded there)"
         )
 
     def from_folder(folder: Path) -> Callable[[str], bytes]:

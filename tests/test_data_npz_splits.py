@@ -103,7 +103,16 @@ def test_validation_train_size_use_test_and_max_train_examples(tmp_path):
         load_dataset(npz_spec(f, validation={"train_size": 10}), 0)
 
 
-def test_digits_is_offline_and_split_like_before():
+def test_digits_is_offline_same_as_sklearn_and_split_like_before():
+    from sklearn.datasets import load_digits
+
+    from jobs.data import _digits_arrays
+
+    images, target = _digits_arrays()
+    bunch = load_digits()
+    np.testing.assert_array_equal(images, bunch.images)
+    np.testing.assert_array_equal(target, bunch.target)
+
     data = load_dataset(DataSpec(), seed=42)
     assert data.pixel_max == 16.0 and data.input_shape == (8, 8, 1)
     assert len(data.x_train) + len(data.x_val) + len(data.x_test) == 1797
