@@ -1,0 +1,181 @@
+"""The training engine end to end on digits: run artifacts, best-checkpoint export, reproducibility, failures."""
+
+import csv
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from typer.testing import CliRunner
+
+from cli.main import app
+from jobs.data import load_dataset
+from jobs.spec import parse_spec
+
+ROOT = Path(__file__).resolve().parents[1]
+runner = CliRunner()
+
+pytestmark = pytest.mark.slow
+
+
+def small_spec(**overrides):
+    base = {
+        "name": "tiny-digits",
+        "seed": 5,
+        "data": {"dataset": "digits", "max_train_examples": 500},
+        "model": {"type": "cnn", "conv_filters": [8, 16], "padding": "same", "dense_units": [32]},
+        "training": {"epochs": 4, "batch_size": 32, "learning_rate": 0.01},
+        "export": {"warmup_requests": 3},
+    }
+    for dotted, value in overrides.items():
+        node = base
+        *parents, leaf = dotted.split(".")
+        for p in parents:
+            node = node.setdefault(p, {})
+        node[leaf] = value
+    return parse_spec(base)
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    from jobs.train import run
+
+    root = tmp_path_factory.mktemp("artifacts")
+    spec = small_spec()
+    result = run(spec, artifacts_dir=str(root), run_id="r1")
+    return spec, root, result
+
+
+def test_run_directory_holds_every_artifact(trained):
+    _, root, result = trained
+    run_dir = root / "runs" / "tiny-digits" / "r1"
+    assert result.run_dir == run_dir
+    for name in ("spec.yaml", "metrics.json", "history.csv", "history.json", "accuracy.png", "loss.png",
+                 "model_summary.txt", "checkpoints/best.weights.h5"):
+        assert (run_dir / name).is_file(), name
+    assert any((run_dir / "tensorboard").rglob("events.out.tfevents.*"))
+    assert (run_dir / "accuracy.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    rows = list(csv.DictReader((run_dir / "history.csv").open()))
+    assert len(rows) == result.metrics["epochs_run"] == 4
+    m = json.loads((run_dir / "metrics.json").read_text())
+    for key in ("best_epoch", "best_val_accuracy", "best_val_loss", "test_accuracy", "test_loss", "epochs_run",
+                "wall_time_seconds", "images_per_second", "export_path", "spec_hash"):
+        assert key in m, key
+    assert m["status"] == "succeeded" and m["images_per_second"] > 0
+
+
+def test_the_best_epoch_is_exported_not_the_last(trained):
+    """The export's accuracy on the validation set equals the history's value at best_epoch."""
+    import tensorflow as tf
+
+    spec, _, result = trained
+    history = json.loads((result.run_dir / "history.json").read_text())
+    best = result.metrics["best_epoch"]
+    assert best == int(np.argmax(history["val_accuracy"])) + 1
+    data = load_dataset(spec.data, spec.seed)
+    serve = tf.saved_model.load(str(result.export_path)).signatures["serving_default"]
+    predicted = serve(images=tf.constant(data.x_val))["class_ids"].numpy()
+    assert abs(float(np.mean(predicted == data.y_val)) - history["val_accuracy"][best - 1]) < 1e-6
+
+
+def test_export_reloaded_gives_the_reported_test_accuracy(trained):
+    import tensorflow as tf
+
+    spec, root, result = trained
+    export = result.export_path
+    assert export == root / "models" / "tiny-digits" / "1"
+    assert (export / "saved_model.pb").is_file() and (export / "variables").is_dir()
+    assert not [p for p in export.parent.iterdir() if p.name.startswith(".tmp")]
+    loaded = tf.saved_model.load(str(export))
+    serve = loaded.signatures["serving_default"]
+    assert list(serve.structured_input_signature[1]) == ["images"]
+    assert serve.structured_input_signature[1]["images"].dtype == tf.uint8
+    data = load_dataset(spec.data, spec.seed)
+    out = serve(images=tf.constant(data.x_test))
+    probs, ids = out["probabilities"].numpy(), out["class_ids"].numpy()
+    assert probs.shape == (len(data.x_test), 10)
+    np.testing.assert_allclose(probs.sum(axis=1), 1.0, atol=1e-5)
+    assert np.array_equal(ids, probs.argmax(axis=1))
+    accuracy = float(np.mean(ids == data.y_test))
+    reported = json.loads((result.run_dir / "metrics.json").read_text())["test_accuracy"]
+    assert abs(accuracy - reported) < 1e-6
+
+
+def test_export_metadata_class_names_and_warmup(trained):
+    import tensorflow as tf
+    from tensorflow_serving.apis import prediction_log_pb2
+
+    spec, _, result = trained
+    meta = json.loads((result.export_path / "jobctl.json").read_text())
+    assert meta["class_names"] == [str(i) for i in range(10)]
+    assert meta["input_shape"] == [8, 8, 1] and meta["input_dtype"] == "uint8" and meta["input_name"] == "images"
+    assert meta["spec_hash"] == spec.spec_hash()
+    assert (result.export_path / "assets" / "class_names.txt").read_text().split() == meta["class_names"]
+    records = list(tf.data.TFRecordDataset(str(result.export_path / "assets.extra" / "tf_serving_warmup_requests")))
+    assert len(records) == 3
+    log = prediction_log_pb2.PredictionLog.FromString(records[0].numpy())
+    assert log.predict_log.request.model_spec.name == "tiny-digits"
+    assert list(log.predict_log.request.inputs["images"].tensor_shape.dim)[0].size == 1
+
+
+def test_same_spec_and_seed_give_identical_metrics(tmp_path):
+    from jobs.train import run
+
+    spec = small_spec(**{"training.epochs": 2, "training.deterministic": True, "data.max_train_examples": 300})
+    a = run(spec, artifacts_dir=str(tmp_path), run_id="a", export=False)
+    b = run(spec, artifacts_dir=str(tmp_path), run_id="b", export=False)
+    ha = json.loads((a.run_dir / "history.json").read_text())
+    hb = json.loads((b.run_dir / "history.json").read_text())
+    assert ha == hb
+    assert a.metrics["test_accuracy"] == b.metrics["test_accuracy"]
+
+
+def test_reexport_and_runs_listing(trained):
+    _, root, result = trained
+    out = runner.invoke(app, ["export", str(result.run_dir)])
+    assert out.exit_code == 0, out.output
+    assert (root / "models" / "tiny-digits" / "2" / "saved_model.pb").is_file()
+    listing = runner.invoke(app, ["runs", "--artifacts-dir", str(root), "--json"])
+    rows = json.loads(listing.output)
+    assert [(r["name"], r["run_id"], r["status"]) for r in rows] == [("tiny-digits", "r1", "succeeded")]
+    bad = runner.invoke(app, ["export", str(root / "nope")])
+    assert bad.exit_code == 2 and "is not a finished run" in bad.output
+
+
+def test_explicit_version_that_exists_is_refused(trained, tmp_path):
+    from jobs.export import ExportError, next_version
+
+    model_dir = trained[2].export_path.parent
+    with pytest.raises(ExportError, match="version 1 already exists"):
+        next_version(model_dir, 1)
+    assert next_version(tmp_path, "increment") == 1
+
+
+def test_data_problem_found_at_run_time_exits_2_and_records_failure(tmp_path):
+    from jobs.train import run_with_exit_code
+
+    spec = small_spec(**{"data.validation": {"train_size": 100000}})
+    code = run_with_exit_code(spec, artifacts_dir=str(tmp_path), run_id="bad")
+    assert code == 2
+    metrics = json.loads((tmp_path / "runs" / "tiny-digits" / "bad" / "metrics.json").read_text())
+    assert metrics["status"] == "failed" and "train_size=100000" in metrics["error"]
+    assert not (tmp_path / "models").exists()
+
+
+def test_container_entry_point_bad_spec_exit_code(tmp_path):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("name: x\ntraining: {epochs: -1}\n")
+    proc = subprocess.run([sys.executable, "-m", "jobs.train", "--spec", str(bad)], capture_output=True, text=True,
+                          cwd=ROOT, timeout=120)
+    assert proc.returncode == 2
+    assert "training.epochs: expected greater than or equal to 1; received -1" in proc.stderr
+
+
+def test_cli_help_does_not_import_tensorflow():
+    code = ("import sys; from typer.testing import CliRunner; from cli.main import app; "
+            "r = CliRunner().invoke(app, ['--help']); assert r.exit_code == 0; "
+            "print('tensorflow' in sys.modules)")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, timeout=60)
+    assert proc.stdout.strip() == "False", proc.stderr
