@@ -923,8 +923,11 @@ def _convert(x: np.ndarray, spec: DataSpec) -> np.ndarray:
 
 
 def load_dataset(spec: DataSpec, seed: int) -> LoadedData:
+    """`seed` is the run's seed; held-out splits use `spec.split_seed` instead, so runs with different training
+    seeds (sweep trials, ensemble members) are scored on the same test and validation images."""
     if spec.dataset not in _LOADERS:
         raise NotImplementedError(f"dataset {spec.dataset!r} has no loader yet")
+    seed = spec.split_seed
     raw = _LOADERS[spec.dataset](spec, seed)
     class_names, pixel_max = raw.class_names, raw.pixel_max
     x_train, x_test = _convert(raw.x_train, spec), _convert(raw.x_test, spec)

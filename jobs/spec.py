@@ -69,6 +69,9 @@ class DataSpec(_Strict):
     color_mode: Literal["keep", "grayscale", "rgb"] = "keep"
     class_names: Optional[list[str]] = None
     max_train_examples: Optional[int] = Field(default=None, ge=1, description="cap for quick runs and sweeps")
+    split_seed: int = Field(
+        default=0, ge=0, description="fixes the held-out test/validation split independently of the training seed"
+    )
     cifar100_label_mode: Literal["fine", "coarse"] = "fine"
 
     @field_validator("resize")
