@@ -51,6 +51,8 @@ REQUIRED_PERMISSIONS = (
 )
 
 INDEX_ANNOTATION = "batch.kubernetes.io/job-completion-index"
+# Where Kubernetes mounts a pod's service account (token, ca.crt, namespace); a module constant for tests.
+SERVICE_ACCOUNT_DIR = "/var/run/secrets/kubernetes.io/serviceaccount"
 TERMINAL = ("Succeeded", "Failed")
 
 
@@ -133,13 +135,19 @@ def load_api_client(
         chosen = next((c for c in contexts if c["name"] == context), active) if context else active
         namespace = (chosen or {}).get("context", {}).get("namespace")
     elif os.environ.get("KUBERNETES_SERVICE_HOST"):
+        from kubernetes.config.incluster_config import InClusterConfigLoader
+
+        sa = SERVICE_ACCOUNT_DIR
         try:
-            config.load_incluster_config(client_configuration=cfg)
+            InClusterConfigLoader(
+                token_filename=os.path.join(sa, "token"), cert_filename=os.path.join(sa, "ca.crt")
+            ).load_and_set(cfg)
         except config.ConfigException as exc:
             raise KubeError(f"in-cluster configuration failed: {exc}") from None
-        ns_file = "/var/run/secrets/kubernetes.io/serviceaccount/namespace"
+        ns_file = os.path.join(sa, "namespace")
         if os.path.exists(ns_file):
-            namespace = open(ns_file).read().strip() or None
+            with open(ns_file) as f:
+                namespace = f.read().strip() or None
     else:
         raise KubeError(
             f"no Kubernetes configuration: {path!r} does not exist and this is not a pod "

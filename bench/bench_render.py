@@ -1,0 +1,65 @@
+"""`jobctl render` wall time in a fresh process (target: at most 1 s), and the pure builder's time in-process.
+
+    .venv/bin/python -m bench.bench_render [--runs 7]
+Prints JSON and writes bench/out/render.json. The load average is recorded: on a shared 2-core machine, other
+processes' tests can multiply the wall time.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--runs", type=int, default=7)
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory() as tmp:
+        spec = Path(tmp) / "job.yaml"
+        spec.write_text("name: cifar-dist\nresources: {workers: 4, gpus: 2}\n")
+        cli, bare = [], []
+        for _ in range(args.runs):
+            started = time.perf_counter()
+            subprocess.run([sys.executable, "-c", "pass"], check=True)
+            bare.append(time.perf_counter() - started)
+            started = time.perf_counter()
+            subprocess.run(
+                [sys.executable, "-m", "cli.main", "render", str(spec), "-o", str(Path(tmp) / "out")],
+                cwd=ROOT, check=True, stdout=subprocess.DEVNULL,
+            )
+            cli.append(time.perf_counter() - started)
+    from jobs.spec import parse_spec
+    from k8s.manifests import build_job_objects
+
+    spec_obj = parse_spec({"name": "cifar-dist", "resources": {"workers": 4, "gpus": 2}})
+    started = time.perf_counter()
+    for _ in range(100):
+        build_job_objects(spec_obj, run_id="r1")
+    builder_ms = (time.perf_counter() - started) * 10
+    result = {
+        "render_cli_seconds_median": round(statistics.median(cli), 3),
+        "render_cli_seconds_min": round(min(cli), 3),
+        "python_startup_seconds_median": round(statistics.median(bare), 3),
+        "build_job_objects_ms": round(builder_ms, 3),
+        "runs": args.runs,
+        "load_average_1m": round(os.getloadavg()[0], 2),
+        "target_seconds": 1.0,
+    }
+    out = ROOT / "bench" / "out"
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "render.json").write_text(json.dumps(result, indent=2) + "\n")
+    print(json.dumps(result, indent=2))
+
+
+if __name__ == "__main__":
+    main()
