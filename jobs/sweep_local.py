@@ -56,14 +56,14 @@ class LocalBackend:
         self,
         sweep: Sweep,
         *,
-        command: Command = train_command,
+        command: Optional[Command] = None,
         threads_per_trial: Optional[int] = None,
         parallelism: Optional[int] = None,
         stop_timeout: float = 15.0,
         env: Optional[dict[str, str]] = None,
     ):
         self.sweep = sweep
-        self.command = command
+        self.command = command or train_command
         par = parallelism or sweep.spec.parallelism or 1
         self.threads = threads_per_trial or sweep.spec.threads_per_trial or max(1, cpu_count() // par)
         self.stop_timeout = stop_timeout

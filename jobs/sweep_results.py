@@ -22,7 +22,7 @@ import math
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Optional, Union
 
-from jobs.fsutil import atomic_write_json
+from jobs.fsutil import atomic_write_text
 
 if TYPE_CHECKING:
     from jobs.sweep_spec import Sweep
@@ -99,7 +99,12 @@ class SweepState:
 
     def save(self) -> None:
         self.data["updated"] = now()
-        atomic_write_json(self.sweep_dir / STATE, self.data)
+        write_json(self.sweep_dir / STATE, self.data)
+
+
+def write_json(path: Path, data: Any) -> None:
+    # Key order kept (not sorted): parameters read in the order the sweep spec lists them.
+    atomic_write_text(path, json.dumps(data, indent=2, default=str) + "\n")
 
 
 def read_json(path: Path) -> Any:
@@ -227,7 +232,7 @@ def _last_record(runs: dict, trial_id: str) -> Optional[dict]:
 
 def write_leaderboard(sweep: "Sweep", state: SweepState) -> list[dict]:
     entries = leaderboard(sweep, state.data)
-    atomic_write_json(state.sweep_dir / LEADERBOARD, entries)
+    write_json(state.sweep_dir / LEADERBOARD, entries)
     return entries
 
 

@@ -88,7 +88,7 @@ class IntParam(_Strict):
     @model_validator(mode="after")
     def _range(self) -> "IntParam":
         if self.min > self.max:
-            raise ValueError(f"empty range: min {self.min} is greater than max {self.max}; expected min <= max")
+            raise ValueError(f"empty range: received min {self.min} > max {self.max}; expected min <= max")
         if self.scale == "log" and self.min < 1:
             raise ValueError(f"log scale needs min >= 1, received min {self.min}")
         return self
@@ -106,7 +106,7 @@ class FloatParam(_Strict):
         if not (math.isfinite(self.min) and math.isfinite(self.max)):
             raise ValueError(f"expected finite bounds, received min {self.min}, max {self.max}")
         if self.min >= self.max:
-            raise ValueError(f"empty range: min {self.min} is not less than max {self.max}; expected min < max")
+            raise ValueError(f"empty range: received min {self.min} >= max {self.max}; expected min < max")
         if self.scale == "log" and self.min <= 0:
             raise ValueError(f"log scale needs min > 0, received min {self.min}")
         return self
@@ -240,11 +240,21 @@ def load_sweep(path: Union[str, Path, dict], *, source: Optional[str] = None) ->
     if spec.fixed and not problems:
         base_data = apply_overrides(base_data, {k: _yaml_number(v) for k, v in spec.fixed.items()})
     params = _parse_parameters(spec.parameters, problems)
+    if base_data:
+        _validate_boundaries(spec, base_data, params, problems)
     if problems:
         raise SpecError(problems, src)
     spec.parameters = params
 
     from jobs import sweep_search
+
+    if spec.algorithm.type == "grid":
+        for k, p in params.items():
+            if p.type == "float" and not p.grid_points:
+                problems.append(f"parameters.{k}.grid_points: a float range in a grid search needs grid_points "
+                                "(how many evenly spaced values), received none; or use algorithm random")
+    if problems:
+        raise SpecError(problems, src)
 
     trials: list[Trial] = []
     plan = None
@@ -380,37 +390,36 @@ def _all_field_paths() -> list[str]:
     return out
 
 
-def _validate_values(sweep: Sweep, params: dict[str, Param], problems: list[str]) -> None:
-    """Every value a parameter can take (choices, range ends) and every trial's resolved spec must validate."""
+def _check(data: dict, blame: dict[str, Any], where: str, problems: list[str]) -> None:
+    try:
+        parse_spec(data)
+    except SpecError as exc:
+        for p in exc.problems:
+            hit = next((k for k in blame if p.startswith(k + ":") or p.startswith(k + ".")), None)
+            msg = (f"parameters.{hit}: value {blame[hit]!r} is rejected by the job spec: {p}" if hit
+                   else f"{where}: {p}")
+            if msg not in problems:
+                problems.append(msg)
+
+
+def _validate_boundaries(spec: SweepSpec, base_data: dict, params: dict[str, Param], problems: list[str]) -> None:
+    """Every choice and both ends of every range, each alone on the base spec."""
     from jobs import sweep_search
 
-    seen: set[str] = set()
-
-    def check(data: dict, blame: dict[str, Any], where: str) -> None:
-        try:
-            parse_spec(data)
-        except SpecError as exc:
-            for p in exc.problems:
-                hit = next((k for k in blame if p.startswith(k + ":") or p.startswith(k + ".")), None)
-                msg = (f"parameters.{hit}: value {blame[hit]!r} is rejected by the job spec: {p}" if hit
-                       else f"{where}: {p}")
-                if msg not in seen:
-                    seen.add(msg)
-                    problems.append(msg)
-
-    probe = Trial("t000", {})
-    base_name = {"name": sweep.trial_name(probe.id)}
+    name = {"name": f"{spec.name}-t000"}
     for path, p in params.items():
         for v in sweep_search.boundary_values(p):
-            check(apply_overrides(sweep.base_data, {**base_name, path: v}), {path: v}, "base")
-    if problems:
-        return  # a bad value would repeat in every trial it appears in
+            _check(apply_overrides(base_data, {**name, path: v}), {path: v}, "base", problems)
+
+
+def _validate_values(sweep: Sweep, params: dict[str, Param], problems: list[str]) -> None:
+    """Every trial's resolved spec (at every Hyperband budget): combinations can fail where single values pass."""
     epochs = [None]
     if sweep.plan is not None:
         epochs = sorted({r.epochs for b in sweep.plan for r in b.rungs})
     for t in sweep.trials:
         for e in epochs:
-            check(sweep.trial_data(t, e), t.params, f"trial {t.id} ({_fmt_params(t.params)})")
+            _check(sweep.trial_data(t, e), t.params, f"trial {t.id} ({_fmt_params(t.params)})", problems)
 
 
 def _fmt_params(params: dict) -> str:

@@ -1,0 +1,254 @@
+"""Local sweeps: real digits trials ranked right, resume skips finished trials, a failing trial is recorded with its
+error while the others complete, Ctrl-C leaves a resumable state, Hyperband records stopped trials; and the
+`jobctl sweep / results / best` commands on top."""
+
+from __future__ import annotations
+
+import _thread
+import json
+import os
+import sys
+import threading
+import time
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from cli.main import app
+from jobs.sweep_local import LocalBackend
+from jobs.sweep_results import SweepError, read_json
+from jobs.sweep_run import SweepInterrupted, run_sweep
+from jobs.sweep_spec import load_sweep
+
+# Real training, kept tiny: 300 digits, an MLP, 2 epochs; no TensorBoard, one warmup record.
+TINY = {
+    "name": "tiny",
+    "data": {"dataset": "digits", "max_train_examples": 300},
+    "model": {"type": "mlp", "dense_units": [32]},
+    "training": {"epochs": 2, "batch_size": 32},
+    "callbacks": {"tensorboard": {"enabled": False}, "csv_history": False},
+    "export": {"warmup_requests": 1},
+}
+
+# A stand-in for `python -m jobs.train` that writes the same metrics.json contract in milliseconds: the value is a
+# function of the learning rate and the epochs, dropout 0.9 fails, FAKE_SLEEP makes it slow enough to interrupt.
+FAKE_TRAINER = r'''
+import json, math, os, sys, time, yaml
+args = dict(zip(sys.argv[1::2], sys.argv[2::2]))
+spec = yaml.safe_load(open(args["--spec"]))
+run_dir = os.path.join(args["--artifacts-dir"], "runs", spec["name"], args["--run-id"])
+os.makedirs(run_dir, exist_ok=True)
+time.sleep(float(os.environ.get("FAKE_SLEEP", "0")))
+if spec["model"]["dropout"] >= 0.9:
+    json.dump({"status": "failed", "error": "FloatingPointError: loss is NaN"}, open(os.path.join(run_dir, "metrics.json"), "w"))
+    print("error: training failed: FloatingPointError: loss is NaN", file=sys.stderr)
+    sys.exit(1)
+lr, epochs = spec["training"]["learning_rate"], spec["training"]["epochs"]
+value = round((1 - abs(math.log10(lr) + 2) / 4) * (1 - 0.5 / epochs), 6)
+export = os.path.join(args["--artifacts-dir"], "models", spec["export"]["model_name"], "1")
+os.makedirs(export, exist_ok=True)
+json.dump({"status": "succeeded", "best_val_accuracy": value, "best_val_loss": 1 - value, "test_accuracy": value,
+           "epochs_run": epochs, "export_path": export, "run_dir": run_dir},
+          open(os.path.join(run_dir, "metrics.json"), "w"))
+'''
+
+
+@pytest.fixture
+def fake_command(tmp_path):
+    script = tmp_path / "fake_train.py"
+    script.write_text(FAKE_TRAINER)
+    return lambda spec, artifacts, run_id: [sys.executable, str(script), "--spec", str(spec), "--artifacts-dir",
+                                            str(artifacts), "--run-id", run_id]
+
+
+def sweep_data(tmp_path, **kw) -> dict:
+    out = {"name": "sw", "base": TINY, "parallelism": 2, "sweep_dir": str(tmp_path / "sweep"),
+           "artifacts_dir": str(tmp_path / "artifacts")}
+    out.update(kw)
+    return out
+
+
+def events(sink: list):
+    return lambda p: sink.append(p)
+
+
+# ------------------------------------------------------------------------------------------ real training
+REAL_PARAMS = {"model.kernel_size": [1, 2, 3, 5, 9]}
+# One conv layer of 8 filters with 'valid' padding on 8x8 digits: kernel 9 is a value the spec accepts and Keras
+# cannot build, so this one sweep shows both ranking and a trial failing while the others complete.
+REAL_BASE = dict(TINY, model={"type": "cnn", "conv_filters": [8], "dense_units": [16]})
+
+
+@pytest.mark.slow
+def test_real_digits_sweep_ranks_trials_records_a_failure_and_resume_skips_them(tmp_path):
+    s = load_sweep(sweep_data(tmp_path, base=REAL_BASE, parameters=REAL_PARAMS))
+    seen: list = []
+    t0 = time.monotonic()
+    out = run_sweep(s, LocalBackend(s, parallelism=2), parallelism=2, on_progress=events(seen))
+    took = time.monotonic() - t0
+    assert out.counts == {"succeeded": 4, "stopped": 0, "failed": 1, "running": 0, "pending": 0, "total": 5}
+    board = read_json(s.sweep_dir / "leaderboard.json")
+    assert [e["rank"] for e in board] == [1, 2, 3, 4, 5]
+    # Ranked by the objective as each trial's own metrics.json reports it, best first; the failure last.
+    reported = {}
+    for e in board[:4]:
+        metrics = read_json(Path(e["run_dir"]) / "metrics.json")
+        reported[e["trial"]] = metrics["best_val_accuracy"]
+        assert e["value"] == metrics["best_val_accuracy"] and e["status"] == "succeeded"
+        assert Path(e["export_path"], "saved_model.pb").is_file()
+        assert Path(e["export_path"]).is_absolute()
+    assert [e["trial"] for e in board[:4]] == sorted(reported, key=lambda t: (-reported[t], t))
+    assert len({e["export_path"] for e in board[:4]}) == 4
+
+    failed = board[4]
+    assert (failed["trial"], failed["status"], failed["params"]) == ("t004", "failed", {"model.kernel_size": 9})
+    assert failed["error"].startswith("exit code 2") and failed["export_path"] is None
+    assert "Computed output size would be zero or negative" in failed["error"]
+    state = read_json(s.sweep_dir / "sweep.json")
+    assert state["runs"]["t004/r0"]["exit_code"] == 2
+    assert "error:" in Path(state["runs"]["t004/r0"]["log"]).read_text()
+    # Parallelism 2: two trials overlapped, never three.
+    assert max(p.counts["running"] for p in seen) == 2
+
+    # The ensemble reads the same leaderboard: best first, export paths.
+    from serving.ensemble import resolve_members
+
+    assert [str(p) for p in resolve_members(s.sweep_dir, top=2)] == [e["export_path"] for e in board[:2]]
+
+    # Resume: nothing runs again (the failure is a result too, not something to retry).
+    mtimes = {e["trial"]: (Path(e["run_dir"]) / "metrics.json").stat().st_mtime_ns for e in board}
+    seen2: list = []
+    again = load_sweep(sweep_data(tmp_path, base=REAL_BASE, parameters=REAL_PARAMS))
+    out2 = run_sweep(again, LocalBackend(again, parallelism=2), parallelism=2, on_progress=events(seen2))
+    assert [p.kind for p in seen2] == ["resumed", "done"] and seen2[0].skipped == 5
+    assert out2.counts["succeeded"] == 4
+    assert {e["trial"]: (Path(e["run_dir"]) / "metrics.json").stat().st_mtime_ns for e in board} == mtimes
+    print(f"5 real trials, parallelism 2: {took:.1f}s")
+
+
+# -------------------------------------------------------------------------------------------- fake trainer
+def test_ctrl_c_stops_trials_and_the_same_sweep_resumes(tmp_path, fake_command, monkeypatch):
+    data = sweep_data(tmp_path, parameters={"training.learning_rate": [0.1, 0.01, 0.001, 0.0001]})
+    s = load_sweep(data)
+    monkeypatch.setenv("FAKE_SLEEP", "30")
+    backend = LocalBackend(s, command=fake_command, parallelism=2, stop_timeout=5)
+    seen: list = []
+
+    def interrupt_when_two_run():
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline and len(backend.procs) < 2:
+            time.sleep(0.05)
+        _thread.interrupt_main()  # what Ctrl-C does to the sweep process
+
+    threading.Thread(target=interrupt_when_two_run, daemon=True).start()
+    t0 = time.monotonic()
+    with pytest.raises(SweepInterrupted) as info:
+        run_sweep(s, backend, parallelism=2, on_progress=events(seen))
+    assert time.monotonic() - t0 < 15, "Ctrl-C must not wait for the trials to finish"
+    assert info.value.outcome.interrupted and seen[-1].kind == "interrupted"
+    pids = [rec["pid"] for rec in read_json(s.sweep_dir / "sweep.json")["runs"].values()]
+    state = read_json(s.sweep_dir / "sweep.json")
+    assert sorted(state["runs"]) == ["t000/r0", "t001/r0"]
+    assert {r["status"] for r in state["runs"].values()} == {"interrupted"}
+    for pid in pids:
+        with pytest.raises(ProcessLookupError):
+            os.kill(pid, 0)
+    assert not backend.procs
+
+    monkeypatch.setenv("FAKE_SLEEP", "0")
+    out = run_sweep(load_sweep(data), LocalBackend(s, command=fake_command, parallelism=2), parallelism=2)
+    assert out.counts["succeeded"] == 4
+    assert out.best["trial"] == "t001"  # lr 0.01 scores best in the fake trainer
+
+
+def test_fake_failure_has_its_error_and_others_complete(tmp_path, fake_command):
+    s = load_sweep(sweep_data(tmp_path, parameters={"model.dropout": [0.0, 0.9, 0.5]}))
+    out = run_sweep(s, LocalBackend(s, command=fake_command), parallelism=2)
+    assert (out.counts["succeeded"], out.counts["failed"]) == (2, 1)
+    failed = [e for e in out.leaderboard if e["status"] == "failed"]
+    assert failed[0]["trial"] == "t001" and failed[0]["rank"] == 3
+    assert failed[0]["error"] == "exit code 1 (training failed): FloatingPointError: loss is NaN"
+
+
+def test_hyperband_end_to_end_records_stopped_trials(tmp_path, fake_command):
+    s = load_sweep(sweep_data(tmp_path, algorithm={"type": "hyperband", "min_epochs": 1, "max_epochs": 3, "eta": 3,
+                                                   "seed": 3},
+                              parameters={"training.learning_rate": {"min": 1e-4, "max": 1.0, "scale": "log"}}))
+    assert [b.n_configs for b in s.plan] == [3, 2]
+    out = run_sweep(s, LocalBackend(s, command=fake_command), parallelism=2)
+    assert out.counts == {"succeeded": 3, "stopped": 2, "failed": 0, "running": 0, "pending": 0, "total": 5}
+    board = out.leaderboard
+    assert [e["status"] for e in board] == ["succeeded"] * 3 + ["stopped"] * 2
+    assert all(e["export_path"] for e in board[:3]) and not any(e["export_path"] for e in board[3:])
+    state = read_json(s.sweep_dir / "sweep.json")
+    b0 = [t for t, info in state["trials"].items() if info["bracket"] == 0]
+    promoted = [t for t in b0 if f"{t}/r1" in state["runs"]]
+    assert len(promoted) == 1 and state["runs"][f"{promoted[0]}/r1"]["epochs"] == 3
+    # The promoted trial was the best of its rung at 1 epoch.
+    rung0 = {t: state["runs"][f"{t}/r0"]["value"] for t in b0}
+    assert promoted[0] == max(rung0, key=rung0.get)
+    assert all(state["runs"][f"{t}/r0"]["epochs"] == 1 for t in b0)
+
+
+def test_resume_refuses_a_changed_sweep(tmp_path, fake_command):
+    s = load_sweep(sweep_data(tmp_path, parameters={"training.learning_rate": [0.1, 0.01]}))
+    run_sweep(s, LocalBackend(s, command=fake_command), parallelism=2)
+    changed = load_sweep(sweep_data(tmp_path, parameters={"training.learning_rate": [0.1, 0.02]}))
+    with pytest.raises(SweepError, match="--restart"):
+        run_sweep(changed, LocalBackend(changed, command=fake_command), parallelism=2)
+    out = run_sweep(changed, LocalBackend(changed, command=fake_command), parallelism=2, restart=True)
+    assert out.counts["succeeded"] == 2
+
+
+# --------------------------------------------------------------------------------------------------- CLI
+def test_cli_results_and_best(tmp_path, fake_command):
+    s = load_sweep(sweep_data(tmp_path, parameters={"training.learning_rate": [0.1, 0.01, 0.001],
+                                                    "model.dropout": [0.0, 0.9]}))
+    run_sweep(s, LocalBackend(s, command=fake_command), parallelism=2)
+    runner = CliRunner()
+    r = runner.invoke(app, ["results", str(s.sweep_dir), "--json"])
+    assert r.exit_code == 0, r.output
+    board = json.loads(r.stdout)
+    assert [e["trial"] for e in board][:3] == ["t002", "t000", "t004"]  # lr 0.01, then 0.1 and 0.001 (tie by id)
+    assert (s.sweep_dir / "objective.png").read_bytes()[:4] == b"\x89PNG"
+
+    r = runner.invoke(app, ["results", str(s.sweep_dir), "--csv", "--no-plot"])
+    lines = r.stdout.splitlines()
+    assert lines[0].startswith("rank,trial,status,objective,value,training.learning_rate,model.dropout")
+    assert len(lines) == 7 and lines[1].split(",")[1] == "t002" and ",failed," in lines[-1]
+
+    r = runner.invoke(app, ["best", str(s.sweep_dir), "--top", "2"])
+    assert r.exit_code == 0 and r.stdout.splitlines() == [board[0]["export_path"], board[1]["export_path"]]
+    r = runner.invoke(app, ["best", str(s.sweep_dir), "--top", "2", "--json"])
+    assert [e["trial"] for e in json.loads(r.stdout)] == ["t002", "t000"]
+    r = runner.invoke(app, ["best", str(s.sweep_dir), "--top", "4"])
+    assert r.exit_code == 1 and "only 3 succeeded trials" in r.stderr
+    r = runner.invoke(app, ["results", str(tmp_path / "nowhere")])
+    assert r.exit_code == 2 and "not a sweep directory" in r.stderr
+
+
+def test_cli_sweep_rejects_bad_input_before_any_trial_runs(tmp_path):
+    (tmp_path / "base.yaml").write_text("name: b\nmodel: {type: mlp}\n")
+    (tmp_path / "sweep.yaml").write_text(
+        "name: bad\nbase: base.yaml\nsweep_dir: out\nparameters:\n"
+        "  model.dropout: [0.1, 2.0]\n  training.learnin_rate: [0.1]\n  training.batch_size: {min: 9, max: 3}\n"
+    )
+    r = CliRunner().invoke(app, ["sweep", str(tmp_path / "sweep.yaml")])
+    assert r.exit_code == 2
+    assert "3 problems" in r.stderr
+    assert "parameters.model.dropout: value 2.0 is rejected by the job spec" in r.stderr
+    assert "parameters.training.learnin_rate: unknown job spec field" in r.stderr
+    assert "empty range" in r.stderr
+    assert not (tmp_path / "out").exists() and not Path("out").exists()
+
+
+def test_cli_sweep_runs_and_reports_progress(tmp_path, monkeypatch, fake_command):
+    import jobs.sweep_local as local
+
+    monkeypatch.setattr(local, "train_command", fake_command)
+    (tmp_path / "sweep.yaml").write_text(json.dumps(sweep_data(tmp_path, parameters={"model.dropout": [0.0, 0.9]})))
+    r = CliRunner().invoke(app, ["sweep", str(tmp_path / "sweep.yaml"), "--parallelism", "1"])
+    assert r.exit_code == 0, r.output
+    assert "t000 started" in r.stdout and "t001 failed" in r.stdout and "sweep finished" in r.stdout
+    assert "[2/2 done, 0 running, 1 failed]" in r.stdout and "best t000 best_val_accuracy" in r.stdout
