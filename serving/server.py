@@ -276,11 +276,17 @@ class ModelManager:
 
     # -- the policy: latest `num_versions`, each swapped in only when AVAILABLE
     def poll_once(self):
+        """Walk versions newest first until `num_versions` servable candidates are found. A version still being
+        written (no saved_model.pb, or files changing) or one that failed is passed over, so a bad newest
+        version never blocks a good older one that is newer than what is served."""
         on_disk = savedmodel.integer_versions(self.base_path)
-        wanted = on_disk[-self.cfg.num_versions :] if on_disk else []
-        for number in wanted:
+        picked = 0
+        for number in reversed(on_disk):
+            if picked >= self.cfg.num_versions:
+                break
             v = self.versions.get(number)
             if v is not None and v.state in (AVAILABLE, LOADING):
+                picked += 1
                 continue
             path = self.base_path / str(number)
             if not (path / "saved_model.pb").is_file():
@@ -291,8 +297,9 @@ class ModelManager:
             fp = _fingerprint(path)
             if self._failed_fp.get(number) == fp:
                 continue  # failed before and unchanged since: do not retry in a loop
+            picked += 1
             if not self._first_poll and self._pending.get(number) != fp:
-                self._pending[number] = fp  # changed since the last poll (or first seen): wait for it to settle
+                self._pending[number] = fp  # new or changed since the last poll: wait for it to settle
                 continue
             self._pending.pop(number, None)
             self._load(number, path, fp)
