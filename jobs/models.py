@@ -30,6 +30,12 @@ _APPLICATIONS = {
 }
 
 
+# Keras' default 0.99 needs ~500 steps before the moving variance forgets its initial 1.0; on small datasets
+# (digits: 36 steps an epoch) inference then sees 100x the real variance and scores at chance while training
+# accuracy is 99% (measured). 0.9 (PyTorch's default) converges in ~50 steps and costs nothing on large data.
+BN_MOMENTUM = 0.9
+
+
 class WeightsUnavailable(Exception):
     """ImageNet weights are not cached and cannot be downloaded."""
 
@@ -63,7 +69,7 @@ def _conv_body(x, spec: ModelSpec):
         # With batch norm the activation follows the normalization (and the conv needs no bias).
         x = conv(filters, kernel, padding=spec.padding, use_bias=not spec.batch_norm, name=f"conv{i}")(x)
         if spec.batch_norm:
-            x = layers.BatchNormalization(name=f"conv{i}_bn")(x)
+            x = layers.BatchNormalization(momentum=BN_MOMENTUM, name=f"conv{i}_bn")(x)
         x = layers.Activation(spec.activation, name=f"conv{i}_{spec.activation}")(x)
         if spec.pooling != "none" and i in pool_at and min(x.shape[1], x.shape[2]) >= 2:
             pool = layers.MaxPooling2D if spec.pooling == "max" else layers.AveragePooling2D
@@ -146,7 +152,7 @@ def build_model(
     for i, units in enumerate(spec.dense_units):
         x = layers.Dense(units, use_bias=not spec.batch_norm, name=f"dense{i}")(x)
         if spec.batch_norm:
-            x = layers.BatchNormalization(name=f"dense{i}_bn")(x)
+            x = layers.BatchNormalization(momentum=BN_MOMENTUM, name=f"dense{i}_bn")(x)
         x = layers.Activation(spec.activation, name=f"dense{i}_{spec.activation}")(x)
         if spec.dropout:
             x = layers.Dropout(spec.dropout, name=f"dense{i}_dropout")(x)
