@@ -45,7 +45,6 @@ REQUIRED_PERMISSIONS = (
     ("create", "", "services"),
     ("get", "", "services"),
     ("delete", "", "services"),
-    ("get", "", "pods"),
     ("list", "", "pods"),
     ("get", "", "pods/log"),
 )
