@@ -78,6 +78,8 @@ class ServerConfig:
     max_workers: int = 64
     metrics_port: Optional[int] = None  # Prometheus /metrics; None disables
     warmup: bool = True
+    # jobctl's own GetModelMetadata field "jobctl" (jobctl.json); off = behave exactly like stock TF Serving
+    jobctl_metadata: bool = True
 
 
 # ----------------------------------------------------------------------------------------------------- metrics
@@ -674,8 +676,9 @@ class _PredictionServicer(_Instrumented):
         fields = list(request.metadata_field)
         if not fields:
             raise ServingError(grpc.StatusCode.INVALID_ARGUMENT, "GetModelMetadataRequest must specify at least one metadata_field")
+        supported = ("signature_def", "jobctl") if self.server.cfg.jobctl_metadata else ("signature_def",)
         for f in fields:
-            if f not in ("signature_def", "jobctl"):
+            if f not in supported:
                 raise ServingError(grpc.StatusCode.INVALID_ARGUMENT, f"Metadata field {f} is not supported")
         m, v = self.server.servable(request.model_spec)
         info["version"] = str(v.number)
