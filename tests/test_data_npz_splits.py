@@ -119,3 +119,21 @@ def test_digits_is_offline_same_as_sklearn_and_split_like_before():
     assert len(data.x_test) == 359 and data.num_classes == 10
     again = load_dataset(DataSpec(), seed=42)
     np.testing.assert_array_equal(data.x_val, again.x_val)
+
+
+def test_python_m_jobs_data_describes_the_data_and_uses_the_exit_codes(tmp_path, capsys, monkeypatch):
+    from jobs.data import main
+
+    monkeypatch.setenv("JOBCTL_OFFLINE", "1")
+    f = tmp_path / "d.npz"
+    np.savez(f, x_train=images(10), y_train=np.arange(10) % 2)
+    (tmp_path / "ok.yaml").write_text(f"name: t\ndata: {{dataset: npz, path: {f}}}\n")
+    assert main(["--spec", str(tmp_path / "ok.yaml")]) == 0
+    out = capsys.readouterr().out
+    assert "npz: train 6, validation 2, test 2; input [5, 6, 1] uint8" in out and "note: no x_test/y_test" in out
+
+    (tmp_path / "gone.yaml").write_text(f"name: t\ndata: {{dataset: mnist, path: {tmp_path}}}\n")
+    assert main(["--spec", str(tmp_path / "gone.yaml")]) == 3
+    assert "mnist.npz in" in capsys.readouterr().err
+    (tmp_path / "bad.yaml").write_text(f"name: t\ndata: {{dataset: npz, path: {tmp_path / 'ok.yaml'}}}\n")
+    assert main(["--spec", str(tmp_path / "bad.yaml")]) == 2
