@@ -115,24 +115,18 @@ def submit(
 
 def _wait_streaming(client, job_name: str, timeout: Optional[float]):
     """Stream the chief's logs on a thread while polling the Job for its outcome."""
-    stop = threading.Event()
 
     def stream():
-        try:
+        try:  # ends by itself once the Job has finished and the last pod's log is read
             for _, line in client.logs(job_name, follow=True):
                 console.print(line, highlight=False, markup=False, soft_wrap=True)
-                if stop.is_set():
-                    break
         except Exception as exc:  # logs are a convenience here: never let them change the exit code
             err_console.print(f"(log streaming stopped: {exc})", highlight=False, markup=False)
 
     thread = threading.Thread(target=stream, daemon=True)
     thread.start()
-    try:
-        client.wait(job_name, timeout=timeout)
-    finally:
-        stop.set()
-    thread.join(timeout=5)  # the last lines, if the stream is still draining
+    client.wait(job_name, timeout=timeout)
+    thread.join(timeout=5)  # the last lines, while the stream drains; a hung stream cannot hold the exit
     return client.status(job_name)  # with the pods, for the final table
 
 

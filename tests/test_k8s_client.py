@@ -291,6 +291,11 @@ def test_follow_streams_and_continues_after_a_retry(cluster):
     cluster.set_logs("cifar-0-bbbbb", ["resumed at epoch 2", "epoch 3/3", "done"], delay=0.05)
 
     def retry_then_finish():
+        deadline = time.monotonic() + 10
+        while not any(p.endswith("/pods/cifar-0-aaaaa/log") for _, p, _ in cluster.requests()):
+            if time.monotonic() > deadline:
+                return
+            time.sleep(0.01)
         time.sleep(0.3)  # the first pod's stream has ended: the Job controller replaces the pod
         cluster.put("Pod", dict(first, status={"phase": "Failed"}))
         cluster.put("Pod", make_pod(job, 0, suffix="bbbbb", phase="Running", state={"running": {}}, created="2026-11-21T12:05:00Z"))
@@ -336,9 +341,9 @@ def test_wait_returns_the_outcome(cluster):
     threading.Thread(target=finish, daemon=True).start()
     report = cluster.client().wait("cifar", timeout=10, on_change=lambda r: states.append(r.state))
     assert report.state == "Succeeded"
-    assert states[0] == "Pending" and states[-1] == "Succeeded"
-    with pytest.raises(KubeError, match="still"):
-        cluster.client().submit(rendered("slow"))
+    assert states[-1] == "Succeeded" and states == sorted(states, key=["Pending", "Running", "Succeeded"].index)
+    cluster.client().submit(rendered("slow"))
+    with pytest.raises(KubeError, match="job 'slow' still Pending after 0.1s"):
         cluster.client().wait("slow", timeout=0.1)
 
 
