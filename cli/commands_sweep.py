@@ -34,7 +34,7 @@ def _fmt(v) -> str:
     return str(v)
 
 
-def _load_sweep_or_exit(path: Path, sweep_dir: Optional[Path]):
+def _load_sweep_or_exit(path: Path, sweep_dir: Optional[Path], artifacts_dir: Optional[Path] = None):
     from jobs.spec import SpecError
     from jobs.sweep_spec import load_sweep
 
@@ -43,6 +43,10 @@ def _load_sweep_or_exit(path: Path, sweep_dir: Optional[Path]):
     except SpecError as exc:
         err_console.print(exc.render(), highlight=False, markup=False)
         raise typer.Exit(exit_codes.BAD_SPEC)
+    if artifacts_dir:
+        sweep.artifacts_dir = artifacts_dir
+        if not sweep.spec.sweep_dir:
+            sweep.sweep_dir = artifacts_dir / "sweeps" / sweep.name
     if sweep_dir:
         sweep.sweep_dir = sweep_dir
     return sweep
@@ -80,16 +84,20 @@ def sweep_command(
     parallelism: Optional[int] = typer.Option(None, "--parallelism", "-p", min=1, help="at most N trials at once (default: the spec's, else what the cores allow)"),
     restart: bool = typer.Option(False, "--restart", help="forget recorded runs and start over"),
     sweep_dir: Optional[Path] = typer.Option(None, "--sweep-dir", help="default: <artifacts_dir>/sweeps/<name>"),
+    artifacts_dir: Optional[Path] = typer.Option(None, "--artifacts-dir", help="where runs/ and models/ are (k8s: where the artifacts claim is mounted here)"),
     dry_run: bool = typer.Option(False, "--dry-run", help="validate and list the trials; run nothing"),
-    namespace: str = typer.Option("default", "--namespace", "-n", help="k8s: the namespace of the trial Jobs"),
-    poll_seconds: float = typer.Option(2.0, "--poll", help="k8s: seconds between Job status checks"),
+    namespace: Optional[str] = typer.Option(None, "--namespace", "-n", help="k8s: default the kubeconfig context's namespace"),
+    context: Optional[str] = typer.Option(None, "--context", help="k8s: kubeconfig context (default: the current one)"),
+    kubeconfig: Optional[str] = typer.Option(None, "--kubeconfig", help="k8s: default $KUBECONFIG, ~/.kube/config, in-cluster"),
+    image: Optional[str] = typer.Option(None, "--image", help="k8s: training image (default: resources.image, then this jobctl's)"),
+    poll_seconds: float = typer.Option(5.0, "--poll", help="k8s: seconds between Job status checks"),
 ) -> None:
     """Run a hyperparameter sweep (grid, random or hyperband), resuming from its sweep directory."""
     from jobs.sweep_results import SweepError
     from jobs.sweep_run import SweepInterrupted, run_sweep
     from jobs.sweep_spec import default_parallelism
 
-    sweep = _load_sweep_or_exit(sweep_spec, sweep_dir)
+    sweep = _load_sweep_or_exit(sweep_spec, sweep_dir, artifacts_dir)
     par = parallelism or sweep.spec.parallelism or (default_parallelism() if backend == BackendName.local else 4)
     alg = sweep.spec.algorithm
     console.print(
@@ -112,10 +120,8 @@ def sweep_command(
     else:
         from jobs.sweep_k8s import K8sBackend
 
-        try:
-            runner = K8sBackend.from_environment(sweep, namespace=namespace)
-        except Exception as exc:  # noqa: BLE001 - no kubeconfig, unreachable API: one clear line
-            fail(f"Kubernetes backend: {exc}")
+        runner = K8sBackend.from_environment(sweep, namespace=namespace, context=context, kubeconfig=kubeconfig,
+                                             image=image)
         poll = poll_seconds
     try:
         outcome = run_sweep(sweep, runner, parallelism=par, restart=restart, poll_seconds=poll,
@@ -124,6 +130,15 @@ def sweep_command(
         raise typer.Exit(INTERRUPTED)
     except SweepError as exc:
         fail(str(exc), exit_codes.BAD_SPEC)
+    except Exception as exc:  # noqa: BLE001 - Kubernetes: a Job Kubernetes rejects, an unreachable API, RBAC
+        from k8s.client import KubeError
+        from k8s.common import ManifestError
+
+        if isinstance(exc, ManifestError):
+            fail(str(exc), exit_codes.BAD_SPEC)
+        if isinstance(exc, KubeError):
+            fail(f"Kubernetes: {exc}\nThe sweep state is saved; run the same command to resume.")
+        raise
     _print_table(outcome.leaderboard[:10], title="leaderboard (top 10)")
     console.print(f"leaderboard: {Path(outcome.sweep_dir) / 'leaderboard.json'}", highlight=False)
     if outcome.counts["succeeded"] == 0:

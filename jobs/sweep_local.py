@@ -71,6 +71,9 @@ class LocalBackend:
         self.procs: dict[str, _Proc] = {}
 
     # ------------------------------------------------------------------------------------------- Backend
+    def prepare(self) -> None:
+        """Nothing to check beyond the sweep spec: trials run here exactly as validated."""
+
     def capacity(self, parallelism: int) -> int:
         return max(0, parallelism - len(self.procs))
 

@@ -20,6 +20,9 @@ from jobs.sweep_spec import Sweep, Trial, default_parallelism
 class Backend(Protocol):
     name: str
 
+    def prepare(self) -> None:
+        """Check what only the backend can (e.g. render every Kubernetes Job) before any run starts."""
+
     def capacity(self, parallelism: int) -> int:
         """How many more runs may start now without exceeding `parallelism` active ones."""
 
@@ -100,6 +103,7 @@ def run_sweep(
 ) -> SweepOutcome:
     """Run (or resume) `sweep` to the end. Ctrl-C stops the active runs and raises SweepInterrupted."""
     parallelism = parallelism or sweep.spec.parallelism or default_parallelism()
+    backend.prepare()
     state = SweepState.open(sweep, restart=restart)
     trials = {t.id: t for t in sweep.trials}
     emit = on_progress or (lambda p: None)

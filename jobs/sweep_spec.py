@@ -49,8 +49,9 @@ OBJECTIVE_METRICS = (
     "wall_time_seconds",
     "fit_seconds",
 )
-# Trial names are "<sweep>-t<NNN>"; a job name may have 52 characters (jobs/spec.py).
-MAX_SWEEP_NAME = 44
+# Trial runs are named "<sweep>-t<NNN>" (run directories, exports) and "<sweep>-t<NNN>-r<rung>" (Kubernetes Jobs);
+# a job name may have 52 characters (jobs/spec.py), so 40 leave room for up to 10,000 trials.
+MAX_SWEEP_NAME = 40
 _FLOAT_STRING = re.compile(r"^[+-]?(\d+\.?\d*|\.\d+)[eE][+-]?\d+$")
 
 
@@ -146,7 +147,7 @@ class Algorithm(_Strict):
 
 
 class SweepSpec(_Strict):
-    name: str = Field(description="DNS-1123 label, at most 44 characters: trials are named <name>-t<NNN>")
+    name: str = Field(description="DNS-1123 label, at most 40 characters: trials are named <name>-t<NNN>")
     base: Union[str, dict[str, Any]] = Field(description="the job spec: a path (relative to the sweep file) or inline")
     fixed: dict[str, Any] = Field(default_factory=dict, description="dotted path -> value set for every trial")
     parameters: dict[str, Any] = Field(description="dotted job-spec field path -> choice list or range")

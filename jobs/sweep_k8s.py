@@ -1,0 +1,172 @@
+"""Kubernetes backend: one Job per trial run, built by `k8s.manifests.build_job_objects` and submitted with
+`k8s.client.JobClient` (the same objects `jobctl submit` creates), labelled jobctl.io/sweep and jobctl.io/trial.
+
+Parallelism is enforced by the scheduler, against the cluster: before starting a run it lists the Jobs carrying
+this sweep's label and counts those not yet Complete or Failed, so Jobs left running by an earlier (crashed)
+sweep process count too and the limit holds across restarts. Such Jobs are adopted on resume, not resubmitted.
+
+Results are read back from the artifacts store: the trainer writes `runs/<trial>/<run id>/metrics.json` on the
+shared PersistentVolumeClaim, which this process sees at `sweep.artifacts_dir` (run the sweep where the claim is
+mounted, or mount it locally); export paths written by pods (`/artifacts/models/...`) are re-rooted there.
+Ctrl-C deletes the sweep's active Jobs (their runs are rerun on resume).
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Optional
+
+from jobs.spec import JobSpec
+from jobs.sweep_results import now, read_run_outcome
+from jobs.sweep_search import RunRequest
+from jobs.sweep_spec import Sweep, Trial
+
+TERMINAL = ("Succeeded", "Failed")
+
+
+def job_name(sweep: Sweep, trial_id: str, rung: int) -> str:
+    # <sweep>-t003-r0: at most 40 + 6 + 3 characters, within the 52 a job name may have.
+    return f"{sweep.trial_name(trial_id)}-r{rung}"
+
+
+class K8sBackend:
+    name = "k8s"
+
+    def __init__(self, sweep: Sweep, client, *, image: Optional[str] = None, artifacts_claim: Optional[str] = None):
+        """`client`: a k8s.client.JobClient (created lazily by it on first use; tests aim it at KMock)."""
+        from k8s import common
+
+        self.sweep = sweep
+        self.client = client
+        self.image = image
+        self.artifacts_claim = artifacts_claim
+        self.selector = {common.LABEL_SWEEP: sweep.name}
+        self.watched: dict[str, dict] = {}  # run key -> {"job", "trial_name", "run_id"}
+
+    @classmethod
+    def from_environment(cls, sweep: Sweep, *, namespace: Optional[str] = None, context: Optional[str] = None,
+                         kubeconfig: Optional[str] = None, image: Optional[str] = None) -> "K8sBackend":
+        from k8s.client import JobClient
+
+        return cls(sweep, JobClient(namespace, context=context, kubeconfig=kubeconfig), image=image)
+
+    def objects(self, trial: Trial, spec: JobSpec, rung: int, run_id: str) -> list[dict]:
+        from k8s import common
+        from k8s.manifests import ARTIFACTS_CLAIM, build_job_objects
+
+        return build_job_objects(
+            spec, run_id=run_id, name=job_name(self.sweep, trial.id, rung), image=self.image,
+            artifacts_claim=self.artifacts_claim or ARTIFACTS_CLAIM,
+            extra_labels={common.LABEL_SWEEP: self.sweep.name, common.LABEL_TRIAL: trial.id},
+        )
+
+    # ------------------------------------------------------------------------------------------- Backend
+    def prepare(self) -> None:
+        """Render every trial's Job before anything is created: a spec Kubernetes rejects fails the sweep now."""
+        from k8s.common import ManifestError
+
+        problems = []
+        plan = self.sweep.plan
+        for t in self.sweep.trials:
+            budgets = [(0, None)] if plan is None else list(enumerate(r.epochs for r in plan[t.bracket].rungs))
+            for rung, epochs in budgets:
+                try:
+                    self.objects(t, self.sweep.trial_job_spec(t, epochs), rung, f"r{rung}")
+                except ManifestError as exc:
+                    problems.append(f"trial {t.id}: {exc}")
+        if problems:
+            raise ManifestError("\n".join(problems))
+
+    def active_jobs(self) -> dict[str, str]:
+        """This sweep's Jobs by name -> state, counted through the sweep label (one list call)."""
+        return {r.name: r.state for r in self.client.list(self.selector)}
+
+    def capacity(self, parallelism: int) -> int:
+        running = sum(1 for state in self.active_jobs().values() if state not in TERMINAL)
+        return max(0, parallelism - running)
+
+    def active(self) -> set[str]:
+        return set(self.watched)
+
+    def start(self, req: RunRequest, trial: Trial, spec: JobSpec, run_id: str) -> dict:
+        from k8s.client import ConflictError
+
+        objects = self.objects(trial, spec, req.rung, run_id)
+        name = job_name(self.sweep, trial.id, req.rung)
+        # A metrics.json of an interrupted attempt must not be read as this attempt's result.
+        (self.sweep.artifacts_dir / "runs" / spec.name / run_id / "metrics.json").unlink(missing_ok=True)
+        try:
+            self.client.submit(objects)
+        except ConflictError:
+            # Left by an earlier attempt that this sweep stopped or lost track of: start it afresh.
+            self.client.submit(objects, replace=True)
+        self.watched[req.key] = {"job": name, "trial_name": spec.name, "run_id": run_id}
+        return {"job": name, "namespace": self.client.namespace}
+
+    def adopt(self, key: str, record: dict) -> bool:
+        from k8s.client import NotFoundError
+
+        name = record.get("job")
+        if not name:
+            return False
+        try:
+            self.client.status(name)
+        except NotFoundError:
+            return False
+        self.watched[key] = {"job": name, "trial_name": self.sweep.trial_name(record["trial"]), "run_id": record["run_id"]}
+        return True
+
+    def wait(self, timeout: float) -> list[tuple[str, dict]]:
+        time.sleep(timeout)
+        states = self.active_jobs()
+        out = []
+        for key, w in list(self.watched.items()):
+            state = states.get(w["job"], "Missing")
+            if state in TERMINAL or state == "Missing":
+                out.append((key, self._finish(key, w, state)))
+        return out
+
+    def stop_all(self) -> list[tuple[str, dict]]:
+        from k8s.client import KubeError, NotFoundError
+
+        out = []
+        for key, w in list(self.watched.items()):
+            error = "stopped by Ctrl-C: Job deleted"
+            try:
+                self.client.delete(w["job"])
+            except NotFoundError:
+                pass
+            except KubeError as exc:
+                error = f"stopped by Ctrl-C; deleting Job {w['job']} failed: {exc}"
+            self.watched.pop(key, None)
+            out.append((key, {"status": "interrupted", "error": error, "finished": now()}))
+        return out
+
+    # ------------------------------------------------------------------------------------------ helpers
+    def _finish(self, key: str, w: dict, state: str) -> dict:
+        from k8s.client import KubeError
+
+        self.watched.pop(key, None)
+        exit_code, detail = (0, "") if state == "Succeeded" else (None, "")
+        if state != "Succeeded":
+            try:
+                report = self.client.status(w["job"])
+                detail = report.message
+                pod = next((p for p in reversed(report.pods) if p.exit_code is not None or p.detail), None)
+                if pod is not None:
+                    exit_code = pod.exit_code
+                    detail = "; ".join(x for x in (report.message, f"pod {pod.name}: {pod.state} {pod.detail}".strip()) if x)
+            except KubeError as exc:
+                detail = f"Job {w['job']} is gone ({exc})" if state == "Missing" else str(exc)
+        outcome = read_run_outcome(
+            self.sweep.artifacts_dir, w["trial_name"], w["run_id"], self.sweep.spec.objective.metric,
+            exit_code=exit_code,
+        )
+        if outcome["status"] == "succeeded" and state != "Succeeded":
+            # metrics.json says succeeded but the Job did not finish (deleted, TTL): trust the results on disk.
+            outcome["job_state"] = state
+        if outcome["status"] == "failed" and detail:
+            outcome["error"] = f"Job {w['job']} {state.lower()}: {detail}" + (
+                f" | {outcome['error']}" if outcome.get("error") and "no metrics.json" not in outcome["error"] else "")
+        outcome["job"] = w["job"]
+        return outcome
