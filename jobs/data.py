@@ -377,7 +377,7 @@ def download_file(url: str, dest: Path, sha256: Optional[str] = None, timeout: O
     return dest
 
 
-def _extract_tar(archive: Path, into: Path) -> None:
+def _extract_tar(archive: Path, into: Path, source: _KerasSource) -> None:
     """Extract like Keras' get_file(extract=True), but into a temp folder renamed into place (atomic)."""
     into.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{into.name}.", dir=into.parent))
@@ -387,7 +387,13 @@ def _extract_tar(archive: Path, into: Path) -> None:
         try:
             os.replace(tmp, into)
         except OSError:
-            if not into.is_dir():  # a concurrent worker may have won the race; anything else is a real error
+            # `into` exists: a concurrent worker won the race (fine), or an earlier extraction stopped half-way
+            # (Keras extracts in place): replace that one.
+            done = into / source.archive_prefix
+            if into.is_dir() and not all((done / f).is_file() for f in source.files):
+                shutil.rmtree(into)
+                os.replace(tmp, into)
+            elif not into.is_dir():
                 raise
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
@@ -449,7 +455,7 @@ def _keras_files(source: _KerasSource, spec: DataSpec) -> Callable[[str], bytes]
     try:
         if source.archive_names:
             archive = download_file(source.origin, target / source.archive_names[0], source.sha256)
-            _extract_tar(archive, target / source.layouts[0].split("/")[0])
+            _extract_tar(archive, target / source.layouts[0].split("/")[0], source)
         else:
             folder = target / source.layouts[0] if source.layouts[0] else target
             for f in source.files:
@@ -746,6 +752,8 @@ def _load_image_folder(spec: DataSpec, seed: int) -> _Raw:
         notes.append(msg)
     if not x_tr:
         raise ValueError(f"data.path: no readable images under {str(train_root)!r}; {layout_hint}")
+    if split_layout and not x_te:
+        raise ValueError(f"data.path: no readable images under {str(root / 'test')!r}; expected test/<class>/<image>")
 
     # 'keep' leaves an all-grey folder with one channel; a mix of grey and colour becomes RGB throughout.
     channels = {a.shape[-1] for a in x_tr + x_te}
@@ -763,8 +771,7 @@ def _load_image_folder(spec: DataSpec, seed: int) -> _Raw:
 
     rng = np.random.default_rng(seed)
     if split_layout:
-        x_test = np.stack(x_te) if x_te else np.zeros((0,) + x_train.shape[1:], np.uint8)
-        y_test = y_te
+        x_test, y_test = np.stack(x_te), y_te
     else:
         train_idx, test_idx = _stratified_holdout(y_tr, spec.test_fraction, rng)
         x_test, y_test = x_train[test_idx], y_tr[test_idx]

@@ -142,3 +142,16 @@ def test_a_hanging_name_lookup_is_bounded_too(tmp_path, monkeypatch, server):
     with pytest.raises(DataUnavailable, match=r"resolving storage.googleapis.com took longer than 0.3 s"):
         load_dataset(DataSpec(dataset="mnist", path=_cache(tmp_path)), 0)
     assert time.monotonic() - started < 2
+
+
+def test_a_half_extracted_cache_is_replaced_by_a_complete_extraction(tmp_path, monkeypatch, server):
+    blob, written = _cifar_tar(tmp_path)
+    server.files["/c.tgz"] = blob
+    _point_source(monkeypatch, "cifar10", origin=server.url + "/c.tgz", sha256=hashlib.sha256(blob).hexdigest())
+    cache = _cache(tmp_path)
+    stale = Path(cache) / "cifar-10-batches-py-target" / "cifar-10-batches-py"
+    stale.mkdir(parents=True)
+    (stale / "data_batch_1").write_bytes(b"half")
+    data = load_dataset(DataSpec(dataset="cifar10", path=cache, validation={"use_test": True}), 0)
+    np.testing.assert_array_equal(data.x_train[:4], written["data_batch_1"][0])
+    assert (stale / "test_batch").is_file()

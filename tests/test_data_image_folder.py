@@ -128,11 +128,14 @@ def test_held_out_test_set_is_stratified_seeded_and_validation_mixes_classes(tmp
     for c in range(3):
         for i in range(10):
             solid(root / f"class{c}" / f"{i}.png", "L", c * 50 + i)  # every image distinct
-    s = DataSpec(dataset="image_folder", path=str(root), resize=(4, 4), test_fraction=0.2)
-    a, b = load_dataset(s, seed=1), load_dataset(s, seed=1)
+    s = DataSpec(dataset="image_folder", path=str(root), resize=(4, 4), test_fraction=0.2, split_seed=1)
+    a, b = load_dataset(s, seed=1), load_dataset(s, seed=7)
     assert np.bincount(a.y_test).tolist() == [2, 2, 2]  # 20% of each class
-    np.testing.assert_array_equal(a.x_test, b.x_test)  # same seed, same split
-    assert not np.array_equal(a.x_test, load_dataset(s, seed=2).x_test)
+    # The split follows data.split_seed, not the training seed: sweep trials and ensemble members share a test set.
+    np.testing.assert_array_equal(a.x_test, b.x_test)
+    np.testing.assert_array_equal(a.x_val, b.x_val)
+    other = load_dataset(s.model_copy(update={"split_seed": 2}), seed=1)
+    assert not np.array_equal(a.x_test, other.x_test)
     # The validation split is the last 20% of the training files (Keras semantics), which are shuffled with the
     # seed: it must not be "the last class".
     assert len(set(a.y_val.tolist())) >= 2
@@ -164,3 +167,13 @@ def test_errors_name_data_path(tmp_path):
     (tmp_path / "bad" / "a" / "x.png").write_text("nope")
     with pytest.raises(ValueError, match=r"data.path: no readable images under"):
         load_dataset(spec(tmp_path / "bad"), 0)
+
+
+def test_an_empty_test_folder_is_an_error_not_a_nan_metric(tmp_path):
+    root = tmp_path / "root"
+    for c in ("a", "b"):
+        solid(root / "train" / c / "x.png", "L", 1)
+        (root / "test" / c).mkdir(parents=True)
+    (root / "test" / "a" / "readme.txt").write_text("later")
+    with pytest.raises(ValueError, match=r"data.path: no readable images under '.*test'"):
+        load_dataset(spec(root, resize=(2, 2)), 0)
