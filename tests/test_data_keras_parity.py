@@ -12,7 +12,7 @@ import pytest
 
 from jobs.data import load_dataset
 from jobs.spec import DataSpec
-from tests.test_data_keras import write_cifar10, write_cifar100, write_fashion_mnist
+from tests.test_data_keras import write_cifar10, write_cifar100, write_fashion_mnist, write_mnist
 
 keras = pytest.importorskip("keras")
 
@@ -59,3 +59,21 @@ def test_keras_cifar_batch_reader_agrees_on_pixels_labels_and_channel_order(tmp_
     kx, ky = load_batch(str(folder100 / "test"), label_key="coarse_labels")
     np.testing.assert_array_equal(coarse.x_test, kx.transpose(0, 2, 3, 1))
     np.testing.assert_array_equal(coarse.y_test, ky)
+
+
+def test_keras_mnist_loader_reads_the_same_cache_file(tmp_path, monkeypatch):
+    from keras.src.backend import config
+    from keras.src.utils import file_utils
+
+    written = write_mnist(tmp_path / "datasets" / "mnist.npz", n_train=6, n_test=3)
+    monkeypatch.setattr(config, "_KERAS_DIR", str(tmp_path))
+    monkeypatch.setenv("KERAS_HOME", str(tmp_path))
+    monkeypatch.setenv("JOBCTL_OFFLINE", "1")
+    # Keras checks the real file's sha256 before using a cached mnist.npz; ours is a small stand-in.
+    monkeypatch.setattr(file_utils, "validate_file", lambda *a, **k: True)
+    monkeypatch.setattr(file_utils, "urlretrieve", lambda *a, **k: pytest.fail("Keras tried to download"))
+    (kx, ky), (kxt, kyt) = keras.datasets.mnist.load_data()
+    ours = load_dataset(DataSpec(dataset="mnist", validation={"use_test": True}), seed=0)
+    np.testing.assert_array_equal(ours.x_train[..., 0], kx)
+    np.testing.assert_array_equal(ours.y_test, kyt)
+    np.testing.assert_array_equal(kxt, written["x_test"])
