@@ -646,7 +646,7 @@ def _to_target_mode(im, color_mode: str):
 
 def _decode_image(path: Path, size: tuple[int, int], color_mode: str):
     """(array [H, W, C] uint8, None) or (None, reason). Never raises: a bad file must not stop the others."""
-    from PIL import Image
+    from PIL import Image, UnidentifiedImageError
 
     h, w = size
     try:
@@ -658,7 +658,9 @@ def _decode_image(path: Path, size: tuple[int, int], color_mode: str):
                 im = im.resize((w, h), Image.Resampling.BILINEAR)
             arr = np.asarray(im, dtype=np.uint8)
     except Exception as exc:  # noqa: BLE001 -- PIL raises many types for bad files; all mean "skip it"
-        return None, f"{type(exc).__name__}: {exc}"
+        if isinstance(exc, UnidentifiedImageError):
+            return None, "not an image Pillow can read"
+        return None, f"{type(exc).__name__}: {str(exc).replace(str(path), '<file>')}"
     return (arr[..., None] if arr.ndim == 2 else arr), None
 
 
@@ -749,6 +751,8 @@ def _load_image_folder(spec: DataSpec, seed: int) -> _Raw:
         more = f"; and {len(skipped) - 5} more" if len(skipped) > 5 else ""
         msg = f"skipped {len(skipped)} unreadable file{'s' if len(skipped) != 1 else ''} (not an image or corrupt): {shown}{more}"
         log.warning(msg)
+        for p, r in skipped:
+            log.debug("skipped %s: %s", p, r)
         notes.append(msg)
     if not x_tr:
         raise ValueError(f"data.path: no readable images under {str(train_root)!r}; {layout_hint}")
