@@ -108,6 +108,14 @@ def sweep_command(
         highlight=False,
     )
     if dry_run:
+        if backend == BackendName.k8s:
+            from jobs.sweep_k8s import K8sBackend
+            from k8s.common import ManifestError
+
+            try:
+                K8sBackend(sweep, client=None, image=image).prepare()  # renders every Job; no cluster needed
+            except ManifestError as exc:
+                fail(str(exc), exit_codes.BAD_SPEC)
         for t in sweep.trials:
             extra = f" bracket {t.bracket}" if sweep.plan else ""
             console.print(f"  {t.id}{extra}: " + ", ".join(f"{k}={_fmt(v)}" for k, v in t.params.items()), highlight=False)

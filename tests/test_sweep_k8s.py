@@ -202,3 +202,29 @@ def test_specs_kubernetes_rejects_fail_before_any_job_is_created(cluster, tmp_pa
     with pytest.raises(ManifestError, match="(?s)trial t001.*node_selector"):
         run_sweep(s, K8sBackend(s, cluster.client()), parallelism=2, poll_seconds=0.05)
     assert jobs(cluster) == {} and not (Path(s.sweep_dir) / "sweep.json").exists()
+
+
+def test_cli_sweep_on_kubernetes_through_a_kubeconfig(cluster, tmp_path):
+    from typer.testing import CliRunner
+
+    from cli.main import app
+    from tests.test_k8s_cli import write_kubeconfig
+
+    kubeconfig = write_kubeconfig(tmp_path / "kubeconfig", cluster.url)
+    (tmp_path / "sweep.yaml").write_text(yaml.safe_dump({
+        "name": "cli", "base": BASE, "parameters": {"model.dropout": [0.0, 0.5]}, "parallelism": 1}))
+    args = ["sweep", str(tmp_path / "sweep.yaml"), "--backend", "k8s", "--kubeconfig", str(kubeconfig),
+            "--context", "fake-ml", "--poll", "0.05", "--artifacts-dir", str(tmp_path / "pvc")]
+    thread, box = start_in_thread(lambda: CliRunner().invoke(app, args))
+    for name, value in (("cli-t000", 0.7), ("cli-t001", 0.8)):
+        wait_for(lambda: f"{name}-r0" in jobs(cluster))
+        assert len(active(cluster)) == 1  # --parallelism from the spec: 1
+        write_metrics(tmp_path, name, value)
+        complete(cluster, f"{name}-r0")
+    thread.join(10)
+    result = box["result"]
+    assert result.exit_code == 0, result.output
+    assert "backend k8s" in result.stdout and "t001 succeeded" in result.stdout
+    assert "best t001 best_val_accuracy 0.8000" in result.stdout
+    assert json.loads((tmp_path / "pvc/sweeps/cli/leaderboard.json").read_text())[0]["trial"] == "t001"
+    assert all(j["metadata"]["namespace"] == "ml" for j in cluster.objects("Job"))
