@@ -104,10 +104,10 @@ def _as_nhwc_uint8(x: np.ndarray) -> np.ndarray:
 def _split_off(x, y, fraction: float, seed: int, shuffle: bool):
     """Keras `validation_split` semantics: the last `fraction` of the (optionally shuffled) data."""
     n = len(x)
-    idx = np.arange(n)
-    if shuffle:
-        idx = np.random.default_rng(seed).permutation(n)
     cut = n - int(round(n * fraction))
+    if not shuffle:  # views, not copies: CIFAR-sized arrays need not be duplicated
+        return x[:cut], y[:cut], x[cut:], y[cut:]
+    idx = np.random.default_rng(seed).permutation(n)
     return x[idx[:cut]], y[idx[:cut]], x[idx[cut:]], y[idx[cut:]]
 
 
@@ -682,17 +682,35 @@ def _list_images(root: Path, classes: list[str]) -> list[tuple[Path, str]]:
 
 
 def _decode_all(files: list[tuple[Path, str]], class_index: dict[str, int], size, color_mode, root: Path):
+    """Decode into one preallocated array (a 224x224 Stanford Dogs is 3 GB: no per-image list, no second copy).
+
+    Returns (x [n_ok, h, w, C], labels, grey mask [n_ok], skipped [(path, reason)]). C is 1 for 'grayscale',
+    else 3 (grey images under 'keep' are replicated; the caller keeps one channel when every image is grey).
+    """
+    h, w = size
+    channels = 1 if color_mode == "grayscale" else 3
+    x = np.empty((len(files), h, w, channels), dtype=np.uint8)
+    grey = np.zeros(len(files), dtype=bool)
+    reasons: list[Optional[str]] = [None] * len(files)
+
+    def work(i: int) -> None:
+        arr, reason = _decode_image(files[i][0], size, color_mode)
+        if arr is None:
+            reasons[i] = reason
+            return
+        x[i] = arr  # (h, w, 1) broadcasts into 3 channels
+        grey[i] = arr.shape[-1] == 1
+
     workers = max(1, min(8, 2 * (os.cpu_count() or 1)))
     with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="decode") as pool:
-        results = list(pool.map(lambda fc: _decode_image(fc[0], size, color_mode), files))
-    images, labels, skipped = [], [], []
-    for (path, cls), (arr, reason) in zip(files, results):
-        if arr is None:
-            skipped.append((path.relative_to(root), reason))
-        else:
-            images.append(arr)
-            labels.append(class_index[cls])
-    return images, np.asarray(labels, dtype=np.int64), skipped
+        list(pool.map(work, range(len(files))))
+    ok = [i for i, r in enumerate(reasons) if r is None]
+    skipped = [(files[i][0].relative_to(root), reasons[i]) for i in range(len(files)) if reasons[i] is not None]
+    for j, i in enumerate(ok):  # compact in place over the skipped slots
+        if i != j:
+            x[j] = x[i]
+    labels = np.asarray([class_index[files[i][1]] for i in ok], dtype=np.int64)
+    return x[: len(ok)], labels, grey[ok], skipped
 
 
 def _load_image_folder(spec: DataSpec, seed: int) -> _Raw:
@@ -742,8 +760,8 @@ def _load_image_folder(spec: DataSpec, seed: int) -> _Raw:
                 "expected the test classes to be among the training classes"
             )
         test_files = _list_images(root / "test", test_classes)
-    x_tr, y_tr, skipped = _decode_all(train_files, class_index, size, spec.color_mode, root)
-    x_te, y_te, skipped_te = _decode_all(test_files, class_index, size, spec.color_mode, root)
+    x_all, y_tr, grey_tr, skipped = _decode_all(train_files, class_index, size, spec.color_mode, root)
+    x_te, y_te, grey_te, skipped_te = _decode_all(test_files, class_index, size, spec.color_mode, root)
     skipped += skipped_te
 
     if skipped:
@@ -754,19 +772,17 @@ def _load_image_folder(spec: DataSpec, seed: int) -> _Raw:
         for p, r in skipped:
             log.debug("skipped %s: %s", p, r)
         notes.append(msg)
-    if not x_tr:
+    if not len(x_all):
         raise ValueError(f"data.path: no readable images under {str(train_root)!r}; {layout_hint}")
-    if split_layout and not x_te:
+    if split_layout and not len(x_te):
         raise ValueError(f"data.path: no readable images under {str(root / 'test')!r}; expected test/<class>/<image>")
 
     # 'keep' leaves an all-grey folder with one channel; a mix of grey and colour becomes RGB throughout.
-    channels = {a.shape[-1] for a in x_tr + x_te}
-    if channels == {1, 3}:
-        n_grey = sum(a.shape[-1] == 1 for a in x_tr + x_te)
-        x_tr = [np.repeat(a, 3, -1) if a.shape[-1] == 1 else a for a in x_tr]
-        x_te = [np.repeat(a, 3, -1) if a.shape[-1] == 1 else a for a in x_te]
+    n_grey, n_all = int(grey_tr.sum() + grey_te.sum()), len(grey_tr) + len(grey_te)
+    if spec.color_mode == "keep" and n_grey == n_all:
+        x_all, x_te = x_all[..., :1], x_te[..., :1]
+    elif spec.color_mode == "keep" and n_grey:
         notes.append(f"converted {n_grey} grayscale image{'s' if n_grey != 1 else ''} to RGB (data.color_mode: keep, the folder mixes both)")
-    x_train = np.stack(x_tr)
     empty = [c for i, c in enumerate(classes) if not np.any(y_tr == i)]
     if empty:
         msg = f"classes without training images: {empty}"
@@ -775,23 +791,24 @@ def _load_image_folder(spec: DataSpec, seed: int) -> _Raw:
 
     rng = np.random.default_rng(seed)
     if split_layout:
-        x_test, y_test = np.stack(x_te), y_te
+        train_idx, test_idx = np.arange(len(x_all)), np.arange(len(x_te))
+        test_source = x_te
     else:
         train_idx, test_idx = _stratified_holdout(y_tr, spec.test_fraction, rng)
-        x_test, y_test = x_train[test_idx], y_tr[test_idx]
-        x_train, y_tr = x_train[train_idx], y_tr[train_idx]
+        y_te, test_source = y_tr, x_all
         notes.append(f"no train/ and test/ sub-folders: held out {len(test_idx)} images ({spec.test_fraction:g} per class) as the test set")
     # Files are listed class by class; shuffle (with the seed) so a validation split taken from the end, as Keras
-    # does, holds every class -- image_dataset_from_directory shuffles its file list the same way.
-    order = rng.permutation(len(x_train))
-    x_train, y_tr = x_train[order], y_tr[order]
-    order = rng.permutation(len(x_test))
-    x_test, y_test = x_test[order], y_test[order]
+    # does, holds every class -- image_dataset_from_directory shuffles its file list the same way. One gather per
+    # split, so the peak is the decoded array plus one copy.
+    train_idx, test_idx = rng.permutation(train_idx), rng.permutation(test_idx)
+    x_train, y_train = np.ascontiguousarray(x_all[train_idx]), y_tr[train_idx]
+    x_test, y_test = np.ascontiguousarray(test_source[test_idx]), y_te[test_idx]
+    del x_all, test_source, x_te
     log.info(
         "image_folder: %d train and %d test images in %d classes from %s, %dx%dx%d, decoded in %.1f s",
         len(x_train), len(x_test), len(classes), root, *x_train.shape[1:], time.monotonic() - started,
     )
-    return _Raw(x_train, y_tr, x_test, y_test, list(classes), 255.0, notes, names_resolved=True)
+    return _Raw(x_train, y_train, x_test, y_test, list(classes), 255.0, notes, names_resolved=True)
 
 
 # ---------------------------------------------------------------------------------------------------- npz
