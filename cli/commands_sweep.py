@@ -52,7 +52,10 @@ def _load_sweep_or_exit(path: Path, sweep_dir: Optional[Path], artifacts_dir: Op
     return sweep
 
 
-def _progress_printer(metric: str):
+def _progress_printer(metric: str, hyperband: bool):
+    def rung(p) -> str:
+        return f" (rung {p.rung})" if hyperband else ""
+
     def show(p) -> None:
         c = p.counts
         head = (f"[{c['succeeded'] + c['stopped'] + c['failed']}/{c['total']} done, {c['running']} running, "
@@ -62,13 +65,13 @@ def _progress_printer(metric: str):
             line = f"resuming: {p.skipped} finished run(s) skipped"
         elif p.kind == "started":
             rec = p.record or {}
-            line = f"{p.trial} started (rung {p.rung}, {rec.get('epochs')} epochs)"
+            line = f"{p.trial} started ({f'rung {p.rung}, ' if hyperband else ''}{rec.get('epochs')} epochs)"
         elif p.kind == "finished":
             rec = p.record or {}
             status = rec.get("status")
             detail = f"{metric} {rec['value']:.4f}" if rec.get("value") is not None else (rec.get("error") or "")
             colour = {"succeeded": "green", "failed": "red"}.get(status, "yellow")
-            line = f"{p.trial} [{colour}]{status}[/] (rung {p.rung}) {detail[:160]}"
+            line = f"{p.trial}{rung(p)} [{colour}]{status}[/] {detail[:160]}"
         elif p.kind == "interrupted":
             line = "[yellow]interrupted[/]: active trials stopped, state saved; run the same command to resume"
         else:
@@ -133,7 +136,7 @@ def sweep_command(
         poll = poll_seconds
     try:
         outcome = run_sweep(sweep, runner, parallelism=par, restart=restart, poll_seconds=poll,
-                            on_progress=_progress_printer(sweep.spec.objective.metric))
+                            on_progress=_progress_printer(sweep.spec.objective.metric, sweep.plan is not None))
     except SweepInterrupted:
         raise typer.Exit(INTERRUPTED)
     except SweepError as exc:

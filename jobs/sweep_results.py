@@ -310,7 +310,7 @@ def _cell(v: Any) -> str:
 
 def plot_objective(entries: list[dict], path: Path) -> Optional[Path]:
     """One panel per parameter: the objective of each finished trial against the parameter's value
-    (numbers on a log axis when they span more than two decades; other values as categories)."""
+    (numbers on a log axis when they span a decade or more; other values as categories)."""
     done = [e for e in entries if e.get("value") is not None]
     params = param_names(entries)
     if not done or not params:
@@ -330,7 +330,7 @@ def plot_objective(entries: list[dict], path: Path) -> Optional[Path]:
         if numeric:
             ax.scatter(xs, ys, c=colors)
             positive = [x for x in xs if x > 0]
-            if len(positive) == len(xs) and max(xs) / min(xs) > 100:
+            if len(positive) == len(xs) and max(xs) / min(xs) >= 10:
                 ax.set_xscale("log")
         else:
             cats = sorted({json.dumps(x) if isinstance(x, (list, dict)) else str(x) for x in xs})
@@ -340,7 +340,8 @@ def plot_objective(entries: list[dict], path: Path) -> Optional[Path]:
         ax.set_xlabel(name)
         ax.set_ylabel(metric)
         ax.grid(alpha=0.3)
-    fig.suptitle(f"{metric} per trial (grey: stopped early)")
+    stopped = any(e["status"] == "stopped" for e in done)
+    fig.suptitle(f"{metric} per trial" + (" (grey: stopped early by hyperband, at a smaller budget)" if stopped else ""))
     fig.tight_layout()
     path = Path(path)
     tmp = path.with_name(f".{path.name}.tmp")

@@ -119,6 +119,7 @@ def run_sweep(
             rec.setdefault("error", "the sweep process stopped while this run was active")
     skipped = sum(1 for r in state.runs.values() if r.get("status") in FINISHED)
     state.save()
+    write_leaderboard(sweep, state)  # `jobctl results` works from the first second
     if skipped:
         report("resumed", skipped=skipped)
 

@@ -211,6 +211,10 @@ def walk(sweep: "Sweep", records: Mapping[str, dict]) -> tuple[list[RunRequest],
             waiting = [t for t in members if not _finished(records, t, i)]
             if waiting:
                 requests.extend(RunRequest(t, i, rung.epochs) for t in waiting)
+                if i < len(bracket.rungs) - 1:
+                    for t in members:  # done with this rung, not with the trial: promoted or stopped later
+                        if states[t]["status"] == "succeeded":
+                            states[t]["status"] = "pending"
                 break
             if i == len(bracket.rungs) - 1:
                 break

@@ -168,6 +168,7 @@ def test_hyperband_promotes_the_best_third_and_stops_the_rest():
         _finish(runs, t, 0, scores[t])
     reqs, states = walk(s, runs)
     assert not [r for r in reqs if r.trial in bracket0 and r.rung == 1], "no promotion before the rung completes"
+    assert states[bracket0[3]]["status"] == "pending", "finished a rung, not the trial"
     _finish(runs, bracket0[8], 0, None, status="failed")
     reqs, states = walk(s, runs)
     promoted = sorted(r.trial for r in reqs if r.trial in bracket0)
