@@ -49,6 +49,11 @@ DEFAULT_DOWNLOAD_TIMEOUT = 30.0
 # Upper bound for a whole file, so a trickling connection cannot hold a job forever.
 DOWNLOAD_DEADLINE_ENV = "JOBCTL_DOWNLOAD_DEADLINE"
 DEFAULT_DOWNLOAD_DEADLINE = 1800.0
+# Attempts per file for transient failures (timeouts, resets, HTTP 5xx). DataUnavailable is never retried at the
+# pod level (exit code 3), so a network glitch is retried here, a few seconds apart.
+DOWNLOAD_ATTEMPTS_ENV = "JOBCTL_DOWNLOAD_ATTEMPTS"
+DEFAULT_DOWNLOAD_ATTEMPTS = 3
+RETRY_BACKOFF_SECONDS = 2.0
 
 
 class DataUnavailable(Exception):
@@ -377,6 +382,34 @@ def download_file(url: str, dest: Path, sha256: Optional[str] = None, timeout: O
     return dest
 
 
+def _transient(exc: BaseException) -> bool:
+    """Worth another attempt: timeouts, refused/reset connections, server errors. Not: no DNS, 4xx, bad hash."""
+    import urllib.error
+
+    if isinstance(exc, urllib.error.HTTPError):
+        return exc.code >= 500 or exc.code == 429
+    if isinstance(exc, urllib.error.URLError):
+        exc = exc.reason if isinstance(exc.reason, BaseException) else exc
+    if isinstance(exc, socket.gaierror):
+        return False  # no name resolution: offline, or a wrong host
+    return isinstance(exc, (TimeoutError, ConnectionError))
+
+
+def _download_with_retries(url: str, dest: Path, sha256: Optional[str]) -> Path:
+    raw = os.environ.get(DOWNLOAD_ATTEMPTS_ENV, "")
+    attempts = int(raw) if raw.strip().isdigit() and int(raw) >= 1 else DEFAULT_DOWNLOAD_ATTEMPTS
+    for attempt in range(1, attempts + 1):
+        try:
+            return download_file(url, dest, sha256)
+        except OSError as exc:
+            if attempt == attempts or not _transient(exc):
+                raise
+            wait = RETRY_BACKOFF_SECONDS * attempt
+            log.warning("download of %s failed (%s); attempt %d of %d in %.0f s", url, exc, attempt + 1, attempts, wait)
+            time.sleep(wait)
+    raise AssertionError("unreachable")
+
+
 def _extract_tar(archive: Path, into: Path, source: _KerasSource) -> None:
     """Extract like Keras' get_file(extract=True), but into a temp folder renamed into place (atomic)."""
     into.parent.mkdir(parents=True, exist_ok=True)
@@ -454,14 +487,14 @@ def _keras_files(source: _KerasSource, spec: DataSpec) -> Callable[[str], bytes]
         raise DataUnavailable(_missing_message(source, dirs, "none of these folders is writable for a download"))
     try:
         if source.archive_names:
-            archive = download_file(source.origin, target / source.archive_names[0], source.sha256)
+            archive = _download_with_retries(source.origin, target / source.archive_names[0], source.sha256)
             _extract_tar(archive, target / source.layouts[0].split("/")[0], source)
         else:
             folder = target / source.layouts[0] if source.layouts[0] else target
             for f in source.files:
                 if not (folder / f).is_file():
                     url = source.origin + f if source.per_file_origin else source.origin
-                    download_file(url, folder / f, source.sha256)
+                    _download_with_retries(url, folder / f, source.sha256)
     except (OSError, ValueError, tarfile.TarError) as exc:  # TimeoutError and URLError are OSErrors
         raise DataUnavailable(_missing_message(source, dirs, f"the download failed ({exc})")) from None
     folder = _find_data_dir(source, dirs)

@@ -24,9 +24,13 @@ from tests.test_data_keras import write_cifar10, write_fashion_mnist
 class _Files(http.server.BaseHTTPRequestHandler):
     files: dict[str, bytes] = {}
     requests: list[str] = []
+    fail_first: int = 0  # answer this many requests with 503 first
 
     def do_GET(self):  # noqa: N802 -- http.server's naming
         type(self).requests.append(self.path)
+        if len(self.requests) <= self.fail_first:
+            self.send_error(503, "busy")
+            return
         body = self.files.get(self.path)
         if body is None:
             self.send_error(404, "no such file")
@@ -44,6 +48,7 @@ class _Files(http.server.BaseHTTPRequestHandler):
 def server(monkeypatch):
     for var in ("http_proxy", "https_proxy", "HTTP_PROXY", "HTTPS_PROXY", "all_proxy", "ALL_PROXY", "JOBCTL_OFFLINE"):
         monkeypatch.delenv(var, raising=False)
+    monkeypatch.setattr(data_mod, "RETRY_BACKOFF_SECONDS", 0.01)
     handler = type("Handler", (_Files,), {"files": {}, "requests": []})
     httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
     thread = threading.Thread(target=httpd.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
@@ -63,7 +68,7 @@ def _cifar_tar(tmp_path: Path) -> tuple[bytes, dict]:
 
 
 def _cache(tmp_path: Path) -> str:
-    (tmp_path / "cache").mkdir()
+    (tmp_path / "cache").mkdir(parents=True)
     return str(tmp_path / "cache")
 
 
@@ -114,6 +119,25 @@ def test_http_errors_become_data_unavailable_naming_the_files(tmp_path, monkeypa
     _point_source(monkeypatch, "mnist", origin=server.url + "/missing/mnist.npz")
     with pytest.raises(DataUnavailable, match=r"download failed \(HTTP Error 404.*Wanted: mnist.npz in .*cache/"):
         load_dataset(DataSpec(dataset="mnist", path=_cache(tmp_path)), 0)
+    assert len(server.requests) == 1  # a 404 is not retried
+
+
+def test_transient_server_errors_are_retried_a_bounded_number_of_times(tmp_path, monkeypatch, server):
+    from tests.test_data_keras import write_mnist
+
+    arrays = write_mnist(tmp_path / "staging" / "mnist.npz")
+    server.files["/mnist.npz"] = (tmp_path / "staging" / "mnist.npz").read_bytes()
+    _point_source(monkeypatch, "mnist", origin=server.url + "/mnist.npz", sha256=None)
+    server.fail_first = 2
+    data = load_dataset(DataSpec(dataset="mnist", path=_cache(tmp_path), validation={"use_test": True}), 0)
+    np.testing.assert_array_equal(data.y_test, arrays["y_test"])
+    assert len(server.requests) == 3
+
+    server.requests.clear()
+    server.fail_first = 10
+    with pytest.raises(DataUnavailable, match=r"HTTP Error 503"):
+        load_dataset(DataSpec(dataset="mnist", path=_cache(tmp_path / "again")), 0)
+    assert len(server.requests) == 3  # JOBCTL_DOWNLOAD_ATTEMPTS' default
 
 
 def test_a_stalled_server_cannot_hang_the_job(tmp_path, monkeypatch, server):
@@ -123,10 +147,11 @@ def test_a_stalled_server_cannot_hang_the_job(tmp_path, monkeypatch, server):
     try:
         _point_source(monkeypatch, "mnist", origin=f"http://127.0.0.1:{listener.getsockname()[1]}/mnist.npz")
         monkeypatch.setenv("JOBCTL_DOWNLOAD_TIMEOUT", "0.5")
+        monkeypatch.setenv("JOBCTL_DOWNLOAD_ATTEMPTS", "2")
         started = time.monotonic()
         with pytest.raises(DataUnavailable, match=r"download failed .*timed out"):
             load_dataset(DataSpec(dataset="mnist", path=_cache(tmp_path)), 0)
-        assert time.monotonic() - started < 5
+        assert time.monotonic() - started < 5  # 2 attempts x 0.5 s, not forever
     finally:
         listener.close()
 
@@ -138,6 +163,7 @@ def test_a_hanging_name_lookup_is_bounded_too(tmp_path, monkeypatch, server):
 
     monkeypatch.setattr(socket, "getaddrinfo", slow_lookup)
     monkeypatch.setenv("JOBCTL_DOWNLOAD_TIMEOUT", "0.3")
+    monkeypatch.setenv("JOBCTL_DOWNLOAD_ATTEMPTS", "1")
     started = time.monotonic()
     with pytest.raises(DataUnavailable, match=r"resolving storage.googleapis.com took longer than 0.3 s"):
         load_dataset(DataSpec(dataset="mnist", path=_cache(tmp_path)), 0)
