@@ -77,3 +77,72 @@ def test_keras_mnist_loader_reads_the_same_cache_file(tmp_path, monkeypatch):
     np.testing.assert_array_equal(ours.x_train[..., 0], kx)
     np.testing.assert_array_equal(ours.y_test, kyt)
     np.testing.assert_array_equal(kxt, written["x_test"])
+
+
+def _keras_cache_with_archive(tmp_path, monkeypatch, folder_name: str, archive_name: str, writer):
+    """A Keras home whose datasets/ holds only the downloaded archive, as Keras 3 names it; hashes not checked."""
+    import tarfile
+
+    from keras.src.backend import config
+    from keras.src.utils import file_utils
+
+    staging = tmp_path / "staging" / folder_name
+    written = writer(staging)
+    datasets = tmp_path / "home" / "datasets"
+    datasets.mkdir(parents=True)
+    with tarfile.open(datasets / archive_name, "w:gz") as tf:
+        tf.add(staging, arcname=folder_name)
+    monkeypatch.setattr(config, "_KERAS_DIR", str(tmp_path / "home"))
+    monkeypatch.setenv("KERAS_HOME", str(tmp_path / "home"))
+    monkeypatch.setenv("JOBCTL_OFFLINE", "1")
+    monkeypatch.setattr(file_utils, "validate_file", lambda *a, **k: True)
+    monkeypatch.setattr(file_utils, "urlretrieve", lambda *a, **k: pytest.fail("Keras tried to download"))
+    return written, datasets
+
+
+def test_keras_cifar100_load_data_and_ours_agree_from_archive_and_after_extraction(tmp_path, monkeypatch):
+    _, datasets = _keras_cache_with_archive(
+        tmp_path, monkeypatch, "cifar-100-python", "cifar-100-python-target_archive",
+        lambda d: write_cifar100(d, n=5, seed=8),
+    )
+    spec = DataSpec(dataset="cifar100", cifar100_label_mode="coarse", validation={"use_test": True})
+    from_archive = load_dataset(spec, seed=0)  # only the archive is there yet
+    (kx, ky), (kxt, kyt) = keras.datasets.cifar100.load_data(label_mode="coarse")  # extracts it, Keras 3 style
+    assert (datasets / "cifar-100-python-target" / "cifar-100-python" / "train").is_file()
+    extracted = load_dataset(spec, seed=0)
+    for ours in (from_archive, extracted):
+        np.testing.assert_array_equal(ours.x_train, kx)
+        np.testing.assert_array_equal(ours.y_train, ky.reshape(-1))
+        np.testing.assert_array_equal(ours.x_test, kxt)
+        np.testing.assert_array_equal(ours.y_test, kyt.reshape(-1))
+
+
+def test_keras_cifar10_load_data_reads_the_batches_where_we_do(tmp_path, monkeypatch):
+    import keras.src.datasets.cifar10 as kcifar10
+
+    _, datasets = _keras_cache_with_archive(
+        tmp_path, monkeypatch, "cifar-10-batches-py", "cifar-10-batches-py-target_archive",
+        lambda d: write_cifar10(d, per_batch=2, seed=9),
+    )
+    real_load_batch = kcifar10.load_batch
+    read_by_keras = []
+
+    def load_batch(fpath, label_key="labels"):
+        # Keras' loader assumes 10,000 images per batch; pad our 2-image batches so its slicing works.
+        read_by_keras.append(fpath)
+        data, labels = real_load_batch(fpath, label_key)
+        if not fpath.endswith("test_batch"):
+            data = np.concatenate([data, np.zeros((10000 - len(data), 3, 32, 32), np.uint8)])
+            labels = list(labels) + [0] * (10000 - len(labels))
+        return data, labels
+
+    monkeypatch.setattr(kcifar10, "load_batch", load_batch)
+    (kx, ky), (kxt, kyt) = keras.datasets.cifar10.load_data()
+    ours = load_dataset(DataSpec(dataset="cifar10", validation={"use_test": True}), seed=0)
+    folder = datasets / "cifar-10-batches-py-target" / "cifar-10-batches-py"
+    assert read_by_keras == [str(folder / f"data_batch_{i}") for i in range(1, 6)] + [str(folder / "test_batch")]
+    for i in range(5):
+        np.testing.assert_array_equal(ours.x_train[2 * i: 2 * i + 2], kx[10000 * i: 10000 * i + 2])
+        np.testing.assert_array_equal(ours.y_train[2 * i: 2 * i + 2], ky[10000 * i: 10000 * i + 2, 0])
+    np.testing.assert_array_equal(ours.x_test, kxt)
+    np.testing.assert_array_equal(ours.y_test, kyt.reshape(-1))
