@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from jobs.data import DataUnavailable, load_dataset
 from jobs.spec import DataSpec
@@ -138,3 +140,26 @@ def test_python_m_jobs_data_describes_the_data_and_uses_the_exit_codes(tmp_path,
     assert "mnist.npz in" in capsys.readouterr().err
     (tmp_path / "bad.yaml").write_text(f"name: t\ndata: {{dataset: npz, path: {tmp_path / 'ok.yaml'}}}\n")
     assert main(["--spec", str(tmp_path / "bad.yaml")]) == 2
+
+
+@given(
+    labels=st.lists(st.integers(0, 5), min_size=1, max_size=60),
+    fraction=st.floats(0.01, 0.99),
+    seed=st.integers(0, 2**31 - 1),
+)
+@settings(max_examples=150, deadline=None)
+def test_stratified_holdout_partitions_every_class(labels, fraction, seed):
+    from jobs.data import _stratified_holdout
+
+    y = np.array(labels)
+    train, test = _stratified_holdout(y, fraction, np.random.default_rng(seed))
+    assert sorted(train.tolist() + test.tolist()) == list(range(len(y)))  # a partition: nothing lost or doubled
+    assert train.tolist() == sorted(train.tolist())  # the source order is kept
+    for c in np.unique(y):
+        n = int((y == c).sum())
+        k = int((y[test] == c).sum())
+        if n >= 2:
+            assert 1 <= k <= n - 1  # both sides see every class that can be split
+            assert abs(k - n * fraction) <= 0.5 + 1e-9 or k in (1, n - 1)  # rounded, unless clamped
+        else:
+            assert k == 0  # a lone example stays in training
