@@ -108,7 +108,9 @@ def evaluate(
 
 
 def serve(
-    base_path: Path = typer.Argument(..., help="model base path: <base>/<integer version>/saved_model.pb"),
+    base_path: Optional[Path] = typer.Argument(None, help="model base path: <base>/<integer version>/saved_model.pb"),
+    model_config_file: Optional[Path] = typer.Option(None, "--model-config-file",
+                                                     help="TF Serving ModelServerConfig text proto (several models)"),
     port: int = typer.Option(8500, "--port", help="gRPC port (TF Serving's default 8500)"),
     host: str = typer.Option("0.0.0.0", "--host"),
     model_name: Optional[str] = typer.Option(None, "--model-name", help="default: the base path's last component"),
@@ -127,16 +129,26 @@ def serve(
     workers: int = typer.Option(64, "--workers", min=1, help="gRPC worker threads"),
 ) -> None:
     """Serve BASE_PATH over TensorFlow Serving's gRPC API (development server; production: Dockerfile.serve)."""
-    if not base_path.is_dir():
+    if base_path is None and model_config_file is None:
+        fail("give BASE_PATH or --model-config-file", exit_codes.BAD_SPEC)
+    if base_path is not None and not base_path.is_dir():
         fail(f"BASE_PATH {base_path} is not a directory; expected a model base path with integer version "
              "directories (e.g. artifacts/models/ensemble)", exit_codes.BAD_SPEC)
     _quiet_tf()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    from serving.server import BatchingConfig, ServerConfig, serve_forever
+    from serving.server import BatchingConfig, ServerConfig, read_model_config, serve_forever
+
+    extra = []
+    if model_config_file is not None:
+        try:
+            extra = read_model_config(model_config_file)
+        except ValueError as exc:
+            fail(str(exc), exit_codes.BAD_SPEC)
 
     cfg = ServerConfig(
-        model_name=model_name or base_path.resolve().name,
-        base_path=base_path,
+        model_name=(model_name or base_path.resolve().name) if base_path is not None else "",
+        base_path=base_path or Path(""),
+        extra_models=extra,
         port=port,
         host=host,
         poll_seconds=poll_seconds,
@@ -150,7 +162,7 @@ def serve(
     )
     try:
         code = serve_forever(cfg, grace=grace)
-    except OSError as exc:
+    except (OSError, ValueError) as exc:
         fail(str(exc), exit_codes.FAILURE)
     raise typer.Exit(code)
 

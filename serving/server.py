@@ -80,6 +80,36 @@ class ServerConfig:
     warmup: bool = True
     # jobctl's own GetModelMetadata field "jobctl" (jobctl.json); off = behave exactly like stock TF Serving
     jobctl_metadata: bool = True
+    # more models beside model_name/base_path (TF Serving's --model_config_file): name -> ModelEntry
+    extra_models: list["ModelEntry"] = field(default_factory=list)
+
+
+@dataclass
+class ModelEntry:
+    name: str
+    base_path: Path
+    num_versions: int = 1
+    labels: dict[str, int] = field(default_factory=dict)
+
+
+def read_model_config(path: Path) -> list[ModelEntry]:
+    """TF Serving's ModelServerConfig text proto (serving/config/models.config) -> entries."""
+    from google.protobuf import text_format
+    from tensorflow_serving.config import model_server_config_pb2
+
+    try:
+        cfg = text_format.Parse(Path(path).read_text(), model_server_config_pb2.ModelServerConfig())
+    except (OSError, text_format.ParseError) as exc:
+        raise ValueError(f"--model-config-file {path}: {exc}") from None
+    out = []
+    for c in cfg.model_config_list.config:
+        policy = c.model_version_policy
+        if policy.WhichOneof("policy_choice") not in (None, "latest"):
+            raise ValueError(f"--model-config-file {path}: model {c.name!r}: only the 'latest' version policy is supported")
+        out.append(ModelEntry(c.name, Path(c.base_path), policy.latest.num_versions or 1, dict(c.version_labels)))
+    if not out:
+        raise ValueError(f"--model-config-file {path}: no model in model_config_list")
+    return out
 
 
 # ----------------------------------------------------------------------------------------------------- metrics
@@ -243,8 +273,11 @@ def _fingerprint(path: Path) -> tuple:
 class ModelManager:
     """Loads and retires the versions of one model as they appear under its base path."""
 
-    def __init__(self, name: str, base_path: Path, cfg: ServerConfig, metrics: Metrics, on_change: Callable[[], None] = lambda: None):
+    def __init__(self, name: str, base_path: Path, cfg: ServerConfig, metrics: Metrics, on_change: Callable[[], None] = lambda: None,
+                 num_versions: Optional[int] = None, labels: Optional[dict[str, int]] = None):
         self.name, self.base_path, self.cfg, self.metrics = name, Path(base_path), cfg, metrics
+        self.num_versions = num_versions or cfg.num_versions
+        self.labels = dict(cfg.labels if labels is None else labels)
         self._on_change = on_change
         self._lock = threading.RLock()
         self.versions: dict[int, Version] = {}  # every version seen, including failed and retired ones
@@ -284,7 +317,7 @@ class ModelManager:
         on_disk = savedmodel.integer_versions(self.base_path)
         picked = 0
         for number in reversed(on_disk):
-            if picked >= self.cfg.num_versions:
+            if picked >= self.num_versions:
                 break
             v = self.versions.get(number)
             if v is not None and v.state in (AVAILABLE, LOADING):
@@ -343,7 +376,7 @@ class ModelManager:
         """Keep the newest `num_versions` AVAILABLE versions; unload older ones and those removed from disk."""
         with self._lock:
             available = sorted(n for n, v in self.versions.items() if v.state == AVAILABLE)
-            keep = set(available[-self.cfg.num_versions :])
+            keep = set(available[-self.num_versions :])
             retire = [n for n in available if n not in keep or n not in on_disk]
             for n in retire:
                 v = self.versions[n]
@@ -367,9 +400,9 @@ class ModelManager:
     def resolve(self, version: Optional[int], label: Optional[str]) -> Version:
         with self._lock:
             if label:
-                if label not in self.cfg.labels:
+                if label not in self.labels:
                     raise ServingError(grpc.StatusCode.INVALID_ARGUMENT, f"Unrecognized servable version label: {label}")
-                version = self.cfg.labels[label]
+                version = self.labels[label]
             if version is None:
                 avail = self.available()
                 if not avail:
@@ -509,16 +542,23 @@ class ModelServer:
         from grpc_reflection.v1alpha import reflection
         from tensorflow_serving.apis import model_service_pb2_grpc, prediction_service_pb2_grpc
 
-        base = Path(self.cfg.base_path)
-        if not base.is_dir():
-            raise FileNotFoundError(f"model base path {base} does not exist; expected a directory of integer versions")
+        entries = [ModelEntry(self.cfg.model_name, Path(self.cfg.base_path), self.cfg.num_versions, self.cfg.labels)] if self.cfg.model_name else []
+        entries += list(self.cfg.extra_models)
+        if not entries:
+            raise ValueError("no model to serve: give a model name and base path, or a model config file")
+        if len({e.name for e in entries}) != len(entries):
+            raise ValueError(f"model names must be unique, received {[e.name for e in entries]}")
+        for e in entries:
+            if not Path(e.base_path).is_dir():
+                raise FileNotFoundError(f"model {e.name}: base path {e.base_path} does not exist; expected a directory of integer versions")
         self._health = health.HealthServicer(experimental_non_blocking=True)
+        for e in entries:
+            manager = ModelManager(e.name, Path(e.base_path), self.cfg, self.metrics, self._update_health, e.num_versions, e.labels)
+            self.managers[e.name] = manager
+            manager.start()  # the first poll loads what is there before the port opens (as TF Serving does)
+            if not manager.available():
+                log.warning("model %s: no loadable version under %s yet; NOT_FOUND until one appears", e.name, e.base_path)
         self._update_health()
-        manager = ModelManager(self.cfg.model_name, base, self.cfg, self.metrics, self._update_health)
-        self.managers[self.cfg.model_name] = manager
-        manager.start()  # first poll loads what is there before the port opens (as TF Serving does)
-        if not manager.available():
-            log.warning("model %s: no loadable version under %s yet; serving NOT_FOUND until one appears", manager.name, base)
 
         limit = self.cfg.max_message_bytes
         options = [("grpc.max_receive_message_length", limit), ("grpc.max_send_message_length", limit),
@@ -539,7 +579,7 @@ class ModelServer:
             from prometheus_client import start_http_server
 
             self._metrics_http, _ = start_http_server(self.cfg.metrics_port, registry=self.metrics.registry)
-        log.info("serving model %s from %s on port %d", self.cfg.model_name, base, self.port)
+        log.info("serving %s on port %d", ", ".join(f"{m.name} ({m.base_path})" for m in self.managers.values()), self.port)
         return self
 
     def stop(self, grace: float = 10.0):

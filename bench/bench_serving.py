@@ -1,0 +1,321 @@
+"""Serving benchmarks (issue 6 §7), each a ratio measured side by side in one run on this machine:
+
+1. gRPC Predict, batch 1, p50 vs the same SavedModel called in-process: target gRPC <= in-process + 1 ms.
+2. 32 concurrent batch-1 clients: throughput with server-side batching on vs off: target >= 3x.
+3. The fused ensemble of 3 vs 3 separate member requests from the client (sequential): target >= 2x faster.
+4. 10,000 requests at concurrency 32: target zero errors; the server's memory is reported.
+
+Servers are `jobctl serve` subprocesses (one with batching, one without) serving the ensemble and its members
+from one TF Serving model config file; the clients run in this process.
+
+    python -m bench.bench_serving            # full run (seed-style CNNs on 32x32x3, about 2-3 minutes)
+    python -m bench.bench_serving --quick    # smoke run (tiny models, a few seconds of load)
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parent.parent
+MEMBERS = ("m0", "m1", "m2")
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def build_models(root: Path, quick: bool) -> tuple[list[Path], Path, tuple]:
+    """Three members of the seed-style CNN (Conv32-Pool-Conv64-Pool-Dense64-Dense10, ANCHORS.md) with different
+    widths and seeds, untrained (latency does not depend on the weights), and their ensemble."""
+    import keras
+    import tensorflow as tf
+
+    from serving.ensemble import build_ensemble
+
+    shape = (8, 8, 1) if quick else (32, 32, 3)
+    paths = []
+    for i, name in enumerate(MEMBERS):
+        keras.utils.set_random_seed(i)
+        if quick:
+            layers = [keras.layers.Flatten(), keras.layers.Dense(16 * (i + 1), activation="relu")]
+        else:
+            w = 1 + i % 2
+            layers = [keras.layers.Conv2D(32 * w, 3, activation="relu"), keras.layers.MaxPooling2D(),
+                      keras.layers.Conv2D(64 * w, 3, activation="relu"), keras.layers.MaxPooling2D(),
+                      keras.layers.Flatten(), keras.layers.Dense(64, activation="relu")]
+        model = keras.Sequential([keras.Input(shape), keras.layers.Rescaling(1 / 255.0), *layers, keras.layers.Dense(10)])
+
+        class Servable(tf.Module):
+            def __init__(self, m):
+                super().__init__()
+                self.model = m
+
+            @tf.function(input_signature=[tf.TensorSpec([None, *shape], tf.uint8, name="images")])
+            def serve(self, images):
+                p = tf.nn.softmax(self.model(tf.cast(images, tf.float32), training=False))
+                return {"probabilities": p, "class_ids": tf.argmax(p, -1, output_type=tf.int64)}
+
+        s = Servable(model)
+        out = root / name / "1"
+        tf.saved_model.save(s, str(out), signatures={"serving_default": s.serve})
+        (out / "jobctl.json").write_text(json.dumps({"model_name": name, "class_names": [str(c) for c in range(10)],
+                                                    "input_shape": list(shape), "input_dtype": "uint8"}))
+        paths.append(out)
+    ensemble = build_ensemble(paths, root / "ensemble", include_member_probabilities=False)
+    return paths, ensemble, shape
+
+
+class ServerHandle:
+    """A `jobctl serve` subprocess, or (smoke runs) an in-process ModelServer: same pid/target/stop interface."""
+
+    def __init__(self, root: Path, bases: dict, batching: bool, in_process: bool = False):
+        self.in_process = in_process
+        if in_process:
+            from serving.server import BatchingConfig, ModelEntry, ModelServer, ServerConfig
+
+            cfg = ServerConfig("", Path(""), port=0, host="127.0.0.1", poll_seconds=3600,
+                               extra_models=[ModelEntry(n, Path(b)) for n, b in bases.items()],
+                               batching=BatchingConfig(batching, 32, 1000, 2))
+            self.server = ModelServer(cfg).start()
+            self.pid, self.target = os.getpid(), f"127.0.0.1:{self.server.port}"
+            return
+        config = root / f"models-{int(batching)}.config"
+        config.write_text("model_config_list {\n" + "".join(
+            f'  config {{ name: "{n}" base_path: "{b}" model_platform: "tensorflow" }}\n' for n, b in bases.items()) + "}\n")
+        port = _free_port()
+        cmd = [sys.executable, "-m", "cli.main", "serve", "--model-config-file", str(config), "--port", str(port),
+               "--host", "127.0.0.1", "--poll-seconds", "3600", "--workers", "64"]
+        if batching:
+            cmd += ["--enable-batching", "--max-batch-size", "32", "--batch-timeout-micros", "1000", "--num-batch-threads", "2"]
+        env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3", PYTHONPATH=str(ROOT), CUDA_VISIBLE_DEVICES="")
+        self.log = root / f"server-{int(batching)}.log"
+        self.proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=open(self.log, "w"), stderr=subprocess.STDOUT)
+        self.pid, self.target = self.proc.pid, f"127.0.0.1:{port}"
+
+    def check(self):
+        if not self.in_process and self.proc.poll() is not None:
+            raise RuntimeError(f"the server exited with {self.proc.returncode}; log: {self.log.read_text()[-2000:]}")
+
+    def stop(self):
+        if self.in_process:
+            self.server.stop(grace=1)
+            return
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+
+
+def rss_mb(pid: int) -> tuple[float, float]:
+    """(current RSS, peak RSS) in MB from /proc."""
+    fields = {}
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        k, _, v = line.partition(":")
+        fields[k] = v.strip()
+    return int(fields["VmRSS"].split()[0]) / 1024, int(fields["VmHWM"].split()[0]) / 1024
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of a process (from /proc/<pid>/stat)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def measured(pid: int, fn):
+    """fn()'s result plus the server's CPU milliseconds per request during it."""
+    c0 = cpu_seconds(pid)
+    res = fn()
+    res["server_cpu_ms_per_request"] = round((cpu_seconds(pid) - c0) * 1e3 / res["requests"], 3)
+    return res
+
+
+class Caller:
+    """Pre-built requests on one channel: the client does as little Python work per call as possible."""
+
+    def __init__(self, target: str):
+        import grpc
+        from tensorflow_serving.apis import prediction_service_pb2_grpc
+
+        self.channel = grpc.insecure_channel(target, options=[("grpc.max_receive_message_length", 64 << 20)])
+        self.stub = prediction_service_pb2_grpc.PredictionServiceStub(self.channel)
+
+    @staticmethod
+    def request(model: str, x: np.ndarray):
+        from tensorflow_serving.apis import predict_pb2
+
+        from serving.tensors import from_ndarray
+
+        req = predict_pb2.PredictRequest()
+        req.model_spec.name = model
+        req.inputs["images"].CopyFrom(from_ndarray(x))
+        req.output_filter.append("probabilities")
+        return req
+
+    def call(self, req, timeout=30.0):
+        return self.stub.Predict(req, timeout=timeout)
+
+
+def p50_ms(fn, n: int, warmup: int = 20) -> float:
+    for _ in range(warmup):
+        fn()
+    times = []
+    for _ in range(n):
+        t0 = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t0)
+    return float(np.median(times) * 1e3)
+
+
+def load(caller: Caller, req, total: int, concurrency: int) -> dict:
+    """`total` requests from `concurrency` threads, each sending as soon as its previous answer arrived."""
+    import grpc
+
+    counter = iter(range(total))
+    lock = threading.Lock()
+    errors: list[str] = []
+    latencies: list[float] = []
+
+    def worker():
+        local = []
+        while True:
+            with lock:
+                if next(counter, None) is None:
+                    break
+            t0 = time.perf_counter()
+            try:
+                caller.call(req)
+            except grpc.RpcError as exc:
+                errors.append(f"{exc.code().name}: {exc.details()}")
+            local.append(time.perf_counter() - t0)
+        with lock:
+            latencies.extend(local)
+
+    threads = [threading.Thread(target=worker) for _ in range(concurrency)]
+    t0 = time.perf_counter()
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    seconds = time.perf_counter() - t0
+    lat = np.array(latencies) * 1e3
+    return {"requests": total, "concurrency": concurrency, "seconds": round(seconds, 3), "rps": round(total / seconds, 1),
+            "errors": len(errors), "error_samples": errors[:3], "p50_ms": round(float(np.median(lat)), 3),
+            "p99_ms": round(float(np.percentile(lat, 99)), 3)}
+
+
+def run(quick: bool = False, out: Path | None = None, prebuilt: tuple | None = None, in_process: bool = False) -> dict:
+    """`prebuilt`: (three member version dirs, ensemble version dir, input shape) to skip building models.
+    `in_process`: servers in this process (a fast smoke test of the code path; the figures then mean little,
+    client and server share one interpreter)."""
+    from serving import savedmodel
+    from serving.client import PredictClient
+
+    n_lat = 60 if quick else 1000
+    n_tput = 300 if quick else 4000
+    n_soak = 500 if quick else 10_000
+    root = Path(tempfile.mkdtemp(prefix="jobctl-bench-serving-"))
+    procs = []
+    try:
+        members, ensemble, shape = prebuilt or build_models(root, quick)
+        bases = {**{n: Path(m).parent for n, m in zip(MEMBERS, members)}, "ensemble": Path(ensemble).parent}
+        plain = ServerHandle(root, bases, batching=False, in_process=in_process)
+        procs.append(plain)
+        batched = ServerHandle(root, bases, batching=True, in_process=in_process)
+        procs.append(batched)
+        plain_target, batched_target = plain.target, batched.target
+
+        rng = np.random.default_rng(0)
+        x1 = rng.integers(0, 256, size=(1, *shape), dtype=np.uint8)
+
+        # 1. in-process vs gRPC, batch 1, one member; measured while the servers are idle
+        sig = savedmodel.load(members[0]).signatures["serving_default"]
+        inproc = p50_ms(lambda: savedmodel.call(sig, {"images": x1}), n_lat)
+        for target in (plain_target, batched_target):
+            with PredictClient(target, "ensemble") as c:
+                c.wait_until_available(timeout=300)
+        caller = Caller(plain_target)
+        req_m0 = Caller.request("m0", x1)
+        grpc_p50 = p50_ms(lambda: caller.call(req_m0), n_lat)
+        r1 = {"in_process_p50_ms": round(inproc, 3), "grpc_p50_ms": round(grpc_p50, 3),
+              "overhead_ms": round(grpc_p50 - inproc, 3), "target": "overhead <= 1 ms", "met": grpc_p50 <= inproc + 1.0}
+
+        # 2. 32 concurrent batch-1 clients, batching off vs on, same model (one member), back to back
+        bcaller = Caller(batched_target)
+        off = measured(plain.pid, lambda: load(caller, req_m0, n_tput, 32))
+        on = measured(batched.pid, lambda: load(bcaller, req_m0, n_tput, 32))
+        r2 = {"batching_off": off, "batching_on": on, "ratio": round(on["rps"] / off["rps"], 2), "target": ">= 3x",
+              "met": on["rps"] >= 3 * off["rps"]}
+
+        # 3. fused ensemble vs 3 member requests in a row, batch 1
+        req_ens = Caller.request("ensemble", x1)
+        reqs = [Caller.request(m, x1) for m in MEMBERS]
+        fused = p50_ms(lambda: caller.call(req_ens), n_lat)
+        separate = p50_ms(lambda: [caller.call(r) for r in reqs], n_lat)
+        r3 = {"fused_p50_ms": round(fused, 3), "three_requests_p50_ms": round(separate, 3),
+              "ratio": round(separate / fused, 2), "target": ">= 2x", "met": separate >= 2 * fused}
+
+        # 4. soak: the ensemble, concurrency 32, with batching (the production setting)
+        before = rss_mb(batched.pid)
+        soak = measured(batched.pid, lambda: load(bcaller, req_ens, n_soak, 32))
+        after = rss_mb(batched.pid)
+        r4 = {**soak, "server_rss_mb_before": round(before[0], 1), "server_rss_mb_after": round(after[0], 1),
+              "server_peak_rss_mb": round(after[1], 1), "target": "0 errors", "met": soak["errors"] == 0}
+
+        for p in procs:
+            p.check()
+        result = {"quick": quick, "in_process_servers": in_process, "model": "digits MLPs 8x8x1" if quick else "seed-style CNNs 32x32x3",
+                  "cpus": os.cpu_count(), "load_average": os.getloadavg(),
+                  "latency_batch1": r1, "batching_throughput": r2, "ensemble_fused_vs_separate": r3, "soak": r4}
+    finally:
+        for p in procs:
+            p.stop()
+        shutil.rmtree(root, ignore_errors=True)
+    if out:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text(json.dumps(result, indent=2) + "\n")
+    return result
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--quick", action="store_true", help="tiny models and few requests (a smoke test)")
+    parser.add_argument("--in-process", action="store_true", help="servers in this process (smoke only)")
+    parser.add_argument("--out", type=Path, default=ROOT / "bench" / "out" / "serving.json")
+    args = parser.parse_args(argv)
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+    result = run(quick=args.quick, out=args.out, in_process=args.in_process)
+    r1, r2, r3, r4 = (result[k] for k in ("latency_batch1", "batching_throughput", "ensemble_fused_vs_separate", "soak"))
+    mark = lambda ok: "met" if ok else "NOT met"  # noqa: E731
+    print(f"model: {result['model']}, {result['cpus']} CPUs, load average {result['load_average'][0]:.1f}")
+    print(f"1. batch-1 p50: in-process {r1['in_process_p50_ms']:.3f} ms, gRPC {r1['grpc_p50_ms']:.3f} ms "
+          f"(+{r1['overhead_ms']:.3f} ms; target +1 ms: {mark(r1['met'])})")
+    print(f"2. 32 clients: batching off {r2['batching_off']['rps']:.0f} req/s, on {r2['batching_on']['rps']:.0f} req/s "
+          f"= {r2['ratio']:.2f}x (target 3x: {mark(r2['met'])}); server CPU per request "
+          f"{r2['batching_off']['server_cpu_ms_per_request']:.2f} ms off, {r2['batching_on']['server_cpu_ms_per_request']:.2f} ms on")
+    print(f"3. ensemble fused {r3['fused_p50_ms']:.3f} ms vs 3 requests {r3['three_requests_p50_ms']:.3f} ms "
+          f"= {r3['ratio']:.2f}x (target 2x: {mark(r3['met'])})")
+    print(f"4. {r4['requests']} requests at concurrency 32: {r4['errors']} errors, {r4['rps']:.0f} req/s, "
+          f"p99 {r4['p99_ms']:.1f} ms, server RSS {r4['server_rss_mb_after']:.0f} MB (peak {r4['server_peak_rss_mb']:.0f} MB)")
+    print(f"written to {args.out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
