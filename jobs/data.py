@@ -994,6 +994,12 @@ def load_dataset(spec: DataSpec, seed: int) -> LoadedData:
     y_train = np.asarray(raw.y_train).reshape(-1).astype(np.int64)
     y_test = np.asarray(raw.y_test).reshape(-1).astype(np.int64)
 
+    if not len(x_test):
+        raise ValueError(
+            f"data.test_fraction={spec.test_fraction:g}: dataset {spec.dataset!r} ends with no test examples; "
+            "expected at least one (raise test_fraction or add data)"
+        )
+
     v = spec.validation
     if v.use_test:
         x_val, y_val = x_test, y_test
@@ -1006,6 +1012,11 @@ def load_dataset(spec: DataSpec, seed: int) -> LoadedData:
         x_train, y_train, x_val, y_val = x_train[: v.train_size], y_train[: v.train_size], x_train[v.train_size:], y_train[v.train_size:]
     else:
         x_train, y_train, x_val, y_val = _split_off(x_train, y_train, v.fraction, seed, v.shuffle)
+        if not len(x_val) or not len(x_train):
+            raise ValueError(
+                f"data.validation.fraction={v.fraction:g} of {len(x_train) + len(x_val)} training examples leaves "
+                f"{len(x_train)} for training and {len(x_val)} for validation; expected at least one in each"
+            )
 
     if spec.max_train_examples is not None:
         x_train, y_train = x_train[: spec.max_train_examples], y_train[: spec.max_train_examples]

@@ -103,6 +103,12 @@ def test_validation_train_size_use_test_and_max_train_examples(tmp_path):
     assert shuffled.x_val[:, 0, 0, 0].tolist() != [7, 8, 9]
     with pytest.raises(ValueError, match=r"data.validation.train_size=10 leaves no validation data"):
         load_dataset(npz_spec(f, validation={"train_size": 10}), 0)
+    with pytest.raises(ValueError, match=r"data.validation.fraction=0.01 of 10 training examples leaves 10 for training and 0"):
+        load_dataset(npz_spec(f, validation={"fraction": 0.01}), 0)
+    one_each = tmp_path / "tiny.npz"
+    np.savez(one_each, x_train=images(2), y_train=[0, 1])  # one example per class: nothing can be held out
+    with pytest.raises(ValueError, match=r"data.test_fraction=0.2: dataset 'npz' ends with no test examples"):
+        load_dataset(npz_spec(one_each), 0)
 
 
 def test_digits_is_offline_same_as_sklearn_and_split_like_before():
