@@ -62,7 +62,7 @@ def _progress_printer(metric: str, hyperband: bool):
                 f"{c['failed']} failed" + (f", {c['stopped']} stopped" if c["stopped"] else "") + "]")
         best = f"  best {p.best['trial']} {metric} {p.best['value']:.4f}" if p.best else ""
         if p.kind == "resumed":
-            line = f"resuming: {p.skipped} finished run(s) skipped"
+            line = f"resuming: {p.skipped} finished run(s) skipped" + (f", {p.rerun} interrupted run(s) to run again" if p.rerun else "")
         elif p.kind == "started":
             rec = p.record or {}
             line = f"{p.trial} started ({f'rung {p.rung}, ' if hyperband else ''}{rec.get('epochs')} epochs)"

@@ -51,6 +51,7 @@ class Progress:
     rung: Optional[int] = None
     record: Optional[dict] = None
     skipped: int = 0
+    rerun: int = 0
 
 
 @dataclass
@@ -118,10 +119,11 @@ def run_sweep(
             rec["status"] = "interrupted"
             rec.setdefault("error", "the sweep process stopped while this run was active")
     skipped = sum(1 for r in state.runs.values() if r.get("status") in FINISHED)
+    rerun = sum(1 for r in state.runs.values() if r.get("status") == "interrupted")
     state.save()
     write_leaderboard(sweep, state)  # `jobctl results` works from the first second
-    if skipped:
-        report("resumed", skipped=skipped)
+    if skipped or rerun:
+        report("resumed", skipped=skipped, rerun=rerun)
 
     def record(key: str, outcome: dict) -> None:
         rec = state.runs.setdefault(key, {})

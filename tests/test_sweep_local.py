@@ -157,7 +157,10 @@ def test_ctrl_c_stops_trials_and_the_same_sweep_resumes(tmp_path, fake_command, 
     assert not backend.procs
 
     monkeypatch.setenv("FAKE_SLEEP", "0")
-    out = run_sweep(load_sweep(data), LocalBackend(s, command=fake_command, parallelism=2), parallelism=2)
+    seen2: list = []
+    out = run_sweep(load_sweep(data), LocalBackend(s, command=fake_command, parallelism=2), parallelism=2,
+                    on_progress=events(seen2))
+    assert (seen2[0].kind, seen2[0].skipped, seen2[0].rerun) == ("resumed", 0, 2)
     assert out.counts["succeeded"] == 4
     assert out.best["trial"] == "t001"  # lr 0.01 scores best in the fake trainer
 
