@@ -127,6 +127,8 @@ def serve(
     metrics_port: Optional[int] = typer.Option(None, "--metrics-port", help="Prometheus /metrics port (off by default)"),
     grace: float = typer.Option(10.0, "--grace-seconds", help="SIGTERM: time in-flight requests get to finish"),
     workers: int = typer.Option(64, "--workers", min=1, help="gRPC worker threads"),
+    tls_cert: Optional[Path] = typer.Option(None, "--tls-cert", help="PEM certificate chain: serve TLS"),
+    tls_key: Optional[Path] = typer.Option(None, "--tls-key", help="PEM private key of --tls-cert"),
 ) -> None:
     """Serve BASE_PATH over TensorFlow Serving's gRPC API (development server; production: Dockerfile.serve)."""
     if base_path is None and model_config_file is None:
@@ -159,6 +161,8 @@ def serve(
         max_request_batch_size=max_request_batch_size,
         max_workers=workers,
         metrics_port=metrics_port,
+        tls_cert=tls_cert,
+        tls_key=tls_key,
     )
     try:
         code = serve_forever(cfg, grace=grace)

@@ -80,6 +80,8 @@ class ServerConfig:
     warmup: bool = True
     # jobctl's own GetModelMetadata field "jobctl" (jobctl.json); off = behave exactly like stock TF Serving
     jobctl_metadata: bool = True
+    tls_cert: Optional[Path] = None  # PEM certificate chain and key: the port speaks TLS only
+    tls_key: Optional[Path] = None
     # more models beside model_name/base_path (TF Serving's --model_config_file): name -> ModelEntry
     extra_models: list["ModelEntry"] = field(default_factory=list)
 
@@ -569,7 +571,14 @@ class ModelServer:
         health_pb2_grpc.add_HealthServicer_to_server(self._health, server)
         names = (PREDICTION_SERVICE, MODEL_SERVICE, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name, reflection.SERVICE_NAME)
         reflection.enable_server_reflection(names, server)
-        self.port = server.add_insecure_port(f"{self.cfg.host}:{self.cfg.port}")
+        address = f"{self.cfg.host}:{self.cfg.port}"
+        if self.cfg.tls_cert or self.cfg.tls_key:
+            if not (self.cfg.tls_cert and self.cfg.tls_key):
+                raise ValueError("TLS needs both a certificate (--tls-cert) and its key (--tls-key)")
+            creds = grpc.ssl_server_credentials([(Path(self.cfg.tls_key).read_bytes(), Path(self.cfg.tls_cert).read_bytes())])
+            self.port = server.add_secure_port(address, creds)
+        else:
+            self.port = server.add_insecure_port(address)
         if self.port == 0:
             raise OSError(f"cannot bind gRPC port {self.cfg.host}:{self.cfg.port} (in use?)")
         server.start()

@@ -190,3 +190,32 @@ def test_serve_process_deadline_and_graceful_sigterm(tmp_path):
             proc.kill()
         log = proc.stdout.read()
     assert "draining" in log and "stopped" in log
+
+
+def test_tls_channel(tmp_path):
+    import shutil as _shutil
+
+    from serving.client import PredictClient, PredictError
+    from serving.server import ModelServer, ServerConfig
+
+    if not _shutil.which("openssl"):
+        pytest.skip("openssl not installed")
+    cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", str(key), "-out", str(cert),
+                    "-days", "1", "-subj", "/CN=localhost", "-addext", "subjectAltName=DNS:localhost,IP:127.0.0.1"],
+                   check=True, capture_output=True, timeout=60)
+    shared = shared_models()
+    base = tmp_path / "ensemble"
+    base.mkdir()
+    copy_version(shared["ensemble"], base, 1)
+    server = ModelServer(ServerConfig("ensemble", base, port=0, host="127.0.0.1", poll_seconds=3600,
+                                      tls_cert=cert, tls_key=key)).start()
+    try:
+        with PredictClient(f"localhost:{server.port}", "ensemble", tls=True, root_certificates=cert) as client:
+            assert client.predict(shared["data"][2][:2])["probabilities"].shape == (2, 10)
+        with PredictClient(f"localhost:{server.port}", "ensemble", retries=0, timeout=3) as plain:
+            with pytest.raises(PredictError) as info:  # a plaintext client cannot talk to a TLS port
+                plain.predict(shared["data"][2][:1])
+            assert info.value.code == grpc.StatusCode.UNAVAILABLE
+    finally:
+        server.stop(grace=0)

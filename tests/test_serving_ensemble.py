@@ -134,3 +134,21 @@ def test_cli_ensemble_and_evaluate(shared, tmp_path):
     assert r.exit_code == 2 and "give member EXPORT paths or --sweep" in r.output
     r = runner.invoke(app, ["ensemble", str(shared["members"][0]), str(tmp_path / "nope"), "-o", str(out)])
     assert r.exit_code == 2 and "nope" in r.output
+
+
+def test_cli_evaluate_with_a_job_spec(shared, tmp_path):
+    """--data SPEC: the test split the spec's data section describes (the same loader and split as training)."""
+    from cli.main import app
+    from jobs.data import load_dataset
+    from jobs.spec import load_spec
+
+    spec = tmp_path / "spec.yaml"
+    spec.write_text("name: digits-eval\ndata:\n  dataset: digits\n")
+    data = load_dataset(load_spec(spec).data, load_spec(spec).seed)
+    r = CliRunner().invoke(app, ["evaluate", *map(str, shared["members"][:2]), "--data", str(spec), "--json", "-"])
+    assert r.exit_code == 0, r.output
+    rows = json.loads(r.output)
+    assert [row["kind"] for row in rows] == ["model", "model", "mean"]
+    assert all(row["examples"] == len(data.y_test) for row in rows)
+    r = CliRunner().invoke(app, ["evaluate", str(shared["members"][0]), "--data", str(tmp_path / "missing.yaml")])
+    assert r.exit_code == 2
