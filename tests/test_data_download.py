@@ -146,12 +146,12 @@ def test_a_stalled_server_cannot_hang_the_job(tmp_path, monkeypatch, server):
     listener.listen(1)  # accepts the connection (kernel backlog) and never answers
     try:
         _point_source(monkeypatch, "mnist", origin=f"http://127.0.0.1:{listener.getsockname()[1]}/mnist.npz")
-        monkeypatch.setenv("JOBCTL_DOWNLOAD_TIMEOUT", "0.5")
+        monkeypatch.setenv("JOBCTL_DOWNLOAD_TIMEOUT", "0.25")
         monkeypatch.setenv("JOBCTL_DOWNLOAD_ATTEMPTS", "2")
         started = time.monotonic()
         with pytest.raises(DataUnavailable, match=r"download failed .*timed out"):
             load_dataset(DataSpec(dataset="mnist", path=_cache(tmp_path)), 0)
-        assert time.monotonic() - started < 5  # 2 attempts x 0.5 s, not forever
+        assert time.monotonic() - started < 5  # 2 attempts x 0.25 s, not forever
     finally:
         listener.close()
 

@@ -156,7 +156,7 @@ def test_python_m_jobs_data_describes_the_data_and_uses_the_exit_codes(tmp_path,
     fraction=st.floats(0.01, 0.99),
     seed=st.integers(0, 2**31 - 1),
 )
-@settings(max_examples=150, deadline=None)
+@settings(max_examples=60, deadline=None)
 def test_stratified_holdout_partitions_every_class(labels, fraction, seed):
     from jobs.data import _stratified_holdout
 
