@@ -31,6 +31,7 @@ from jobs.spec import (
     DNS1123_LABEL,
     JobSpec,
     SpecError,
+    TrainingSpec,
     apply_overrides,
     field_exists,
     parse_spec,
@@ -233,6 +234,7 @@ def load_sweep(path: Union[str, Path, dict], *, source: Optional[str] = None) ->
 
     problems: list[str] = []
     base_data = _load_base(spec.base, root, problems)
+    base_ok = not problems
     for path_, value in spec.fixed.items():
         if not field_exists(path_):
             problems.append(f"fixed.{path_}: unknown job spec field; expected a dotted path such as training.epochs")
@@ -241,7 +243,7 @@ def load_sweep(path: Union[str, Path, dict], *, source: Optional[str] = None) ->
     if spec.fixed and not problems:
         base_data = apply_overrides(base_data, {k: _yaml_number(v) for k, v in spec.fixed.items()})
     params = _parse_parameters(spec.parameters, problems)
-    if base_data:
+    if base_ok:
         _validate_boundaries(spec, base_data, params, problems)
     if problems:
         raise SpecError(problems, src)
@@ -259,7 +261,7 @@ def load_sweep(path: Union[str, Path, dict], *, source: Optional[str] = None) ->
 
     trials: list[Trial] = []
     plan = None
-    base_epochs = (base_data.get("training") or {}).get("epochs", JobSpec.model_fields["training"].default_factory().epochs)
+    base_epochs = (base_data.get("training") or {}).get("epochs", TrainingSpec().epochs)
     if spec.algorithm.type == "hyperband":
         if "training.epochs" in params:
             problems.append("parameters.training.epochs: hyperband uses epochs as its budget; remove this parameter "
@@ -391,14 +393,26 @@ def _all_field_paths() -> list[str]:
     return out
 
 
-def _check(data: dict, blame: dict[str, Any], where: str, problems: list[str]) -> None:
+def _check(data: dict, blame: dict[str, Any], where: str, problems: list[str], *, alone: bool = False) -> None:
+    """Validate one resolved spec and word each problem for the sweep: a parameter's value, a combination of
+    values (the problem sits on an ancestor of a parameter, e.g. `training` for nesterov with adam), or the base.
+
+    `alone`: the value was applied alone to the base, so only problems on the parameter's own path count;
+    combinations are judged on the real trials."""
     try:
         parse_spec(data)
     except SpecError as exc:
         for p in exc.problems:
-            hit = next((k for k in blame if p.startswith(k + ":") or p.startswith(k + ".")), None)
-            msg = (f"parameters.{hit}: value {blame[hit]!r} is rejected by the job spec: {p}" if hit
-                   else f"{where}: {p}")
+            where_ = p.split(":", 1)[0]
+            hit = next((k for k in blame if where_ == k or where_.startswith(k + ".") or where_.startswith(k + "[")), None)
+            if hit:
+                msg = f"parameters.{hit}: value {blame[hit]!r} is rejected by the job spec: {p}"
+            elif alone:
+                continue
+            elif any(k.startswith(where_ + ".") for k in blame):
+                msg = f"{where}: {p}"
+            else:
+                msg = f"base: {p}"
             if msg not in problems:
                 problems.append(msg)
 
@@ -410,7 +424,7 @@ def _validate_boundaries(spec: SweepSpec, base_data: dict, params: dict[str, Par
     name = {"name": f"{spec.name}-t000"}
     for path, p in params.items():
         for v in sweep_search.boundary_values(p):
-            _check(apply_overrides(base_data, {**name, path: v}), {path: v}, "base", problems)
+            _check(apply_overrides(base_data, {**name, path: v}), {path: v}, "base", problems, alone=True)
 
 
 def _validate_values(sweep: Sweep, params: dict[str, Param], problems: list[str]) -> None:

@@ -199,3 +199,17 @@ def test_hyperband_promotes_by_direction_min():
         _finish(runs, t, 0, v)
     reqs, _ = walk(s, runs)
     assert [(r.trial, r.epochs) for r in reqs if r.trial in b0] == [(b0[1], 3)]
+
+
+def test_combinations_are_judged_on_the_trials_not_value_by_value():
+    # nesterov=True alone on an adam base is invalid, but every trial pairs it with sgd: a valid sweep.
+    s = load_sweep(sweep(parameters={"training.optimizer": ["sgd"], "training.nesterov": [True, False]}))
+    assert len(s.trials) == 2
+    # Here one combination is invalid: only that trial is named, with its parameters.
+    ps = problems(sweep(parameters={"training.optimizer": ["sgd", "adam"], "training.nesterov": [True]}))
+    assert ps == ["trial t001 (training.optimizer='adam', training.nesterov=True): training: nesterov applies to "
+                  "optimizer 'sgd' only, received optimizer 'adam'"]
+    # A mistake in the base itself is reported once, not once per trial.
+    base = dict(BASE, data={"dataset": "image_folder"})
+    assert problems(sweep(base=base, parameters={"training.learning_rate": [0.1, 0.2, 0.3]})) == [
+        "base: data: dataset 'image_folder' needs data.path (the folder to read)"]
