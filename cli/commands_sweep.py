@@ -134,6 +134,16 @@ def sweep_command(
         runner = K8sBackend.from_environment(sweep, namespace=namespace, context=context, kubeconfig=kubeconfig,
                                              image=image)
         poll = poll_seconds
+    import signal
+
+    def _terminate(signum, frame):
+        raise KeyboardInterrupt  # SIGTERM (kill, a pod's end) stops as cleanly as Ctrl-C
+
+    import threading
+
+    # Signal handlers belong to the main thread (tests and embedders may call this command from another one).
+    main = threading.current_thread() is threading.main_thread()
+    previous = signal.signal(signal.SIGTERM, _terminate) if main else None
     try:
         outcome = run_sweep(sweep, runner, parallelism=par, restart=restart, poll_seconds=poll,
                             on_progress=_progress_printer(sweep.spec.objective.metric, sweep.plan is not None))
@@ -150,6 +160,9 @@ def sweep_command(
         if isinstance(exc, KubeError):
             fail(f"Kubernetes: {exc}\nThe sweep state is saved; run the same command to resume.")
         raise
+    finally:
+        if main:
+            signal.signal(signal.SIGTERM, previous)
     _print_table(outcome.leaderboard[:10], title="leaderboard (top 10)")
     console.print(f"leaderboard: {Path(outcome.sweep_dir) / 'leaderboard.json'}", highlight=False)
     if outcome.counts["succeeded"] == 0:

@@ -142,6 +142,9 @@ class K8sBackend:
             out.append((key, {"status": "interrupted", "error": error, "finished": now()}))
         return out
 
+    def abandon(self) -> list[tuple[str, dict]]:
+        return []  # Jobs keep running in the cluster; their records stay "running" and a resumed sweep adopts them
+
     # ------------------------------------------------------------------------------------------ helpers
     def _finish(self, key: str, w: dict, state: str) -> dict:
         from k8s.client import KubeError

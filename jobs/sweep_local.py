@@ -130,6 +130,9 @@ class LocalBackend:
             out.append((p.key, outcome))
         return out
 
+    def abandon(self) -> list[tuple[str, dict]]:
+        return self.stop_all()  # a subprocess must not outlive the sweep that would record it
+
     # ------------------------------------------------------------------------------------------ helpers
     def _finish(self, p: _Proc) -> dict:
         self.procs.pop(p.key, None)

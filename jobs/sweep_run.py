@@ -41,6 +41,9 @@ class Backend(Protocol):
     def stop_all(self) -> list[tuple[str, dict]]:
         """Stop every active run (Ctrl-C); return their outcomes (status "interrupted")."""
 
+    def abandon(self) -> list[tuple[str, dict]]:
+        """The sweep failed (an API error, a bug): stop what cannot outlive this process, return its outcomes."""
+
 
 @dataclass
 class Progress:
@@ -162,6 +165,11 @@ def run_sweep(
         counts, best = summarize(sweep, state.runs)
         emit(Progress("interrupted", counts, best))
         raise SweepInterrupted(SweepOutcome(str(sweep.sweep_dir), counts, best, entries, True)) from None
+    except BaseException:
+        for key, outcome in backend.abandon():
+            state.runs.setdefault(key, {}).update(outcome)
+        state.save()
+        raise
     entries = write_leaderboard(sweep, state)
     counts, best = summarize(sweep, state.runs)
     emit(Progress("done", counts, best))

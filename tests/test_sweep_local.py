@@ -165,6 +165,26 @@ def test_ctrl_c_stops_trials_and_the_same_sweep_resumes(tmp_path, fake_command, 
     assert out.best["trial"] == "t001"  # lr 0.01 scores best in the fake trainer
 
 
+def test_a_crashing_sweep_leaves_no_trial_behind(tmp_path, fake_command, monkeypatch):
+    s = load_sweep(sweep_data(tmp_path, parameters={"training.learning_rate": [0.1, 0.01, 0.001]}))
+    monkeypatch.setenv("FAKE_SLEEP", "30")
+
+    class Crash(Exception):
+        pass
+
+    def crash(p):
+        if p.kind == "started" and p.counts["running"] == 2:
+            raise Crash()
+
+    with pytest.raises(Crash):
+        run_sweep(s, LocalBackend(s, command=fake_command, stop_timeout=5), parallelism=2, on_progress=crash)
+    runs = read_json(s.sweep_dir / "sweep.json")["runs"]
+    assert {r["status"] for r in runs.values()} == {"interrupted"} and len(runs) == 2
+    for r in runs.values():
+        with pytest.raises(ProcessLookupError):
+            os.kill(r["pid"], 0)
+
+
 def test_fake_failure_has_its_error_and_others_complete(tmp_path, fake_command):
     s = load_sweep(sweep_data(tmp_path, parameters={"model.dropout": [0.0, 0.9, 0.5]}))
     out = run_sweep(s, LocalBackend(s, command=fake_command), parallelism=2)
