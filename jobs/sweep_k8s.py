@@ -126,18 +126,18 @@ class K8sBackend:
                 out.append((key, self._finish(key, w, state)))
         return out
 
-    def stop_all(self) -> list[tuple[str, dict]]:
+    def stop_all(self, reason: str = "stopped by Ctrl-C or SIGTERM") -> list[tuple[str, dict]]:
         from k8s.client import KubeError, NotFoundError
 
         out = []
         for key, w in list(self.watched.items()):
-            error = "stopped by Ctrl-C: Job deleted"
+            error = f"{reason}: Job deleted"
             try:
                 self.client.delete(w["job"])
             except NotFoundError:
                 pass
             except KubeError as exc:
-                error = f"stopped by Ctrl-C; deleting Job {w['job']} failed: {exc}"
+                error = f"{reason}; deleting Job {w['job']} failed: {exc}"
             self.watched.pop(key, None)
             out.append((key, {"status": "interrupted", "error": error, "finished": now()}))
         return out

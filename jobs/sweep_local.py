@@ -107,7 +107,7 @@ class LocalBackend:
             time.sleep(min(0.1, max(0.0, deadline - time.monotonic())))
         return [(p.key, self._finish(p)) for p in done]
 
-    def stop_all(self) -> list[tuple[str, dict]]:
+    def stop_all(self, reason: str = "stopped by Ctrl-C or SIGTERM") -> list[tuple[str, dict]]:
         for p in self.procs.values():
             self._signal(p, signal.SIGINT)
         deadline = time.monotonic() + self.stop_timeout
@@ -126,12 +126,12 @@ class LocalBackend:
             if outcome["status"] != "succeeded":
                 # Stopped by us, whatever the child managed to record: it runs again on resume.
                 outcome["status"] = "interrupted"
-                outcome["error"] = "stopped by Ctrl-C"
+                outcome["error"] = reason
             out.append((p.key, outcome))
         return out
 
     def abandon(self) -> list[tuple[str, dict]]:
-        return self.stop_all()  # a subprocess must not outlive the sweep that would record it
+        return self.stop_all("stopped: the sweep process failed")  # a subprocess must not outlive the sweep that would record it
 
     # ------------------------------------------------------------------------------------------ helpers
     def _finish(self, p: _Proc) -> dict:
