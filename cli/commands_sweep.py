@@ -212,6 +212,7 @@ def results_command(
     as_csv: bool = typer.Option(False, "--csv", help="print the leaderboard as CSV"),
     plot: Optional[Path] = typer.Option(None, "--plot", help="where to write the PNG (default: <sweep>/objective.png)"),
     no_plot: bool = typer.Option(False, "--no-plot", help="skip the PNG"),
+    metric: Optional[str] = typer.Option(None, "--metric", help="plot this metrics.json key instead of the objective (e.g. test_loss)"),
 ) -> None:
     """The leaderboard, best first: each trial's parameters, objective and metrics; a PNG of objective vs parameters."""
     from jobs.sweep_results import plot_objective, to_csv
@@ -221,7 +222,9 @@ def results_command(
     d, entries = _leaderboard_or_exit(sweep)
     written = None
     if not no_plot:
-        written = plot_objective(entries, plot or d / "objective.png")
+        written = plot_objective(entries, plot or d / (f"{metric}.png" if metric else "objective.png"), metric)
+        if written is None and metric:
+            fail(f"--metric {metric}: no finished trial reports it; expected a key of metrics.json such as test_loss")
     if as_json:
         sys.stdout.write(json.dumps(entries, indent=2) + "\n")
     elif as_csv:

@@ -308,10 +308,16 @@ def _cell(v: Any) -> str:
     return str(v)
 
 
-def plot_objective(entries: list[dict], path: Path) -> Optional[Path]:
-    """One panel per parameter: the objective of each finished trial against the parameter's value
-    (numbers on a log axis when they span a decade or more; other values as categories)."""
-    done = [e for e in entries if e.get("value") is not None]
+def plot_objective(entries: list[dict], path: Path, metric: Optional[str] = None) -> Optional[Path]:
+    """One panel per parameter: the objective (or `metric`, any key of metrics.json such as test_loss) of each
+    finished trial against the parameter's value (numbers on a log axis when they span a decade or more; other
+    values as categories)."""
+
+    def y(e):
+        v = e.get("value") if metric is None else (e.get("metrics") or {}).get(metric)
+        return v if e.get("status") in ("succeeded", "stopped") and isinstance(v, (int, float)) else None
+
+    done = [e for e in entries if y(e) is not None]
     params = param_names(entries)
     if not done or not params:
         return None
@@ -320,11 +326,11 @@ def plot_objective(entries: list[dict], path: Path) -> Optional[Path]:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    metric = done[0]["objective"]
+    metric = metric or done[0]["objective"]
     fig, axes = plt.subplots(1, len(params), figsize=(4.2 * len(params), 3.6), dpi=100, squeeze=False)
     for ax, name in zip(axes[0], params):
         xs = [e["params"].get(name) for e in done]
-        ys = [e["value"] for e in done]
+        ys = [y(e) for e in done]
         colors = ["tab:blue" if e["status"] == "succeeded" else "tab:gray" for e in done]
         numeric = all(isinstance(x, (int, float)) and not isinstance(x, bool) for x in xs)
         if numeric:

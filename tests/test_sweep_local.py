@@ -236,6 +236,11 @@ def test_cli_results_and_best(tmp_path, fake_command):
     assert [e["trial"] for e in board][:3] == ["t002", "t000", "t004"]  # lr 0.01, then 0.1 and 0.001 (tie by id)
     assert (s.sweep_dir / "objective.png").read_bytes()[:4] == b"\x89PNG"
 
+    r = runner.invoke(app, ["results", str(s.sweep_dir), "--metric", "best_val_loss"])
+    assert r.exit_code == 0 and (s.sweep_dir / "best_val_loss.png").read_bytes()[:4] == b"\x89PNG"
+    r = runner.invoke(app, ["results", str(s.sweep_dir), "--metric", "nope"])
+    assert r.exit_code == 1 and "--metric nope" in r.stderr
+
     r = runner.invoke(app, ["results", str(s.sweep_dir), "--csv", "--no-plot"])
     lines = r.stdout.splitlines()
     assert lines[0].startswith("rank,trial,status,objective,value,training.learning_rate,model.dropout")
