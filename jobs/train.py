@@ -51,20 +51,28 @@ def seed_everything(seed: int, deterministic: bool) -> None:
 
 
 # ------------------------------------------------------------------------------------------ optimizer & LR
+def make_learning_rate(spec: JobSpec, learning_rate: float, steps_per_epoch: int):
+    """A float, or a per-step schedule for `cosine` (step and plateau schedules are per-epoch callbacks)."""
+    import keras
+
+    t = spec.training
+    if t.schedule.type != "cosine":
+        return learning_rate
+    total = max(1, t.epochs * steps_per_epoch)
+    warmup = t.schedule.warmup_epochs * steps_per_epoch
+    alpha = t.schedule.min_learning_rate / learning_rate
+    if warmup:
+        return keras.optimizers.schedules.CosineDecay(
+            0.0, max(1, total - warmup), alpha=alpha, warmup_target=learning_rate, warmup_steps=warmup
+        )
+    return keras.optimizers.schedules.CosineDecay(learning_rate, total, alpha=alpha)
+
+
 def make_optimizer(spec: JobSpec, learning_rate, steps_per_epoch: int):
     import keras
 
     t = spec.training
-    lr: Any = learning_rate
-    if t.schedule.type == "cosine":
-        total = max(1, t.epochs * steps_per_epoch)
-        warmup = t.schedule.warmup_epochs * steps_per_epoch
-        kwargs = dict(alpha=t.schedule.min_learning_rate / learning_rate)
-        if warmup:
-            kwargs.update(warmup_target=learning_rate, warmup_steps=warmup)
-            lr = keras.optimizers.schedules.CosineDecay(0.0, max(1, total - warmup), **kwargs)
-        else:
-            lr = keras.optimizers.schedules.CosineDecay(learning_rate, total, **kwargs)
+    lr: Any = make_learning_rate(spec, learning_rate, steps_per_epoch)
     common: dict[str, Any] = {"learning_rate": lr}
     if t.weight_decay and t.optimizer != "adamw":
         common["weight_decay"] = t.weight_decay

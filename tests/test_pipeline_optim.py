@@ -1,0 +1,112 @@
+"""Input pipeline, optimizers and learning-rate schedules, mixed precision: the knobs the seeds turn."""
+
+import numpy as np
+import pytest
+
+from jobs.spec import parse_spec
+
+
+def spec_with(**training):
+    return parse_spec({"name": "p", "training": training})
+
+
+def test_pipeline_batches_one_hot_and_augments_training_only():
+    from jobs.pipeline import make_dataset
+    from jobs.spec import AugmentationSpec
+
+    x = np.tile(np.arange(64, dtype=np.uint8).reshape(1, 8, 8, 1), (10, 1, 1, 1))
+    y = np.arange(10) % 3
+    aug = AugmentationSpec(flip="horizontal_and_vertical", translation=0.2)
+    train = list(make_dataset(x, y, 3, 4, training=True, seed=1, augmentation=aug))
+    val = list(make_dataset(x, y, 3, 4, training=False, seed=1, augmentation=aug))
+    assert [b[0].shape[0] for b in train] == [4, 4, 2]
+    assert train[0][0].dtype.name == "float32" and train[0][1].shape == (4, 3)
+    np.testing.assert_array_equal(np.concatenate([b[1].numpy() for b in val]), np.eye(3)[y])
+    val_images = np.concatenate([b[0].numpy() for b in val])
+    np.testing.assert_array_equal(val_images, x.astype("float32"))  # validation is never augmented
+    train_images = np.concatenate([b[0].numpy() for b in train])
+    assert not np.array_equal(np.sort(train_images, axis=None), np.sort(x.astype("float32"), axis=None))
+
+
+def test_training_shuffle_is_seeded():
+    from jobs.pipeline import make_dataset
+
+    x = np.arange(50, dtype=np.uint8).reshape(50, 1, 1, 1)
+    y = np.zeros(50)
+    order = lambda seed: np.concatenate([b[0].numpy().ravel() for b in make_dataset(x, y, 2, 10, training=True, seed=seed)])
+    assert np.array_equal(order(3), order(3)) and not np.array_equal(order(3), order(4))
+
+
+@pytest.mark.parametrize("name,cls,attrs", [
+    ("sgd", "SGD", {"momentum": 0.9, "nesterov": True}),
+    ("rmsprop", "RMSprop", {"momentum": 0.5}),
+    ("adadelta", "Adadelta", {}),
+    ("adamw", "AdamW", {"weight_decay": 0.01}),
+    ("adam", "Adam", {}),
+])
+def test_optimizers_from_the_spec(name, cls, attrs):
+    from jobs.train import make_optimizer
+
+    opt = make_optimizer(spec_with(optimizer=name, learning_rate=0.05, **attrs), 0.05, steps_per_epoch=10)
+    assert type(opt).__name__ == cls
+    assert float(opt.learning_rate) == pytest.approx(0.05)
+    for key, value in attrs.items():
+        assert getattr(opt, key) == pytest.approx(value)
+
+
+def test_cosine_schedule_decays_to_the_floor_over_all_steps():
+    from jobs.train import make_learning_rate
+
+    spec = spec_with(learning_rate=0.1, epochs=5, schedule={"type": "cosine", "min_learning_rate": 0.001})
+    schedule = make_learning_rate(spec, 0.1, steps_per_epoch=20)
+    assert float(schedule(0)) == pytest.approx(0.1)
+    assert float(schedule(50)) == pytest.approx(0.001 + (0.1 - 0.001) / 2, rel=1e-3)
+    assert float(schedule(100)) == pytest.approx(0.001, rel=1e-3)
+
+
+def test_cosine_warmup_ramps_up_first():
+    from jobs.train import make_learning_rate
+
+    spec = spec_with(learning_rate=0.1, epochs=5, schedule={"type": "cosine", "warmup_epochs": 1})
+    schedule = make_learning_rate(spec, 0.1, steps_per_epoch=10)
+    assert float(schedule(0)) == pytest.approx(0.0) and float(schedule(5)) == pytest.approx(0.05)
+    assert float(schedule(10)) == pytest.approx(0.1) and float(schedule(50)) < 0.001
+
+
+def test_step_and_warmup_schedules():
+    from jobs.train import lr_callbacks
+
+    spec = spec_with(learning_rate=0.1, schedule={"type": "step", "step_epochs": 2, "factor": 0.5, "warmup_epochs": 1})
+    (cb,) = lr_callbacks(spec, 0.1)
+    assert [round(cb.schedule(e, None), 6) for e in range(5)] == [0.05, 0.1, 0.05, 0.05, 0.025]
+
+
+def test_plateau_watches_the_checkpoint_metric():
+    from jobs.train import lr_callbacks
+
+    spec = spec_with(schedule={"type": "plateau", "patience": 1, "factor": 0.2})
+    (cb,) = lr_callbacks(spec, 0.001)
+    assert cb.monitor == "val_accuracy" and cb.factor == 0.2 and cb.patience == 1
+
+
+@pytest.mark.slow
+def test_mixed_precision_label_smoothing_and_plateau_train_and_export(tmp_path):
+    import tensorflow as tf
+
+    from jobs.train import run
+
+    spec = parse_spec({
+        "name": "mp", "data": {"max_train_examples": 200},
+        "model": {"type": "cnn", "conv_filters": [4], "padding": "same", "dense_units": [8]},
+        "training": {"epochs": 2, "mixed_precision": True, "label_smoothing": 0.1, "schedule": {"type": "plateau"}},
+        "augmentation": {"rotation": 0.05, "zoom": 0.1, "contrast": 0.1},
+        "export": {"input_dtype": "float32", "warmup_requests": 0},
+    })
+    result = run(spec, artifacts_dir=str(tmp_path))
+    assert np.isfinite(result.metrics["test_loss"])
+    serve = tf.saved_model.load(str(result.export_path)).signatures["serving_default"]
+    out = serve(images=tf.zeros([2, 8, 8, 1], tf.float32))
+    assert out["probabilities"].dtype == tf.float32
+    assert not (result.export_path / "assets.extra").exists()
+    import keras
+    assert keras.mixed_precision.global_policy().name == "float32"  # the policy does not leak into later runs
