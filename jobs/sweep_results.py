@@ -48,9 +48,13 @@ def now() -> str:
 
 
 def fingerprint(sweep: "Sweep") -> str:
-    """What decides the trials: a resumed sweep must be the same sweep, or its finished runs mean nothing."""
+    """What decides the trials: a resumed sweep must be the same sweep, or its finished runs mean nothing.
+    `max_trials` is left out: raising it on a random sweep adds trials (the seeded draws start the same way),
+    and `SweepState.open` checks that every recorded trial still has its parameters."""
     data = {
-        "spec": sweep.spec.model_dump(mode="json", exclude={"parallelism", "threads_per_trial", "sweep_dir"}),
+        "spec": sweep.spec.model_dump(
+            mode="json", exclude={"parallelism", "threads_per_trial", "sweep_dir", "artifacts_dir", "max_trials"}
+        ),
         "base": sweep.base_data,
     }
     return hashlib.sha256(json.dumps(data, sort_keys=True, default=str).encode()).hexdigest()[:16]
@@ -79,6 +83,22 @@ class SweepState:
                     f"this spec {fp}): the parameters, algorithm, objective or base spec changed. Expected the same "
                     "spec to resume; pass --restart to start over or give the sweep another name"
                 )
+            new = {t.id: t for t in sweep.trials}
+            recorded = {key.rpartition("/r")[0] for key in data.get("runs", {})}
+            for tid in sorted(recorded):
+                old = (data.get("trials") or {}).get(tid, {}).get("params")
+                if tid not in new or _canonical(old) != _canonical(new[tid].params):
+                    raise SweepError(
+                        f"{path}: trial {tid} was recorded with {old} but this spec "
+                        + (f"gives it {new[tid].params}" if tid in new else "has no such trial")
+                        + "; expected the same trials to resume (a random sweep may only grow max_trials). "
+                        "Pass --restart to start over or give the sweep another name"
+                    )
+            added = [t for t in sweep.trials if t.id not in data.get("trials", {})]
+            for t in added:
+                data["trials"][t.id] = {"name": sweep.trial_name(t.id), "params": t.params, "bracket": t.bracket}
+            # Trials the spec no longer has (max_trials lowered, never run) leave the leaderboard.
+            data["trials"] = {tid: info for tid, info in data["trials"].items() if tid in new}
             return cls(path.parent, data)
         data = {
             "version": STATE_VERSION,
@@ -105,6 +125,10 @@ class SweepState:
 def write_json(path: Path, data: Any) -> None:
     # Key order kept (not sorted): parameters read in the order the sweep spec lists them.
     atomic_write_text(path, json.dumps(data, indent=2, default=str) + "\n")
+
+
+def _canonical(params: Any) -> str:
+    return json.dumps(params, sort_keys=True, default=str)
 
 
 def read_json(path: Path) -> Any:

@@ -224,6 +224,24 @@ def test_resume_refuses_a_changed_sweep(tmp_path, fake_command):
     assert out.counts["succeeded"] == 2
 
 
+def test_a_random_sweep_can_grow_but_not_change(tmp_path, fake_command):
+    def random_sweep(n, seed=5):
+        return load_sweep(sweep_data(tmp_path, algorithm={"type": "random", "seed": seed}, max_trials=n,
+                                     parameters={"training.learning_rate": {"min": 1e-4, "max": 1e-1, "scale": "log"}}))
+
+    first = random_sweep(2)
+    run_sweep(first, LocalBackend(first, command=fake_command), parallelism=2)
+    grown = random_sweep(4)
+    assert [t.params for t in grown.trials[:2]] == [t.params for t in first.trials]
+    seen: list = []
+    out = run_sweep(grown, LocalBackend(grown, command=fake_command), parallelism=2, on_progress=events(seen))
+    assert seen[0].skipped == 2 and sorted(p.trial for p in seen if p.kind == "started") == ["t002", "t003"]
+    assert out.counts["succeeded"] == 4 and len(out.leaderboard) == 4
+    reseeded = random_sweep(4, seed=6)
+    with pytest.raises(SweepError, match="holds a different sweep"):
+        run_sweep(reseeded, LocalBackend(reseeded, command=fake_command), parallelism=2)
+
+
 # --------------------------------------------------------------------------------------------------- CLI
 def test_cli_results_and_best(tmp_path, fake_command):
     s = load_sweep(sweep_data(tmp_path, parameters={"training.learning_rate": [0.1, 0.01, 0.001],
