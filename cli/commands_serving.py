@@ -127,6 +127,8 @@ def serve(
     metrics_port: Optional[int] = typer.Option(None, "--metrics-port", help="Prometheus /metrics port (off by default)"),
     grace: float = typer.Option(10.0, "--grace-seconds", help="SIGTERM: time in-flight requests get to finish"),
     workers: int = typer.Option(64, "--workers", min=1, help="gRPC worker threads"),
+    intra_op_threads: int = typer.Option(0, "--intra-op-threads", min=0, help="TensorFlow intra-op threads (0: default)"),
+    inter_op_threads: int = typer.Option(0, "--inter-op-threads", min=0, help="TensorFlow inter-op threads (0: default)"),
     tls_cert: Optional[Path] = typer.Option(None, "--tls-cert", help="PEM certificate chain: serve TLS"),
     tls_key: Optional[Path] = typer.Option(None, "--tls-key", help="PEM private key of --tls-cert"),
 ) -> None:
@@ -163,6 +165,8 @@ def serve(
         metrics_port=metrics_port,
         tls_cert=tls_cert,
         tls_key=tls_key,
+        intra_op_threads=intra_op_threads,
+        inter_op_threads=inter_op_threads,
     )
     try:
         code = serve_forever(cfg, grace=grace)

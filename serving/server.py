@@ -80,6 +80,10 @@ class ServerConfig:
     warmup: bool = True
     # jobctl's own GetModelMetadata field "jobctl" (jobctl.json); off = behave exactly like stock TF Serving
     jobctl_metadata: bool = True
+    # TensorFlow's thread pools (TF Serving: --tensorflow_intra_op_parallelism / _inter_op_): 0 = TF's default.
+    # Under many concurrent small requests, 1 intra-op thread per call avoids thread hand-offs and spinning.
+    intra_op_threads: int = 0
+    inter_op_threads: int = 0
     tls_cert: Optional[Path] = None  # PEM certificate chain and key: the port speaks TLS only
     tls_key: Optional[Path] = None
     # more models beside model_name/base_path (TF Serving's --model_config_file): name -> ModelEntry
@@ -544,6 +548,7 @@ class ModelServer:
         from grpc_reflection.v1alpha import reflection
         from tensorflow_serving.apis import model_service_pb2_grpc, prediction_service_pb2_grpc
 
+        _configure_tf_threads(self.cfg.intra_op_threads, self.cfg.inter_op_threads)
         entries = [ModelEntry(self.cfg.model_name, Path(self.cfg.base_path), self.cfg.num_versions, self.cfg.labels)] if self.cfg.model_name else []
         entries += list(self.cfg.extra_models)
         if not entries:
@@ -622,6 +627,20 @@ class ModelServer:
         version = model_spec.version.value if model_spec.HasField("version") else None
         label = model_spec.version_label if model_spec.WhichOneof("version_choice") == "version_label" else None
         return m, m.resolve(version, label)
+
+
+def _configure_tf_threads(intra: int, inter: int) -> None:
+    if not (intra or inter):
+        return
+    import tensorflow as tf
+
+    try:
+        if intra:
+            tf.config.threading.set_intra_op_parallelism_threads(intra)
+        if inter:
+            tf.config.threading.set_inter_op_parallelism_threads(inter)
+    except RuntimeError as exc:  # TensorFlow already initialized in this process (tests, notebooks)
+        log.warning("cannot set TensorFlow thread pools (intra=%d, inter=%d): %s", intra, inter, exc)
 
 
 def _signature(v: Version, name: str) -> Signature:
