@@ -1,0 +1,297 @@
+"""Input pipeline and epoch time: jobctl's `tf.data` pipeline against the seeds' own way, same model, batch and
+augmentation.
+
+    .venv/bin/python -m bench.bench_pipeline [--quick] [--repetitions 5] [--out bench/out/pipeline.json]
+
+The seeds' way is numpy arrays into `model.fit` (seeds 001-004) and tf-keras `ImageDataGenerator.flow` for the
+augmentation recipe (seed 000). Each recipe's model, batch size and augmentation come from its example spec.
+CIFAR-10 and the dogs images are not on this machine, so those recipes run on random uint8 images of the same shape
+(32x32x3, as many as `--images`): throughput does not depend on pixel values. digits-cnn runs on the real digits.
+
+Figures (each a paired ratio per repetition, baseline and candidate interleaved):
+  pipeline: one epoch of batches produced, nothing trained (seed seconds / jobctl seconds: higher is better);
+  epoch:    one `fit` epoch after a warm-up epoch (tracing excluded on both sides).
+Default studies (jobctl pipeline, the cifar10-cnn recipe): XLA on/off, batch size 32/64/128, prefetch depth.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+from pathlib import Path
+from typing import Any, Callable
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+from bench.common import (  # noqa: E402
+    OUT_DIR, ROOT, Stat, add_common_args, interleaved, machine_info, paired_ratio, repetitions, write_json,
+)
+
+# recipe -> (dataset used here, what it stands for)
+RECIPES = {
+    "cifar10-cnn": "synthetic 32x32x3 (CIFAR-10 shape; seed 004's CNN, no augmentation)",
+    "dogs-image-folder": "synthetic 32x32x3 (seed 000's dogs recipe: flip, rotation, zoom)",
+    "digits-cnn": "real digits 8x8x1 (1,150 training images; fit overhead dominates)",
+}
+
+
+def load_recipe(name: str):
+    from jobs.spec import load_spec
+
+    return load_spec(ROOT / "examples" / f"{name}.yaml")
+
+
+def recipe_data(spec, images: int, seed: int = 0):
+    """(x uint8 NHWC, y int64, num_classes, pixel_max) for the benchmark."""
+    import numpy as np
+
+    if spec.data.dataset == "digits":
+        from jobs.data import load_dataset
+
+        data = load_dataset(spec.data, spec.seed)
+        n = min(images, len(data.x_train))
+        return data.x_train[:n], data.y_train[:n], data.num_classes, data.pixel_max
+    num_classes = 3 if spec.data.dataset == "image_folder" else 10
+    rng = np.random.default_rng(seed)
+    x = rng.integers(0, 256, size=(images, 32, 32, 3), dtype=np.uint8)
+    y = rng.integers(0, num_classes, size=images).astype("int64")
+    return x, y, num_classes, 255.0
+
+
+def image_data_generator(aug):
+    """tf-keras ImageDataGenerator with the same augmentation as the spec (rotation: turns -> degrees)."""
+    from tf_keras.preprocessing.image import ImageDataGenerator
+
+    return ImageDataGenerator(
+        rotation_range=aug.rotation * 360.0,
+        width_shift_range=aug.translation,
+        height_shift_range=aug.translation,
+        zoom_range=aug.zoom,
+        horizontal_flip=aug.flip in ("horizontal", "horizontal_and_vertical"),
+        vertical_flip=aug.flip in ("vertical", "horizontal_and_vertical"),
+        fill_mode="nearest",
+    )
+
+
+def compiled_model(spec, input_shape, num_classes, pixel_max, *, jit_compile=None):
+    import keras
+
+    from jobs.models import build_model
+    from jobs.train import make_optimizer
+
+    model = build_model(spec.model, spec.preprocessing, input_shape, num_classes, pixel_max, name="bench")
+    model.compile(
+        optimizer=make_optimizer(spec, spec.training.learning_rate, 100),
+        loss=keras.losses.CategoricalCrossentropy(from_logits=True),
+        metrics=[keras.metrics.CategoricalAccuracy(name="accuracy")],
+        jit_compile=spec.training.jit_compile if jit_compile is None else jit_compile,
+    )
+    return model
+
+
+def _drain(dataset) -> None:
+    for _ in dataset:
+        pass
+
+
+def steady_epoch(fit: Callable[..., Any]) -> Callable[[], float]:
+    """A timed variant for `interleaved_steady`: `fit(epochs=2, callbacks=[...])`, returning the second epoch's time.
+
+    A user's `fit(x, y, epochs=10)` converts arrays and builds its data adapter once, not every epoch; timing the
+    second epoch of each call keeps that one-off cost (and tracing) out of both sides, while the calls can still
+    alternate baseline / jobctl.
+    """
+    import keras
+
+    class _Timer(keras.callbacks.Callback):
+        def __init__(self):
+            super().__init__()
+            self.seconds: list[float] = []
+
+        def on_epoch_begin(self, epoch, logs=None):
+            self._t = time.perf_counter()
+
+        def on_epoch_end(self, epoch, logs=None):
+            self.seconds.append(time.perf_counter() - self._t)
+
+    def run() -> float:
+        timer = _Timer()
+        fit(epochs=2, callbacks=[timer], verbose=0)
+        return timer.seconds[-1]
+
+    return run
+
+
+def interleaved_steady(variants: dict[str, Callable[[], float]], reps: int) -> dict[str, list[float]]:
+    """Like common.interleaved, but each variant reports its own (steady-state) time."""
+    times: dict[str, list[float]] = {k: [] for k in variants}
+    for _ in range(reps):
+        for k, fn in variants.items():
+            times[k].append(fn())
+    return times
+
+
+def _jobctl_dataset(spec, x, y, num_classes, batch_size, prefetch=None):
+    from jobs.pipeline import make_dataset
+
+    ds = make_dataset(x, y, num_classes, batch_size, training=True, seed=spec.seed, augmentation=spec.augmentation,
+                      shuffle_buffer=spec.training.shuffle_buffer)
+    if prefetch is not None:
+        # make_dataset ends in prefetch(AUTOTUNE); replace that last stage to compare fixed depths.
+        ds = ds._input_dataset.prefetch(prefetch)  # noqa: SLF001 - benchmark-only look inside the pipeline
+    return ds
+
+
+def bench_recipe(name: str, images: int, reps: int, warmup: int = 1) -> dict[str, Any]:
+    import keras
+    import numpy as np
+
+    spec = load_recipe(name)
+    batch = spec.training.batch_size
+    x, y, num_classes, pixel_max = recipe_data(spec, images)
+    augmented = spec.augmentation.enabled
+    x_float = x.astype("float32")  # the seeds convert the whole array up front (x_train / 255.0)
+    y_onehot = keras.utils.to_categorical(y, num_classes)
+
+    ds = _jobctl_dataset(spec, x, y, num_classes, batch)
+    if augmented:
+        flow = image_data_generator(spec.augmentation).flow(x_float, y_onehot, batch_size=batch, shuffle=True, seed=spec.seed)
+        steps = len(flow)
+
+        def seed_pipeline():
+            for _ in range(steps):
+                next(flow)
+
+        def seed_batches():
+            while True:
+                yield next(flow)
+
+        baseline = "tf-keras ImageDataGenerator.flow"
+    else:
+        from keras.src.trainers.data_adapters.array_data_adapter import ArrayDataAdapter
+
+        # What Keras 3 `fit(x, y, shuffle=True)` iterates on the TensorFlow backend, built once as `fit` does.
+        seed_ds = ArrayDataAdapter(x_float, y_onehot, batch_size=batch, shuffle=True).get_tf_dataset()
+
+        def seed_pipeline():
+            _drain(seed_ds)
+
+        baseline = "numpy arrays into fit"
+
+    pipeline = interleaved({"seed": seed_pipeline, "jobctl": lambda: _drain(ds)}, reps, warmup=warmup)
+
+    input_shape = tuple(x.shape[1:])
+    model_seed = compiled_model(spec, input_shape, num_classes, pixel_max)
+    model_jobctl = compiled_model(spec, input_shape, num_classes, pixel_max)
+    if augmented:
+        seed_fit = lambda **kw: model_seed.fit(seed_batches(), steps_per_epoch=steps, **kw)  # noqa: E731
+    else:
+        seed_fit = lambda **kw: model_seed.fit(x_float, y_onehot, batch_size=batch, shuffle=True, **kw)  # noqa: E731
+    jobctl_fit = lambda **kw: model_jobctl.fit(ds, **kw)  # noqa: E731
+    epoch = interleaved_steady({"seed": steady_epoch(seed_fit), "jobctl": steady_epoch(jobctl_fit)}, reps)
+    n = len(x)
+    return {
+        "recipe": name,
+        "data": RECIPES[name],
+        "images": n,
+        "batch_size": batch,
+        "augmentation": spec.augmentation.model_dump() if augmented else None,
+        "baseline": baseline,
+        "pipeline_seconds": {k: Stat.of(v) for k, v in pipeline.items()},
+        "pipeline_speedup": paired_ratio(pipeline["seed"], pipeline["jobctl"]),
+        "pipeline_images_per_second": {k: Stat.of([n / s for s in v]) for k, v in pipeline.items()},
+        "epoch_seconds": {k: Stat.of(v) for k, v in epoch.items()},
+        "epoch_speedup": paired_ratio(epoch["seed"], epoch["jobctl"]),
+        "epoch_images_per_second": {k: Stat.of([n / s for s in v]) for k, v in epoch.items()},
+        "repetitions": reps,
+    }
+
+
+def bench_defaults(images: int, reps: int, warmup: int = 1, quick: bool = False) -> dict[str, Any]:
+    """Evidence for the defaults: XLA, batch size and prefetch depth on the seed-004 CNN (jobctl pipeline).
+
+    `quick` keeps two variants of the batch and prefetch studies and skips XLA (smoke mode: code paths only)."""
+    spec = load_recipe("cifar10-cnn")
+    x, y, num_classes, pixel_max = recipe_data(spec, images)
+    shape = tuple(x.shape[1:])
+    n = len(x)
+    out: dict[str, Any] = {"recipe": "cifar10-cnn", "images": n, "repetitions": reps}
+
+    # XLA: same data, same batch; compile time is excluded by the warm-up epoch. Not in quick mode: the XLA
+    # compile alone takes longer than the whole smoke run may.
+    if not quick:
+        ds = _jobctl_dataset(spec, x, y, num_classes, 32)
+        models = {"xla_off": compiled_model(spec, shape, num_classes, pixel_max, jit_compile=False),
+                  "xla_on": compiled_model(spec, shape, num_classes, pixel_max, jit_compile=True)}
+        times = interleaved({k: (lambda m=m: m.fit(ds, epochs=1, verbose=0)) for k, m in models.items()}, reps,
+                            warmup=warmup)
+        out["xla"] = {
+            "epoch_seconds": {k: Stat.of(v) for k, v in times.items()},
+            "speedup_of_xla": paired_ratio(times["xla_off"], times["xla_on"]),
+            "default": "xla_off",
+        }
+
+    # Batch size: throughput only; accuracy also changes with it, which the accuracy benchmark covers.
+    variants: dict[str, Callable[[], Any]] = {}
+    for b in (32, 64) if quick else (32, 64, 128):
+        m = compiled_model(spec, shape, num_classes, pixel_max)
+        d = _jobctl_dataset(spec, x, y, num_classes, b)
+        variants[f"batch_{b}"] = lambda m=m, d=d: m.fit(d, epochs=1, verbose=0)
+    times = interleaved(variants, reps, warmup=warmup)
+    out["batch_size"] = {
+        "epoch_images_per_second": {k: Stat.of([n / s for s in v]) for k, v in times.items()},
+        "speedup_vs_32": {k: paired_ratio(times["batch_32"], v) for k, v in times.items() if k != "batch_32"},
+        "default": "batch_32",
+    }
+
+    # Prefetch depth: AUTOTUNE (the default) against fixed depths, whole epochs.
+    variants = {}
+    depths = (("autotune", None), ("prefetch_1", 1), ("prefetch_2", 2), ("prefetch_8", 8))
+    for label, depth in depths[:2] if quick else depths:
+        m = compiled_model(spec, shape, num_classes, pixel_max)
+        d = _jobctl_dataset(spec, x, y, num_classes, 32, prefetch=depth)
+        variants[label] = lambda m=m, d=d: m.fit(d, epochs=1, verbose=0)
+    times = interleaved(variants, reps, warmup=warmup)
+    out["prefetch"] = {
+        "epoch_seconds": {k: Stat.of(v) for k, v in times.items()},
+        "speedup_vs_autotune": {k: paired_ratio(times["autotune"], v) for k, v in times.items() if k != "autotune"},
+        "default": "autotune",
+    }
+    return out
+
+
+def main(argv=None) -> dict[str, Any]:
+    parser = argparse.ArgumentParser(prog="python -m bench.bench_pipeline", description=__doc__.splitlines()[0])
+    add_common_args(parser)
+    parser.add_argument("--images", type=int, default=None, help="images per epoch (default 8192; quick 64)")
+    parser.add_argument("--recipes", nargs="*", default=None, help=f"subset of {list(RECIPES)}")
+    parser.add_argument("--no-defaults", action="store_true", help="skip the XLA / batch / prefetch studies")
+    args = parser.parse_args(argv)
+    reps = repetitions(args)
+    images = args.images or (64 if args.quick else 8192)
+    warmup = 0 if args.quick else 1  # quick: the first (timed) call also traces; only the code paths matter
+    names = args.recipes or list(RECIPES)
+    unknown = [n for n in names if n not in RECIPES]
+    if unknown:
+        parser.error(f"--recipes: unknown {unknown}; expected some of {list(RECIPES)}")
+
+    import keras
+
+    keras.utils.set_random_seed(0)
+    started = time.perf_counter()
+    result: dict[str, Any] = {"benchmark": "pipeline", "quick": args.quick, "machine": machine_info(), "recipes": []}
+    for name in names:
+        print(f"pipeline: {name} ({images} images, {reps} repetitions)", file=sys.stderr, flush=True)
+        result["recipes"].append(bench_recipe(name, images, reps, warmup))
+    if not args.no_defaults:
+        print("pipeline: default studies (XLA, batch size, prefetch)", file=sys.stderr, flush=True)
+        result["defaults"] = bench_defaults(images, max(1, min(reps, 3)), warmup, args.quick)
+    result["seconds"] = round(time.perf_counter() - started, 1)
+    write_json(args.out or OUT_DIR / "pipeline.json", result)
+    return result
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,177 @@
+"""Benchmarks are not tests, but their smoke modes run here so they cannot rot: each `--quick` run must finish and
+write the JSON the report is built from; the report must be built from it and say what is missing or failed."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import pytest
+
+from bench import run_all
+from bench.common import Stat, paired_ratio, run_process, write_json
+
+
+# ------------------------------------------------------------------------------------------------ common
+def test_stat_median_and_spread_and_paired_ratio():
+    s = Stat.of([3.0, 1.0, 2.0, 10.0, 2.5])
+    assert (s.median, s.min, s.max, s.n) == (2.5, 1.0, 10.0, 5)
+    r = paired_ratio([2.0, 4.0, 9.0], [1.0, 1.0, 3.0])
+    assert r.samples == [2.0, 4.0, 3.0] and r.median == 3.0
+    with pytest.raises(ValueError, match="equal length"):
+        paired_ratio([1.0], [1.0, 2.0])
+    with pytest.raises(ValueError, match="at least one sample"):
+        Stat.of([])
+
+
+def test_run_process_reports_the_childs_own_peak_memory_and_exit_code():
+    small = run_process([sys.executable, "-c", "pass"])
+    big = run_process([sys.executable, "-c", "x = bytearray(150_000_000); x[::4096] = b'1' * len(x[::4096])"])
+    failed = run_process([sys.executable, "-c", "import sys; sys.exit(3)"])
+    assert small.returncode == 0 and failed.returncode == 3
+    # The benchmark process' own memory must not leak into a small child's figure.
+    assert small.peak_rss_mb < 60 < 140 < big.peak_rss_mb
+
+
+# --------------------------------------------------------------------------------------------- run_all
+def _synthetic_results() -> dict:
+    five = lambda m: {"median": m, "min": m * 0.8, "max": m * 1.3, "n": 5, "samples": [m] * 5}  # noqa: E731
+    recipe = {
+        "recipe": "dogs-image-folder", "data": "synthetic", "images": 8192, "batch_size": 32,
+        "baseline": "tf-keras ImageDataGenerator.flow", "pipeline_speedup": five(3.4), "epoch_speedup": five(1.1),
+        "pipeline_images_per_second": {"seed": five(2000), "jobctl": five(6800)},
+        "epoch_images_per_second": {"seed": five(900), "jobctl": five(990)},
+    }
+    runs = [
+        {"recipe": "digits-cnn", "model_type": "cnn", "cnn": True, "adapted": [], "best_val_accuracy": 0.99,
+         "test_accuracy": 0.9889, "test_correct": 355, "num_test": 359, "num_train": 1150, "num_val": 288,
+         "epochs_run": 20, "best_epoch": 14, "wall_seconds": 30.0},
+        {"recipe": "cifar10-cnn-lr1e-4", "model_type": "cnn", "cnn": True, "adapted": ["data"], "best_val_accuracy": 0.94,
+         "test_accuracy": 0.9387, "test_correct": 337, "num_test": 359, "num_train": 1150, "num_val": 288,
+         "epochs_run": 40, "best_epoch": 40, "wall_seconds": 50.0},
+    ]
+    accuracy = {
+        "digits": runs, "repetitions_note": "one run each", "adaptations": {"model.padding": "same"},
+        "summary": {"best_recipe": "digits-cnn", "best_test_accuracy": 0.9889, "worst_cnn_recipe": "cifar10-cnn-lr1e-4",
+                    "worst_cnn_test_accuracy": 0.9387, "every_cnn_meets_0_95": False, "best_meets_0_985": True},
+        "ensemble": {"members": [{"recipe": "digits-cnn", "best_val_accuracy": 0.99, "test_accuracy": 0.9889,
+                                  "test_correct": 355}],
+                     "selection": "top 3", "num_test": 359, "one_image_points": 0.279, "ensemble_accuracy": 0.9916,
+                     "ensemble_correct": 356, "member_mean_accuracy": 0.98, "member_best_accuracy": 0.9889,
+                     "vs_mean_images": 4.2, "vs_best_images": 1, "above_mean": True},
+    }
+    return {
+        "machine": {"cpu": "Test CPU", "cores": 2}, "started_utc": "t0", "finished_utc": "t1", "total_seconds": 60,
+        "benchmarks": {
+            "pipeline": {"status": "ok", "seconds": 1, "command": "python -m bench.bench_pipeline",
+                         "data": {"recipes": [recipe]}},
+            "accuracy": {"status": "ok", "seconds": 1, "command": "python -m bench.bench_accuracy", "data": accuracy},
+            "distribute": {"status": "missing", "detail": "bench/bench_distribute.py does not exist"},
+            "serving": {"status": "failed", "seconds": 3, "detail": "exit 1: RuntimeError: boom"},
+            "sweep": {"status": "ok", "seconds": 2, "data": {"speedup": 1.69, "parallel": {"parallelism": 2}}},
+        },
+    }
+
+
+def test_report_quotes_ratios_with_spread_targets_and_what_did_not_run(tmp_path):
+    results = _synthetic_results()
+    results["figures"] = run_all.make_figures(results, tmp_path / "figures")
+    assert set(results["figures"]) >= {"pipeline.png", "accuracy.png"}
+    assert all((tmp_path / "figures" / f).stat().st_size > 1000 for f in results["figures"])
+    text = run_all.render_report(results, "figures")
+    assert "3.40x (2.72–4.42, n=5)" in text  # median and min–max spread of the repetitions
+    assert "| Whole-epoch speed-up, dogs-image-folder vs tf-keras ImageDataGenerator.flow | 1.10x" in text
+    summary = text.split("## Summary")[1].split("## 1.")[0]
+    assert "| ≥ 1.2x | **no** |" in summary and "| ≥ 3x | yes |" in summary
+    assert "lowest 0.9387 (cifar10-cnn-lr1e-4) | ≥ 0.95 | **no** |" in summary
+    assert "+4.2 of 359 images" in summary  # each accuracy difference also in images
+    assert "one image is 0.28 points" in text
+    assert "Not measured: missing — bench/bench_distribute.py does not exist" in text
+    assert "Not measured: failed — exit 1: RuntimeError: boom" in text
+    assert "Local sweep, parallelism 2 vs one trial at a time | 1.69x" in text
+    assert "![pipeline.png](figures/pipeline.png)" in text
+
+
+def test_run_benchmark_reports_missing_and_silent_modules(tmp_path):
+    missing = run_all.Benchmark("nope", "bench.bench_does_not_exist", "x", "y")
+    assert run_all.run_benchmark(missing, True, tmp_path, tmp_path / "logs")["status"] == "missing"
+    # A module that exits 0 without writing its JSON is a failure, not an empty success.
+    silent = run_all.Benchmark("silent", "bench.common", "x", "y")
+    entry = run_all.run_benchmark(silent, True, tmp_path, tmp_path / "logs")
+    assert entry["status"] == "failed" and "no JSON" in entry["detail"]
+    assert (tmp_path / "logs" / "silent.log").is_file()
+
+
+def test_report_only_rerenders_from_results_json(tmp_path):
+    results_path = write_json(tmp_path / "results.json", _synthetic_results())
+    code = run_all.main(["--report-only", "--results", str(results_path), "--report", str(tmp_path / "B.md"),
+                         "--figures", str(tmp_path / "fig")])
+    assert code == 1  # the serving entry failed: `make bench` must not look green
+    assert "## Summary" in (tmp_path / "B.md").read_text()
+    assert "pipeline.png" in json.loads(results_path.read_text())["figures"]
+
+
+# -------------------------------------------------------------------------------- each benchmark, --quick
+@pytest.mark.slow
+def test_bench_pipeline_quick(tmp_path):
+    from bench import bench_pipeline
+
+    out = tmp_path / "pipeline.json"
+    result = bench_pipeline.main(["--quick", "--recipes", "dogs-image-folder", "cifar10-cnn", "--out", str(out)])
+    saved = json.loads(out.read_text())
+    assert [r["recipe"] for r in saved["recipes"]] == ["dogs-image-folder", "cifar10-cnn"]
+    dogs, cifar = saved["recipes"]
+    assert dogs["baseline"] == "tf-keras ImageDataGenerator.flow" and cifar["baseline"] == "numpy arrays into fit"
+    for r in saved["recipes"]:
+        assert r["pipeline_speedup"]["median"] > 0 and r["epoch_speedup"]["median"] > 0
+    assert {"batch_size", "prefetch"} <= set(saved["defaults"])  # XLA: full runs only (compiling is slow)
+    assert saved["machine"]["cores"] >= 1 and result["quick"] is True
+
+
+@pytest.mark.slow
+def test_bench_cli_quick_help_and_render_do_not_load_tensorflow(tmp_path):
+    from bench import bench_cli
+
+    out = tmp_path / "cli.json"
+    bench_cli.main(["--quick", "--no-memory", "--out", str(out)])
+    cmds = json.loads(out.read_text())["startup"]["commands"]
+    assert {"python", "import_tensorflow", "help", "render", "status"} <= set(cmds)
+    tf_mb = cmds["import_tensorflow"]["peak_rss_mb"]["median"]
+    for name in ("help", "render", "status"):
+        # TensorFlow alone is ~600 MB resident: a CLI command far below it has not imported it.
+        assert cmds[name]["peak_rss_mb"]["median"] < tf_mb / 3, name
+        assert cmds[name]["speedup_vs_import_tensorflow"]["median"] > 0
+
+
+@pytest.mark.slow
+def test_bench_accuracy_quick_trains_scores_and_ensembles(tmp_path):
+    from bench import bench_accuracy
+
+    out = tmp_path / "accuracy.json"
+    bench_accuracy.main(["--quick", "--out", str(out)])
+    saved = json.loads(out.read_text())
+    runs = saved["digits"]
+    assert [r["recipe"] for r in runs] == ["digits-cnn", "digits-mlp"] and all("error" not in r for r in runs)
+    assert all(r["num_test"] == runs[0]["num_test"] > 300 for r in runs)  # one shared digits test split
+    ens = saved["ensemble"]
+    assert len(ens["members"]) == 2 and ens["num_test"] == runs[0]["num_test"]
+    assert ens["vs_mean_images"] == pytest.approx((ens["ensemble_accuracy"] - ens["member_mean_accuracy"]) * ens["num_test"], abs=0.2)
+    assert {o["status"] for o in saved["other_datasets"]} <= {"not cached", "cached; skipped in quick mode"}
+
+
+def test_seed_recipes_fit_digits_after_the_documented_adaptations():
+    """Every seed recipe the accuracy table runs on digits must build an 8x8 model (no training: fast)."""
+    import yaml
+
+    from bench.bench_accuracy import SEED_RECIPES, recipe_overrides
+    from jobs.models import build_model
+    from jobs.spec import load_spec
+
+    root = Path(__file__).resolve().parents[1]
+    for name in SEED_RECIPES:
+        raw = yaml.safe_load((root / "examples" / f"{name}.yaml").read_text())
+        spec = load_spec(root / "examples" / f"{name}.yaml", recipe_overrides(name, raw))
+        assert spec.data.dataset == "digits" and spec.augmentation.flip == "none", name
+        model = build_model(spec.model, spec.preprocessing, (8, 8, 1), 10, 16.0)
+        assert model.output_shape == (None, 10), name
