@@ -2,11 +2,12 @@
 measured in one invocation; the speedup is their wall-time ratio. CPU utilisation is the trials' CPU time
 (RUSAGE_CHILDREN) over wall time x cores, beside the whole machine's from /proc/stat (other processes included).
 
-    .venv/bin/python -m bench.bench_sweep [--trials 4] [--parallelism 2] [--epochs 3] [--quick]
+    .venv/bin/python -m bench.bench_sweep [--trials 4] [--parallelism 2] [--epochs 3] [--repetitions 3] [--quick]
 
 Sequential trials get all the cores' threads, parallel ones cores / N each (what `jobctl sweep` does), so the
-ratio compares the two ways a user would actually run them. Prints JSON and writes bench/out/sweep.json
-(--quick: bench/out/sweep-quick.json). The load average is recorded: the machine is shared.
+ratio compares the two ways a user would actually run them. Repetitions alternate which mode goes first and the
+speedup is the median of the paired (same repetition) ratios, with its spread. Prints JSON and writes
+bench/out/sweep.json (--quick: one repetition of 2 tiny trials, bench/out/sweep-quick.json).
 """
 
 from __future__ import annotations
@@ -81,37 +82,60 @@ def measure(data: dict, parallelism: int, threads: int) -> dict:
 
 
 def main(argv=None) -> dict:
+    from bench.common import Stat, add_common_args, machine_info, paired_ratio, repetitions, write_json
+
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--trials", type=int, default=4)
     parser.add_argument("--parallelism", type=int, default=2)
     parser.add_argument("--epochs", type=int, default=3)
     parser.add_argument("--examples", type=int, default=1000, help="data.max_train_examples")
-    parser.add_argument("--quick", action="store_true", help="smoke mode: 2 tiny MLP trials, 1 epoch")
-    parser.add_argument("--out", type=Path, default=None)
+    add_common_args(parser)
     args = parser.parse_args(argv)
     if args.quick:
         args.trials, args.epochs, args.examples = 2, 1, 300
+    reps = args.repetitions if args.repetitions is not None else (1 if args.quick else 3)
+    reps = repetitions(argparse.Namespace(repetitions=reps, quick=args.quick))
     cores = os.cpu_count() or 1
+    runs: dict[str, list[dict]] = {"parallel": [], "sequential": []}
     with tempfile.TemporaryDirectory(prefix="bench-sweep-") as tmp:
         tmp = Path(tmp)
-        common = dict(tmp=tmp, trials=args.trials, epochs=args.epochs, examples=args.examples, mlp=args.quick)
-        parallel = measure(_sweep_data("par", parallelism=args.parallelism, **common), args.parallelism,
-                           max(1, cores // args.parallelism))
-        sequential = measure(_sweep_data("seq", parallelism=1, **common), 1, cores)
+        common = dict(trials=args.trials, epochs=args.epochs, examples=args.examples, mlp=args.quick)
+        for rep in range(reps):
+            # Alternate which goes first: a burst of someone else's load hits both sides of the ratio.
+            order = ("parallel", "sequential") if rep % 2 == 0 else ("sequential", "parallel")
+            for mode in order:
+                par = args.parallelism if mode == "parallel" else 1
+                data = _sweep_data(f"{mode[:3]}{rep}", tmp=tmp / f"{mode}{rep}", parallelism=par, **common)
+                runs[mode].append(measure(data, par, max(1, cores // par)))
+    speedup = paired_ratio([r["wall_seconds"] for r in runs["sequential"]], [r["wall_seconds"] for r in runs["parallel"]])
+
+    def summary(mode: str) -> dict:
+        rs = runs[mode]
+        first = rs[0]
+        out = {k: first[k] for k in ("parallelism", "threads_per_trial", "trials")}
+        out["succeeded"] = min(r["succeeded"] for r in rs)
+        for key in ("wall_seconds", "seconds_per_trial", "trial_cpu_seconds", "trial_cpu_utilisation",
+                    "machine_cpu_utilisation"):
+            out[key] = round(Stat.of([r[key] for r in rs]).median, 3)
+        out["runs"] = rs
+        return out
+
     result = {
         "benchmark": "local sweep: parallel vs sequential trials",
         "command": "python -m bench.bench_sweep" + (" --quick" if args.quick else
-                                                    f" --trials {args.trials} --parallelism {args.parallelism} --epochs {args.epochs}"),
+                                                    f" --trials {args.trials} --parallelism {args.parallelism} "
+                                                    f"--epochs {args.epochs} --repetitions {reps}"),
+        "machine": machine_info(),
         "cores": cores,
-        "load_average_after": [round(x, 2) for x in os.getloadavg()],
-        "parallel": parallel,
-        "sequential": sequential,
-        "speedup": round(sequential["wall_seconds"] / parallel["wall_seconds"], 3),
+        "repetitions": reps,
+        "parallel": summary("parallel"),
+        "sequential": summary("sequential"),
+        "speedup": round(speedup.median, 3),  # sequential wall / parallel wall, median of the paired repetitions
+        "speedup_spread": speedup.as_dict(3),
     }
     out = args.out or ROOT / "bench" / "out" / ("sweep-quick.json" if args.quick else "sweep.json")
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(result, indent=2) + "\n")
-    print(json.dumps(result, indent=2))
+    write_json(out, result)
+    print(json.dumps({k: v for k, v in result.items() if k != "machine"}, indent=2))
     return result
 
 
