@@ -94,7 +94,10 @@ class K8sBackend:
         objects = self.objects(trial, spec, req.rung, run_id)
         name = job_name(self.sweep, trial.id, req.rung)
         # A metrics.json of an interrupted attempt must not be read as this attempt's result.
-        (self.sweep.artifacts_dir / "runs" / spec.name / run_id / "metrics.json").unlink(missing_ok=True)
+        try:
+            (self.sweep.artifacts_dir / "runs" / spec.name / run_id / "metrics.json").unlink(missing_ok=True)
+        except OSError:
+            pass  # a read-only mount of the claim: the pod's trainer overwrites it anyway
         try:
             self.client.submit(objects)
         except ConflictError:
