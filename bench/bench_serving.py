@@ -34,6 +34,9 @@ MEMBERS = ("m0", "m1", "m2")
 # One TensorFlow intra-op thread per model call, in the servers and in the in-process baseline alike: with many
 # concurrent small requests on 2 cores this is faster than TF's default pool (measured: batch-1 CPU 0.36 vs 0.72 ms).
 INTRA_OP = 1
+# Server-side batching of the "on" server (TF Serving's batching_parameters names).
+BATCHING = {"max_batch_size": 32, "batch_timeout_micros": 1000, "num_batch_threads": 2}
+WORKERS = {"grpc_workers": 64}
 
 
 def _free_port() -> int:
@@ -93,7 +96,8 @@ class ServerHandle:
 
             cfg = ServerConfig("", Path(""), port=0, host="127.0.0.1", poll_seconds=3600,
                                extra_models=[ModelEntry(n, Path(b)) for n, b in bases.items()],
-                               batching=BatchingConfig(batching, 32, 1000, 2))
+                               batching=BatchingConfig(batching, BATCHING["max_batch_size"],
+                                                       BATCHING["batch_timeout_micros"], BATCHING["num_batch_threads"]))
             self.server = ModelServer(cfg).start()
             self.pid, self.target = os.getpid(), f"127.0.0.1:{self.server.port}"
             self.metrics_port = None
@@ -103,10 +107,12 @@ class ServerHandle:
             f'  config {{ name: "{n}" base_path: "{b}" model_platform: "tensorflow" }}\n' for n, b in bases.items()) + "}\n")
         port, self.metrics_port = _free_port(), _free_port()
         cmd = [sys.executable, "-m", "cli.main", "serve", "--model-config-file", str(config), "--port", str(port),
-               "--host", "127.0.0.1", "--poll-seconds", "3600", "--workers", "64", "--intra-op-threads", str(INTRA_OP),
+               "--host", "127.0.0.1", "--poll-seconds", "3600", "--workers", str(WORKERS["grpc_workers"]), "--intra-op-threads", str(INTRA_OP),
                "--metrics-port", str(self.metrics_port)]
         if batching:
-            cmd += ["--enable-batching", "--max-batch-size", "32", "--batch-timeout-micros", "1000", "--num-batch-threads", "2"]
+            cmd += ["--enable-batching", "--max-batch-size", str(BATCHING["max_batch_size"]),
+                    "--batch-timeout-micros", str(BATCHING["batch_timeout_micros"]),
+                    "--num-batch-threads", str(BATCHING["num_batch_threads"])]
         env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3", PYTHONPATH=str(ROOT), CUDA_VISIBLE_DEVICES="")
         self.log = root / f"server-{int(batching)}.log"
         self.proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=open(self.log, "w"), stderr=subprocess.STDOUT)
@@ -322,7 +328,7 @@ def run(quick: bool = False, out: Path | None = None, prebuilt: tuple | None = N
 
         for p in procs:
             p.check()
-        result = {"quick": quick, "in_process_servers": in_process, "model": "digits MLPs 8x8x1" if quick else "seed-style CNNs 32x32x3",
+        result = {"quick": quick, "in_process_servers": in_process, "batching": dict(BATCHING), "intra_op_threads": INTRA_OP, "grpc_workers": WORKERS["grpc_workers"], "model": "digits MLPs 8x8x1" if quick else "seed-style CNNs 32x32x3",
                   "cpus": os.cpu_count(), "load_average": os.getloadavg(),
                   "latency_batch1": r1, "batching_throughput": r2, "ensemble_fused_vs_separate": r3, "soak": r4}
     finally:
@@ -339,9 +345,16 @@ def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true", help="tiny models and few requests (a smoke test)")
     parser.add_argument("--in-process", action="store_true", help="servers in this process (smoke only)")
+    parser.add_argument("--max-batch-size", type=int, default=BATCHING["max_batch_size"])
+    parser.add_argument("--batch-timeout-micros", type=int, default=BATCHING["batch_timeout_micros"])
+    parser.add_argument("--num-batch-threads", type=int, default=BATCHING["num_batch_threads"])
+    parser.add_argument("--workers", type=int, default=WORKERS["grpc_workers"], help="gRPC threads per server")
     parser.add_argument("--out", type=Path, default=ROOT / "bench" / "out" / "serving.json")
     args = parser.parse_args(argv)
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+    BATCHING.update(max_batch_size=args.max_batch_size, batch_timeout_micros=args.batch_timeout_micros,
+                    num_batch_threads=args.num_batch_threads)
+    WORKERS["grpc_workers"] = args.workers
     result = run(quick=args.quick, out=args.out, in_process=args.in_process)
     r1, r2, r3, r4 = (result[k] for k in ("latency_batch1", "batching_throughput", "ensemble_fused_vs_separate", "soak"))
     mark = lambda ok: "met" if ok else "NOT met"  # noqa: E731
