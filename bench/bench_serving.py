@@ -26,8 +26,11 @@ import tempfile
 import threading
 import time
 from pathlib import Path
+from typing import Optional
 
 import numpy as np
+
+from bench.common import Stat, paired_ratio
 
 ROOT = Path(__file__).resolve().parent.parent
 MEMBERS = ("m0", "m1", "m2")
@@ -259,7 +262,8 @@ def load(caller: Caller, req, total: int, concurrency: int) -> dict:
             "p99_ms": round(float(np.percentile(lat, 99)), 3)}
 
 
-def run(quick: bool = False, out: Path | None = None, prebuilt: tuple | None = None, in_process: bool = False) -> dict:
+def run(quick: bool = False, out: Path | None = None, prebuilt: tuple | None = None, in_process: bool = False,
+        reps: Optional[int] = None) -> dict:
     """`prebuilt`: (three member version dirs, ensemble version dir, input shape) to skip building models.
     `in_process`: servers in this process (a fast smoke test of the code path; the figures then mean little,
     client and server share one interpreter)."""
@@ -274,6 +278,7 @@ def run(quick: bool = False, out: Path | None = None, prebuilt: tuple | None = N
         except RuntimeError:
             pass  # TensorFlow already running in this process
 
+    reps = reps or (1 if quick else 3)
     n_lat = 60 if quick else 1000
     n_tput = 300 if quick else 4000
     n_soak = 500 if quick else 10_000
@@ -291,44 +296,58 @@ def run(quick: bool = False, out: Path | None = None, prebuilt: tuple | None = N
         rng = np.random.default_rng(0)
         x1 = rng.integers(0, 256, size=(1, *shape), dtype=np.uint8)
 
-        # 1. in-process vs gRPC, batch 1, one member; measured while the servers are idle
-        sig = savedmodel.load(members[0]).signatures["serving_default"]
-        inproc = p50_ms(lambda: savedmodel.call(sig, {"images": x1}), n_lat)
         for target in (plain_target, batched_target):
             with PredictClient(target, "ensemble") as c:
                 c.wait_until_available(timeout=300)
-        caller = Caller(plain_target)
-        req_m0 = Caller.request("m0", x1)
-        grpc_p50 = p50_ms(lambda: caller.call(req_m0), n_lat)
-        r1 = {"in_process_p50_ms": round(inproc, 3), "grpc_p50_ms": round(grpc_p50, 3),
-              "overhead_ms": round(grpc_p50 - inproc, 3), "target": "overhead <= 1 ms", "met": grpc_p50 <= inproc + 1.0}
-
-        # 2. 32 concurrent batch-1 clients, batching off vs on, same model (one member), back to back
-        bcaller = Caller(batched_target)
-        off = measured(plain.pid, lambda: load(caller, req_m0, n_tput, 32))
-        on = measured(batched.pid, lambda: load(bcaller, req_m0, n_tput, 32))
-        on["mean_batch_size"] = batched.mean_batch_size()
-        r2 = {"batching_off": off, "batching_on": on, "ratio": round(on["rps"] / off["rps"], 2), "target": ">= 3x",
-              "met": on["rps"] >= 3 * off["rps"]}
-
-        # 3. fused ensemble vs 3 member requests in a row, batch 1
-        req_ens = Caller.request("ensemble", x1)
+        sig = savedmodel.load(members[0]).signatures["serving_default"]
+        caller, bcaller = Caller(plain_target), Caller(batched_target)
+        req_m0, req_ens = Caller.request("m0", x1), Caller.request("ensemble", x1)
         reqs = [Caller.request(m, x1) for m in MEMBERS]
-        fused = p50_ms(lambda: caller.call(req_ens), n_lat)
-        separate = p50_ms(lambda: [caller.call(r) for r in reqs], n_lat)
-        r3 = {"fused_p50_ms": round(fused, 3), "three_requests_p50_ms": round(separate, 3),
-              "ratio": round(separate / fused, 2), "target": ">= 2x", "met": separate >= 2 * fused}
+
+        # Repetitions interleave baseline and candidate (bench/common.py conventions): load bursts from other
+        # processes land on both sides of each ratio; the median and the spread are reported.
+        inproc_s, grpc_s, off_runs, on_runs, fused_s, separate_s = [], [], [], [], [], []
+        for rep in range(reps):
+            # 1. batch 1, one member: the same SavedModel in-process vs through gRPC
+            inproc_s.append(p50_ms(lambda: savedmodel.call(sig, {"images": x1}), n_lat))
+            grpc_s.append(p50_ms(lambda: caller.call(req_m0), n_lat))
+            # 2. 32 concurrent batch-1 clients on one member: batching off vs on (order alternates)
+            pair = {}
+            for which in (("off", "on") if rep % 2 == 0 else ("on", "off")):
+                handle, c = (plain, caller) if which == "off" else (batched, bcaller)
+                pair[which] = measured(handle.pid, lambda: load(c, req_m0, n_tput, 32))
+            off_runs.append(pair["off"])
+            on_runs.append(pair["on"])
+            # 3. the fused ensemble vs its 3 members requested one after the other, batch 1
+            fused_s.append(p50_ms(lambda: caller.call(req_ens), n_lat))
+            separate_s.append(p50_ms(lambda: [caller.call(r) for r in reqs], n_lat))
+
+        overhead = Stat.of([g - i for g, i in zip(grpc_s, inproc_s)])
+        r1 = {"in_process_p50_ms": Stat.of(inproc_s).as_dict(3), "grpc_p50_ms": Stat.of(grpc_s).as_dict(3),
+              "overhead_ms": overhead.as_dict(3), "value": round(overhead.median, 3),
+              "target": "gRPC p50 <= in-process p50 + 1 ms", "met": overhead.median <= 1.0}
+        ratio2 = paired_ratio([r["rps"] for r in on_runs], [r["rps"] for r in off_runs])
+        r2 = {"batching_off": off_runs, "batching_on": on_runs, "mean_batch_size": batched.mean_batch_size(),
+              "rps_off": Stat.of([r["rps"] for r in off_runs]).as_dict(1),
+              "rps_on": Stat.of([r["rps"] for r in on_runs]).as_dict(1),
+              "server_cpu_ms_per_request_off": Stat.of([r["server_cpu_ms_per_request"] for r in off_runs]).as_dict(3),
+              "server_cpu_ms_per_request_on": Stat.of([r["server_cpu_ms_per_request"] for r in on_runs]).as_dict(3),
+              "ratio_stat": ratio2.as_dict(2), "ratio": round(ratio2.median, 2), "target": ">= 3x", "met": ratio2.median >= 3}
+        ratio3 = paired_ratio(separate_s, fused_s)
+        r3 = {"fused_p50_ms": Stat.of(fused_s).as_dict(3), "three_requests_p50_ms": Stat.of(separate_s).as_dict(3),
+              "ratio_stat": ratio3.as_dict(2), "ratio": round(ratio3.median, 2), "target": ">= 2x", "met": ratio3.median >= 2}
 
         # 4. soak: the ensemble, concurrency 32, with batching (the production setting)
         before = rss_mb(batched.pid)
         soak = measured(batched.pid, lambda: load(bcaller, req_ens, n_soak, 32))
         after = rss_mb(batched.pid)
         r4 = {**soak, "server_rss_mb_before": round(before[0], 1), "server_rss_mb_after": round(after[0], 1),
-              "server_peak_rss_mb": round(after[1], 1), "target": "0 errors", "met": soak["errors"] == 0}
+              "server_peak_rss_mb": round(after[1], 1), "value": soak["errors"], "target": "0 errors",
+              "met": soak["errors"] == 0}
 
         for p in procs:
             p.check()
-        result = {"quick": quick, "in_process_servers": in_process, "batching": dict(BATCHING), "intra_op_threads": INTRA_OP, "grpc_workers": WORKERS["grpc_workers"], "model": "digits MLPs 8x8x1" if quick else "seed-style CNNs 32x32x3",
+        result = {"quick": quick, "repetitions": reps, "in_process_servers": in_process, "batching": dict(BATCHING), "intra_op_threads": INTRA_OP, "grpc_workers": WORKERS["grpc_workers"], "model": "digits MLPs 8x8x1" if quick else "seed-style CNNs 32x32x3",
                   "cpus": os.cpu_count(), "load_average": os.getloadavg(),
                   "latency_batch1": r1, "batching_throughput": r2, "ensemble_fused_vs_separate": r3, "soak": r4}
     finally:
@@ -348,6 +367,7 @@ def main(argv=None) -> int:
     parser.add_argument("--max-batch-size", type=int, default=BATCHING["max_batch_size"])
     parser.add_argument("--batch-timeout-micros", type=int, default=BATCHING["batch_timeout_micros"])
     parser.add_argument("--num-batch-threads", type=int, default=BATCHING["num_batch_threads"])
+    parser.add_argument("--reps", type=int, default=None, help="repetitions (default 3, quick 1)")
     parser.add_argument("--workers", type=int, default=WORKERS["grpc_workers"], help="gRPC threads per server")
     parser.add_argument("--out", type=Path, default=ROOT / "bench" / "out" / "serving.json")
     args = parser.parse_args(argv)
@@ -355,18 +375,19 @@ def main(argv=None) -> int:
     BATCHING.update(max_batch_size=args.max_batch_size, batch_timeout_micros=args.batch_timeout_micros,
                     num_batch_threads=args.num_batch_threads)
     WORKERS["grpc_workers"] = args.workers
-    result = run(quick=args.quick, out=args.out, in_process=args.in_process)
+    result = run(quick=args.quick, out=args.out, in_process=args.in_process, reps=args.reps)
     r1, r2, r3, r4 = (result[k] for k in ("latency_batch1", "batching_throughput", "ensemble_fused_vs_separate", "soak"))
     mark = lambda ok: "met" if ok else "NOT met"  # noqa: E731
     print(f"model: {result['model']}, {result['cpus']} CPUs, load average {result['load_average'][0]:.1f}")
-    print(f"1. batch-1 p50: in-process {r1['in_process_p50_ms']:.3f} ms, gRPC {r1['grpc_p50_ms']:.3f} ms "
-          f"(+{r1['overhead_ms']:.3f} ms; target +1 ms: {mark(r1['met'])})")
-    print(f"2. 32 clients: batching off {r2['batching_off']['rps']:.0f} req/s, on {r2['batching_on']['rps']:.0f} req/s "
-          f"= {r2['ratio']:.2f}x (target 3x: {mark(r2['met'])}); server CPU per request "
-          f"{r2['batching_off']['server_cpu_ms_per_request']:.2f} ms off, {r2['batching_on']['server_cpu_ms_per_request']:.2f} ms on "
-          f"(mean batch {r2['batching_on']['mean_batch_size']})")
-    print(f"3. ensemble fused {r3['fused_p50_ms']:.3f} ms vs 3 requests {r3['three_requests_p50_ms']:.3f} ms "
-          f"= {r3['ratio']:.2f}x (target 2x: {mark(r3['met'])})")
+    print(f"1. batch-1 p50: in-process {r1['in_process_p50_ms']['median']:.3f} ms, gRPC {r1['grpc_p50_ms']['median']:.3f} ms "
+          f"(+{r1['value']:.3f} ms, spread {r1['overhead_ms']['min']:.3f}..{r1['overhead_ms']['max']:.3f}; "
+          f"target +1 ms: {mark(r1['met'])})")
+    print(f"2. 32 clients: batching off {r2['rps_off']['median']:.0f} req/s, on {r2['rps_on']['median']:.0f} req/s "
+          f"= {r2['ratio']:.2f}x (spread {r2['ratio_stat']['min']:.2f}..{r2['ratio_stat']['max']:.2f}; target 3x: "
+          f"{mark(r2['met'])}); server CPU per request {r2['server_cpu_ms_per_request_off']['median']:.2f} ms off, "
+          f"{r2['server_cpu_ms_per_request_on']['median']:.2f} ms on (mean batch {r2['mean_batch_size']})")
+    print(f"3. ensemble fused {r3['fused_p50_ms']['median']:.3f} ms vs 3 requests {r3['three_requests_p50_ms']['median']:.3f} ms "
+          f"= {r3['ratio']:.2f}x (spread {r3['ratio_stat']['min']:.2f}..{r3['ratio_stat']['max']:.2f}; target 2x: {mark(r3['met'])})")
     print(f"4. {r4['requests']} requests at concurrency 32: {r4['errors']} errors, {r4['rps']:.0f} req/s, "
           f"p99 {r4['p99_ms']:.1f} ms, server RSS {r4['server_rss_mb_after']:.0f} MB (peak {r4['server_peak_rss_mb']:.0f} MB)")
     print(f"written to {args.out}")

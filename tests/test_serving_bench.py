@@ -19,7 +19,11 @@ def test_bench_serving_quick(tmp_path):
     result = run(quick=True, out=tmp_path / "serving.json", prebuilt=(shared["members"], shared["ensemble"], (8, 8, 1)), in_process=True)
     assert (tmp_path / "serving.json").is_file()
     r1, r2, r3, r4 = (result[k] for k in ("latency_batch1", "batching_throughput", "ensemble_fused_vs_separate", "soak"))
-    assert 0 < r1["in_process_p50_ms"] and 0 < r1["grpc_p50_ms"]
-    assert r2["batching_off"]["errors"] == 0 and r2["batching_on"]["errors"] == 0 and r2["ratio"] > 0
-    assert r3["fused_p50_ms"] > 0 and r3["three_requests_p50_ms"] > 0
+    assert result["repetitions"] == 1
+    assert 0 < r1["in_process_p50_ms"]["median"] and 0 < r1["grpc_p50_ms"]["median"]
+    assert r1["value"] == pytest.approx(r1["grpc_p50_ms"]["median"] - r1["in_process_p50_ms"]["median"], abs=1e-3)
+    assert all(r["errors"] == 0 and r["requests"] == 300 for r in r2["batching_off"] + r2["batching_on"])
+    assert r2["ratio"] == pytest.approx(r2["rps_on"]["median"] / r2["rps_off"]["median"], rel=0.02)
+    assert r2["mean_batch_size"] >= 1  # the batched server did batch (examples per model call)
+    assert r3["ratio"] == pytest.approx(r3["three_requests_p50_ms"]["median"] / r3["fused_p50_ms"]["median"], rel=0.02)
     assert r4["errors"] == 0 and r4["requests"] == 500 and r4["server_rss_mb_after"] > 100
