@@ -1,15 +1,47 @@
-"""Choosing the `tf.distribute` strategy from the spec and the environment.
+"""Choosing the `tf.distribute` strategy from the spec and the environment, and what distribution asks of a run.
+
+- One device: the default strategy. Several local devices (GPUs; or the CPU split into N logical devices with
+  `--virtual-devices N`): `MirroredStrategy`. Both train Keras 3 models with `model.fit`.
+- `TF_CONFIG` in the environment, or built by `k8s.tf_config.tf_config_from_env` from the Indexed Job's
+  `JOB_COMPLETION_INDEX`, `JOBCTL_WORKERS`, `JOBCTL_JOB_NAME`, `JOBCTL_SERVICE`: `MultiWorkerMirroredStrategy`.
+  Keras 3.15's `model.fit` fails under it (keras-team/keras#20585), so multi-worker runs train the same model built
+  with tf-keras 2.21 (`legacy_models()`), whose `fit`, `BackupAndRestore` and file writers are multi-worker aware;
+  the weights are copied into the Keras 3 model (`copy_weights`) for the checkpoint file and the export, so every
+  artifact is the same whichever engine trained it. See docs/distributed.md.
 
 Must be called before anything else touches TensorFlow devices: virtual devices and TF_CONFIG are read once.
 """
 
 from __future__ import annotations
 
+import importlib.util
+import json
 import logging
 import os
-from dataclasses import dataclass
+import signal
+import sys
+import threading
+import time
+from dataclasses import dataclass, field
+from types import ModuleType
+from typing import Any, Callable, Mapping, Optional
+
+from jobs import exit_codes
 
 log = logging.getLogger(__name__)
+
+# How long a SIGTERM'd job may take to unwind (write metrics.json) before it exits 75 regardless; the Job's
+# terminationGracePeriodSeconds (k8s/manifests.py: 120 s) must be longer.
+SIGTERM_GRACE_ENV = "JOBCTL_SIGTERM_GRACE_SECONDS"
+DEFAULT_SIGTERM_GRACE = 60.0
+
+
+class PeerUnavailable(RuntimeError):
+    """A peer worker never came up or went away; the job exits PEER_UNAVAILABLE (76) and is retried."""
+
+
+class Preempted(BaseException):
+    """SIGTERM arrived. A BaseException so that no `except Exception` in user code or Keras swallows it."""
 
 
 @dataclass
@@ -19,12 +51,67 @@ class StrategyInfo:
     replicas: int
     workers: int = 1
     task_index: int = 0
+    # The Keras that trains: `keras` (3.x) in one process, `tf_keras` under MultiWorkerMirroredStrategy.
+    keras: Any = None
+    models: Any = None  # a module with `build_model` written against `keras`
+    devices: list[str] = field(default_factory=list)
 
     @property
     def is_chief(self) -> bool:
         return self.task_index == 0
 
+    @property
+    def legacy_keras(self) -> bool:
+        return self.kind == "multi_worker"
 
+
+# ------------------------------------------------------------------------------------------------ TF_CONFIG
+def cluster_config(env: Optional[Mapping[str, str]] = None) -> Optional[dict]:
+    """TF_CONFIG for this process (explicit, or built from the Indexed Job's variables), or None for one process.
+
+    Raises `k8s.tf_config.TFConfigError` (a ValueError: exit code 2, never retried) when it is malformed.
+    """
+    from k8s.tf_config import tf_config_from_env
+
+    config = tf_config_from_env(os.environ if env is None else env)
+    if config is None:
+        return None
+    from k8s.tf_config import TFConfigError
+
+    cluster, task = config["cluster"], config["task"]
+    unknown = sorted(set(cluster) - {"chief", "worker"})
+    if unknown or task["type"] not in ("chief", "worker"):
+        raise TFConfigError(
+            f"TF_CONFIG: jobctl runs 'chief' and 'worker' tasks only. Received: cluster jobs {sorted(cluster)}, task "
+            f"type {task['type']!r}; expected {{'worker': [...]}} (worker 0 is the chief) or a 'chief' plus workers"
+        )
+    for job, members in cluster.items():
+        bad = [m for m in members if not isinstance(m, str) or ":" not in m or not m.rsplit(":", 1)[1].isdigit()]
+        if bad:
+            raise TFConfigError(f"TF_CONFIG: cluster.{job} expects 'host:port' strings, received {bad!r}")
+    return config
+
+
+def task_position(config: Optional[dict]) -> tuple[int, int]:
+    """(number of workers, this task's position; 0 is the chief) of a validated TF_CONFIG, (1, 0) without one."""
+    if not config:
+        return 1, 0
+    cluster, task = config["cluster"], config["task"]
+    chiefs = len(cluster.get("chief", []))
+    workers = chiefs + len(cluster.get("worker", []))
+    position = task["index"] if task["type"] == "chief" else chiefs + task["index"]
+    return workers, position
+
+
+def is_chief_process(env: Optional[Mapping[str, str]] = None) -> bool:
+    """Whether this process may write the run directory (used on paths that run before the strategy exists)."""
+    try:
+        return task_position(cluster_config(env))[1] == 0
+    except ValueError:
+        return True  # a malformed config fails before any worker writes anything; let the message be recorded
+
+
+# ------------------------------------------------------------------------------------------------- devices
 def configure_virtual_devices(n: int) -> None:
     """Split the CPU into `n` logical devices: MirroredStrategy on them behaves as on `n` GPUs of one node."""
     import tensorflow as tf
@@ -32,27 +119,246 @@ def configure_virtual_devices(n: int) -> None:
     if n <= 1:
         return
     cpus = tf.config.list_physical_devices("CPU")
-    tf.config.set_logical_device_configuration(cpus[0], [tf.config.LogicalDeviceConfiguration()] * n)
+    current = tf.config.get_logical_device_configuration(cpus[0])
+    if current is not None and len(current) == n:
+        return  # already split (a second run in the same process)
+    try:
+        tf.config.set_logical_device_configuration(cpus[0], [tf.config.LogicalDeviceConfiguration()] * n)
+    except RuntimeError as exc:
+        raise ValueError(
+            f"virtual_devices: the CPU can only be split before TensorFlow initializes its devices. Received: "
+            f"virtual_devices={n} in a process that already uses TensorFlow; expected a fresh process "
+            "(`python -m jobs.train --virtual-devices N` or `jobctl train --virtual-devices N`)"
+        ) from exc
 
 
-def select_strategy(kind: str = "auto", virtual_devices: int = 0) -> StrategyInfo:
+# ------------------------------------------------------------------------------------------------ strategy
+def select_strategy(
+    kind: str = "auto",
+    virtual_devices: int = 0,
+    *,
+    worker_timeout: float = 300.0,
+    env: Optional[Mapping[str, str]] = None,
+) -> StrategyInfo:
+    """The strategy for `distribution.strategy` (`kind`) in this environment, ready to train."""
+    config = cluster_config(env)
+    workers, position = task_position(config)
+    if kind == "auto":
+        if config is not None and workers > 1:
+            kind = "multi_worker"
+    if kind == "multi_worker":
+        if config is None:
+            raise ValueError(
+                "distribution.strategy: 'multi_worker' needs a cluster. Received: no TF_CONFIG and no JOBCTL_WORKERS "
+                "in the environment; expected TF_CONFIG={'cluster': {'worker': [...]}, 'task': {...}} (set by the "
+                "Kubernetes manifests) or strategy 'auto'"
+            )
+        if virtual_devices > 1:
+            raise ValueError(
+                f"virtual_devices: not supported with several workers. Received: virtual_devices={virtual_devices} "
+                "and a multi-worker TF_CONFIG; expected 0 (each worker trains on its own devices)"
+            )
+        return _multi_worker(config, workers, position, worker_timeout)
+
+    import keras
     import tensorflow as tf
+
+    from jobs import models
 
     if virtual_devices > 1:
         configure_virtual_devices(virtual_devices)
     gpus = tf.config.list_logical_devices("GPU")
     cpus = tf.config.list_logical_devices("CPU")
     if kind == "auto":
-        if os.environ.get("TF_CONFIG"):
-            kind = "multi_worker"
-        elif len(gpus) > 1 or (not gpus and len(cpus) > 1):
-            kind = "mirrored"
-        else:
-            kind = "default"
+        kind = "mirrored" if (len(gpus) > 1 or (not gpus and len(cpus) > 1)) else "default"
     if kind == "mirrored":
         devices = [d.name for d in gpus] if gpus else [d.name for d in cpus]
         strategy = tf.distribute.MirroredStrategy(devices)
-        return StrategyInfo(strategy, "mirrored", strategy.num_replicas_in_sync)
-    if kind == "multi_worker":
-        raise NotImplementedError("multi_worker strategy is provided by the distributed training module")
-    return StrategyInfo(tf.distribute.get_strategy(), "default", 1)
+        return StrategyInfo(strategy, "mirrored", strategy.num_replicas_in_sync, keras=keras, models=models, devices=devices)
+    return StrategyInfo(tf.distribute.get_strategy(), "default", 1, keras=keras, models=models)
+
+
+def _multi_worker(config: dict, workers: int, position: int, timeout: float) -> StrategyInfo:
+    # tf.keras resolves to tf-keras only if this is set before TensorFlow is imported; jobs code uses the module
+    # returned here (never tf.keras), so a process that imported TensorFlow earlier still trains correctly.
+    os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
+    os.environ["TF_CONFIG"] = json.dumps(config)  # TFConfigClusterResolver reads it from the environment
+    import tensorflow as tf
+    import tf_keras
+
+    hosts = [h for job in ("chief", "worker") for h in config["cluster"].get(job, [])]
+    what = f"waiting for {workers} workers ({', '.join(hosts)}) as worker {position}"
+    with deadline(timeout, f"{what}: not all of them joined within {timeout:g} s (distribution.worker_timeout_seconds)"):
+        strategy = tf.distribute.MultiWorkerMirroredStrategy()
+        # Strategy creation returns before every peer has joined; the first collective is the real barrier.
+        barrier(strategy)
+    log.info("%s: cluster ready, %d replicas", what, strategy.num_replicas_in_sync)
+    return StrategyInfo(
+        strategy, "multi_worker", strategy.num_replicas_in_sync, workers=workers, task_index=position,
+        keras=tf_keras, models=legacy_models(),
+    )
+
+
+def barrier(strategy) -> None:
+    """Block until every worker gets here (an all-reduce of one number)."""
+    import tensorflow as tf
+
+    value = strategy.experimental_distribute_values_from_function(lambda ctx: tf.constant(1.0))
+    strategy.reduce(tf.distribute.ReduceOp.SUM, value, axis=None)
+
+
+class deadline:
+    """Exit PEER_UNAVAILABLE if the block takes longer than `seconds`.
+
+    A watchdog thread, because the wait happens inside TensorFlow's C++ runtime (cluster registration,
+    collectives), where no Python exception or signal handler can interrupt it.
+    """
+
+    def __init__(self, seconds: float, message: str, exit: Callable[[int], None] = os._exit):
+        self.seconds, self.message, self._exit = seconds, message, exit
+        self._done = threading.Event()
+
+    def _watch(self) -> None:
+        if not self._done.wait(self.seconds):
+            print(f"error: {self.message}", file=sys.stderr, flush=True)
+            self._exit(exit_codes.PEER_UNAVAILABLE)
+
+    def __enter__(self):
+        threading.Thread(target=self._watch, name="jobctl-deadline", daemon=True).start()
+        return self
+
+    def __exit__(self, *exc):
+        self._done.set()
+        return False
+
+
+def is_peer_failure(exc: BaseException) -> bool:
+    """TensorFlow's ways of saying that another worker is gone (collectives aborted, heartbeats missed)."""
+    try:
+        import tensorflow as tf
+    except ImportError:  # pragma: no cover
+        return False
+    if isinstance(exc, PeerUnavailable):
+        return True
+    if isinstance(exc, (tf.errors.UnavailableError, tf.errors.DeadlineExceededError, tf.errors.AbortedError)):
+        return True
+    text = str(exc)
+    return isinstance(exc, tf.errors.OpError) and ("Collective ops is aborted" in text or "heartbeat" in text)
+
+
+# ------------------------------------------------------------------------------------ tf-keras for the model
+_LEGACY_MODELS: Optional[ModuleType] = None
+
+
+def legacy_models() -> ModuleType:
+    """`jobs.models` executed with `keras` bound to tf-keras: the same builder, the same layer names.
+
+    jobs/models.py is written against `keras` (3.x); everything it uses exists in tf-keras 2.21 under the same
+    names, so a second copy of the module whose `import keras` resolves to tf_keras builds the identical model.
+    """
+    global _LEGACY_MODELS
+    if _LEGACY_MODELS is None:
+        import tf_keras
+
+        origin = importlib.util.find_spec("jobs.models").origin
+        spec = importlib.util.spec_from_file_location("jobs._models_tf_keras", origin)
+        module = importlib.util.module_from_spec(spec)
+        saved = sys.modules.get("keras")
+        sys.modules["keras"] = tf_keras
+        try:
+            spec.loader.exec_module(module)
+        finally:
+            if saved is None:
+                sys.modules.pop("keras", None)
+            else:
+                sys.modules["keras"] = saved
+        _LEGACY_MODELS = module
+    return _LEGACY_MODELS
+
+
+def copy_weights(source, target) -> None:
+    """Copy every layer's weights from `source` to `target` by layer name (tf-keras <-> Keras 3 models).
+
+    Layer by layer, because the two Kerases order a model's flat weight list differently (tf-keras puts every
+    trainable weight first); within a layer both use creation order.
+    """
+    import numpy as np
+
+    for layer in source.layers:
+        try:
+            other = target.get_layer(layer.name)
+        except ValueError:
+            raise ValueError(f"copy_weights: layer {layer.name!r} of {source.name!r} is missing from {target.name!r}") from None
+        if hasattr(layer, "layers") and hasattr(other, "layers"):  # nested model (keras.applications bases)
+            copy_weights(layer, other)
+            continue
+        values = layer.get_weights()
+        shapes = [tuple(v.shape) for v in other.get_weights()]
+        if [tuple(np.shape(v)) for v in values] != shapes:
+            raise ValueError(
+                f"copy_weights: layer {layer.name!r} has weights {[np.shape(v) for v in values]} but the target "
+                f"expects {shapes}"
+            )
+        if values:
+            other.set_weights(values)
+
+
+# -------------------------------------------------------------------------------------------------- SIGTERM
+class PreemptionGuard:
+    """SIGTERM -> `Preempted` raised in the main thread, and exit 75 after `grace` seconds whatever happens.
+
+    The exception unwinds `fit` between two steps, so the run records what it has and the last finished epoch
+    stays the one in the backup. The wakeup-fd thread is the backstop for a main thread stuck in TensorFlow's
+    C++ runtime (a collective with a dead peer), where Python signal handlers cannot run.
+    """
+
+    def __init__(self, grace: Optional[float] = None, exit: Callable[[int], None] = os._exit):
+        if grace is None:
+            grace = float(os.environ.get(SIGTERM_GRACE_ENV, DEFAULT_SIGTERM_GRACE))
+        self.grace = grace
+        self.received = threading.Event()
+        self._exit = exit
+        self._previous = None
+        self._previous_fd = None
+        self._pipe: Optional[tuple[int, int]] = None
+        self._raised = False
+
+    def _handler(self, signum, frame):
+        self.received.set()
+        if not self._raised:
+            self._raised = True
+            raise Preempted("SIGTERM received: stopping at once; the last finished epoch is in the backup")
+
+    def _watch(self, read_fd: int) -> None:
+        while True:
+            try:
+                data = os.read(read_fd, 64)
+            except OSError:
+                data = b""
+            if not data:
+                os.close(read_fd)
+                return
+            if signal.SIGTERM in data:
+                time.sleep(self.grace)
+                print(f"error: SIGTERM: still running {self.grace:g} s later; exiting {exit_codes.PREEMPTED}",
+                      file=sys.stderr, flush=True)
+                self._exit(exit_codes.PREEMPTED)
+
+    def __enter__(self):
+        if threading.current_thread() is not threading.main_thread():
+            return self  # signals are delivered to the main thread only: nothing to install
+        self._pipe = os.pipe()
+        os.set_blocking(self._pipe[1], False)
+        self._previous = signal.signal(signal.SIGTERM, self._handler)
+        self._previous_fd = signal.set_wakeup_fd(self._pipe[1], warn_on_full_buffer=False)
+        threading.Thread(target=self._watch, args=(self._pipe[0],), name="jobctl-sigterm", daemon=True).start()
+        return self
+
+    def __exit__(self, *exc):
+        if self._pipe is None:
+            return False
+        signal.set_wakeup_fd(self._previous_fd)
+        signal.signal(signal.SIGTERM, self._previous if self._previous is not None else signal.SIG_DFL)
+        os.close(self._pipe[1])  # the watcher reads EOF, closes its end and returns
+        self._pipe = None
+        return False

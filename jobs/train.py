@@ -37,7 +37,7 @@ def new_run_id() -> str:
     return _dt.datetime.now(_dt.timezone.utc).strftime("%Y%m%d-%H%M%S")
 
 
-def seed_everything(seed: int, deterministic: bool) -> None:
+def seed_everything(seed: int, deterministic: bool, keras_module=None) -> None:
     import keras
     import numpy as np
     import tensorflow as tf
@@ -46,14 +46,17 @@ def seed_everything(seed: int, deterministic: bool) -> None:
     random.seed(seed)
     np.random.seed(seed)
     keras.utils.set_random_seed(seed)  # also seeds Python, NumPy and TensorFlow's global generator
+    if keras_module is not None and keras_module is not keras:
+        keras_module.utils.set_random_seed(seed)  # tf-keras keeps its own generators
     if deterministic:
         tf.config.experimental.enable_op_determinism()
 
 
 # ------------------------------------------------------------------------------------------ optimizer & LR
-def make_learning_rate(spec: JobSpec, learning_rate: float, steps_per_epoch: int):
+def make_learning_rate(spec: JobSpec, learning_rate: float, steps_per_epoch: int, keras=None):
     """A float, or a per-step schedule for `cosine` (step and plateau schedules are per-epoch callbacks)."""
-    import keras
+    if keras is None:
+        import keras
 
     t = spec.training
     if t.schedule.type != "cosine":
@@ -68,11 +71,12 @@ def make_learning_rate(spec: JobSpec, learning_rate: float, steps_per_epoch: int
     return keras.optimizers.schedules.CosineDecay(learning_rate, total, alpha=alpha)
 
 
-def make_optimizer(spec: JobSpec, learning_rate, steps_per_epoch: int):
-    import keras
+def make_optimizer(spec: JobSpec, learning_rate, steps_per_epoch: int, keras=None):
+    if keras is None:
+        import keras
 
     t = spec.training
-    lr: Any = make_learning_rate(spec, learning_rate, steps_per_epoch)
+    lr: Any = make_learning_rate(spec, learning_rate, steps_per_epoch, keras)
     common: dict[str, Any] = {"learning_rate": lr}
     if t.weight_decay and t.optimizer != "adamw":
         common["weight_decay"] = t.weight_decay
@@ -89,8 +93,9 @@ def make_optimizer(spec: JobSpec, learning_rate, steps_per_epoch: int):
     raise ValueError(f"training.optimizer: unknown optimizer {t.optimizer!r}")
 
 
-def lr_callbacks(spec: JobSpec, learning_rate: float) -> list:
-    import keras
+def lr_callbacks(spec: JobSpec, learning_rate: float, keras=None) -> list:
+    if keras is None:
+        import keras
 
     s = spec.training.schedule
     if s.type == "step" or (s.type == "constant" and s.warmup_epochs):
@@ -168,8 +173,9 @@ class EpochLine:
     """One line per epoch a person can follow; builds a Keras callback lazily (keras imported late)."""
 
     @staticmethod
-    def make(total_epochs: int, monitor: str, mode: str, train_count: int, out=sys.stdout):
-        import keras
+    def make(total_epochs: int, monitor: str, mode: str, train_count: int, out=sys.stdout, keras=None):
+        if keras is None:
+            import keras
 
         class _Callback(keras.callbacks.Callback):
             def __init__(self):
@@ -207,25 +213,208 @@ class EpochLine:
         return _Callback()
 
 
+# ------------------------------------------------------------------------------------ resumable history
+class EpochJournal:
+    """The history of a run across restarts: one entry per finished epoch, written after every epoch.
+
+    `fit` restarted by BackupAndRestore only reports the epochs it ran itself; the journal (history.json and
+    history.csv, rewritten atomically by the chief) keeps the earlier ones. On the first epoch of a resumed fit,
+    entries from that epoch on are dropped: they belonged to an epoch that was cut short of its backup and is
+    being trained again, so no epoch is ever listed twice. It sits before BackupAndRestore in the callback list,
+    so an epoch in the backup is always in the journal.
+    """
+
+    def __init__(self, shared_run_dir: Path, write_dir: Path):
+        self.read_path = shared_run_dir / "history.json"
+        self.write_dir = write_dir
+        self.rows: list[dict[str, float]] = []
+        self.complete = False
+        if self.read_path.is_file():
+            saved = json.loads(self.read_path.read_text())
+            epochs = saved.get("epochs", [])
+            keys = [k for k in saved if k not in ("epochs", "complete")]
+            self.rows = [{k: saved[k][i] for k in keys if i < len(saved[k])} for i in range(len(epochs))]
+            self.complete = bool(saved.get("complete"))
+
+    @property
+    def history(self) -> dict[str, list[float]]:
+        keys: list[str] = []
+        for row in self.rows:
+            keys += [k for k in row if k not in keys]
+        return {k: [row.get(k, float("nan")) for row in self.rows] for k in keys}
+
+    def truncate(self, finished_epochs: int) -> None:
+        del self.rows[finished_epochs:]
+
+    def add(self, epoch: int, logs: dict) -> None:
+        self.truncate(epoch)
+        self.rows.append({k: float(v) for k, v in logs.items() if _is_number(v)})
+        self.write()
+
+    def write(self, complete: bool = False) -> None:
+        self.complete = complete
+        hist = self.history
+        epochs = list(range(1, len(self.rows) + 1))
+        atomic_write_json(self.write_dir / "history.json", {"epochs": epochs, **hist, "complete": complete})
+        keys = sorted(hist)
+        lines = [",".join(["epoch", *keys])]
+        lines += [",".join([str(e - 1), *(repr(hist[k][e - 1]) for k in keys)]) for e in epochs]
+        atomic_write_text(self.write_dir / "history.csv", "\n".join(lines) + "\n")  # CSVLogger's layout
+
+    def callback(self, keras, on_resume):
+        journal = self
+
+        class _Journal(keras.callbacks.Callback):
+            first = True
+
+            def on_epoch_begin(self, epoch, logs=None):
+                if self.first:
+                    self.first = False
+                    journal.truncate(epoch)
+                    on_resume(epoch, journal.history)
+
+            def on_epoch_end(self, epoch, logs=None):
+                journal.add(epoch, logs or {})
+
+        return _Journal()
+
+
+def _is_number(v) -> bool:
+    try:
+        float(v)
+        return True
+    except (TypeError, ValueError):
+        return False
+
+
+class BestWeights:
+    """save_best_only checkpointing that every worker takes part in and only the chief writes.
+
+    Reading weights can be a collective (sync-on-read variables such as batch-norm statistics are all-reduced
+    across workers), so every worker reads at the same epochs; the decision is the same everywhere because the
+    logged metrics are already all-reduced. The chief writes `checkpoints/best.weights.h5` in the Keras 3 format
+    (through the Keras 3 twin when tf-keras trains), atomically. Every worker also keeps the weights in memory, so
+    restoring the best epoch needs no shared file unless it predates a restart.
+    """
+
+    def __init__(self, monitor: str, mode: str, path: Path, write: bool, twin=None):
+        self.monitor, self.mode, self.path, self.write, self.twin = monitor, mode, path, write, twin
+        self.best: Optional[float] = None
+        self.best_epoch: Optional[int] = None  # 0-based
+        self.snapshot: Optional[list] = None
+
+    def better(self, value: float) -> bool:
+        import math
+
+        if value is None or math.isnan(value):
+            return False
+        return self.best is None or (value > self.best if self.mode == "max" else value < self.best)
+
+    def resume(self, history: dict[str, list[float]]) -> None:
+        for i, value in enumerate(history.get(self.monitor, [])):
+            if self.better(value):
+                self.best, self.best_epoch = value, i
+
+    def save(self, model) -> None:
+        from jobs.distribute import copy_weights
+
+        if self.twin is not None:
+            copy_weights(model, self.twin)
+        self.snapshot = model.get_weights()
+        if self.write:
+            target = self.twin if self.twin is not None else model
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            tmp = self.path.parent / f".tmp-{os.getpid()}-{self.path.name}"  # Keras wants the .weights.h5 suffix
+            target.save_weights(str(tmp))
+            os.replace(tmp, self.path)
+
+    def restore(self, model, shared_path: Path) -> None:
+        """Put the best epoch's weights into `model` (the training model)."""
+        from jobs.distribute import copy_weights
+
+        if self.snapshot is not None:
+            model.set_weights(self.snapshot)
+            return
+        if not shared_path.is_file():
+            raise FileNotFoundError(
+                f"the best checkpoint {shared_path} of a resumed run is missing: the artifacts directory must be "
+                "shared by every worker and kept across restarts"
+            )
+        if self.twin is not None:
+            self.twin.load_weights(str(shared_path))
+            copy_weights(self.twin, model)
+        else:
+            model.load_weights(str(shared_path))
+
+    def callback(self, keras):
+        best = self
+
+        class _Best(keras.callbacks.Callback):
+            def on_epoch_end(self, epoch, logs=None):
+                value = (logs or {}).get(best.monitor)
+                if value is not None and best.better(float(value)):
+                    best.best, best.best_epoch = float(value), epoch
+                    best.save(self.model)
+
+        return _Best()
+
+
+def _replay_early_stopping(callback, history: dict[str, list[float]]) -> None:
+    """Bring EarlyStopping's patience counter to where it was before the restart (weights are not needed)."""
+    values = history.get(callback.monitor, [])
+    restore, callback.restore_best_weights = callback.restore_best_weights, False
+    stop = callback.model.stop_training
+    try:
+        for i, value in enumerate(values):
+            callback.on_epoch_end(i, {callback.monitor: value})
+    finally:
+        callback.restore_best_weights = restore
+        callback.model.stop_training = stop or callback.model.stop_training
+
+
 # -------------------------------------------------------------------------------------------------- run
 def run(
     spec: JobSpec,
     **kwargs,
 ) -> RunResult:
     """Train `spec`; on failure, `metrics.json` records status "failed" and the error before re-raising."""
+    from jobs.distribute import Preempted, is_chief_process
+
     run_id = kwargs.pop("run_id", None) or new_run_id()
     root = Path(kwargs.get("artifacts_dir") or spec.artifacts_dir)
     try:
         return _run(spec, run_id=run_id, **kwargs)
     except BaseException as exc:
         run_dir = root / "runs" / spec.name / run_id
-        if run_dir.is_dir() and not (run_dir / "metrics.json").exists():
-            status = "interrupted" if isinstance(exc, KeyboardInterrupt) else "failed"
+        previous = _read_metrics(run_dir)
+        # Only the chief writes the run directory; a finished run's record is never overwritten.
+        if run_dir.is_dir() and is_chief_process() and previous.get("status") != "succeeded":
+            if isinstance(exc, Preempted):
+                status = "preempted"
+            elif isinstance(exc, KeyboardInterrupt):
+                status = "interrupted"
+            else:
+                status = "failed"
             atomic_write_json(
                 run_dir / "metrics.json",
-                {"status": status, "run_dir": str(run_dir), "error": f"{exc.__class__.__name__}: {exc}"},
+                {"status": status, "run_dir": str(run_dir), "error": f"{exc.__class__.__name__}: {exc}",
+                 "epochs_finished": _finished_epochs(run_dir)},
             )
         raise
+
+
+def _read_metrics(run_dir: Path) -> dict:
+    try:
+        return json.loads((run_dir / "metrics.json").read_text())
+    except (OSError, ValueError):
+        return {}
+
+
+def _finished_epochs(run_dir: Path) -> int:
+    try:
+        return len(json.loads((run_dir / "history.json").read_text()).get("epochs", []))
+    except (OSError, ValueError):
+        return 0
 
 
 def _run(
@@ -238,13 +427,40 @@ def _run(
     out=sys.stdout,
 ) -> RunResult:
     """Train `spec` to completion; returns where everything went. Raises on failure."""
+    import shutil
+    import tempfile
+
     from jobs import distribute
 
-    # Devices must be configured before any other TensorFlow call.
-    info = distribute.select_strategy(spec.distribution.strategy, virtual_devices)
-    seed_everything(spec.seed, spec.training.deterministic)
+    # Devices and the cluster must be configured before any other TensorFlow call.
+    info = distribute.select_strategy(
+        spec.distribution.strategy, virtual_devices, worker_timeout=spec.distribution.worker_timeout_seconds
+    )
+    root = Path(artifacts_dir or spec.artifacts_dir)
+    shared_run_dir = root / "runs" / spec.name / run_id
+    done = _read_metrics(shared_run_dir)
+    if done.get("status") == "succeeded":
+        # A retried pod of a finished run (or the same --run-id twice): training again would export twice.
+        print(f"run {shared_run_dir} already succeeded; nothing to do (a new --run-id trains again)", file=out)
+        path = done.get("export_path")
+        return RunResult(shared_run_dir, Path(path) if path else None, done)
+    # Only the chief writes the run directory; the other workers write the same files into a directory of
+    # their own that they delete, so every code path (and every collective inside a save) is the same for all.
+    run_dir = shared_run_dir if info.is_chief else Path(tempfile.mkdtemp(prefix=f"jobctl-worker{info.task_index}-"))
+    try:
+        with distribute.PreemptionGuard():
+            return _train(spec, info, root, shared_run_dir, run_dir, export=export, out=out)
+    finally:
+        if not info.is_chief:
+            shutil.rmtree(run_dir, ignore_errors=True)
 
-    import keras
+
+def _train(spec: JobSpec, info, root: Path, shared_run_dir: Path, run_dir: Path, *, export: bool, out) -> RunResult:
+    from jobs import distribute
+
+    keras = info.keras  # Keras 3, or tf-keras under MultiWorkerMirroredStrategy (see jobs/distribute.py)
+    seed_everything(spec.seed, spec.training.deterministic, keras)
+
     import numpy as np
 
     from jobs.data import load_dataset
@@ -253,8 +469,6 @@ def _run(
     from jobs.pipeline import make_dataset
 
     t0 = time.perf_counter()
-    root = Path(artifacts_dir or spec.artifacts_dir)
-    run_dir = root / "runs" / spec.name / run_id
     run_dir.mkdir(parents=True, exist_ok=True)
     atomic_write_text(run_dir / "spec.yaml", spec.to_yaml())
 
@@ -272,27 +486,26 @@ def _run(
     global_batch = t.batch_size * (replicas if t.batch_size_per == "replica" else 1)
     learning_rate = t.learning_rate * (replicas if t.scale_learning_rate else 1)
     steps_per_epoch = max(1, -(-len(data.x_train) // global_batch))
+    engine = f"tf-keras {keras.__version__}" if info.legacy_keras else f"keras {keras.__version__}"
     print(
-        f"strategy: {info.kind}, {replicas} replica(s); global batch {global_batch} "
-        f"({global_batch / replicas:g} per replica); learning rate {learning_rate:g}",
+        f"strategy: {info.kind}, {replicas} replica(s)"
+        + (f" on {info.workers} workers, this is worker {info.task_index}{' (chief)' if info.is_chief else ''}" if info.workers > 1 else "")
+        + f"; global batch {global_batch} ({global_batch / replicas:g} per replica); learning rate {learning_rate:g}; {engine}",
         file=out,
     )
 
+    build_kwargs = dict(
+        x_adapt=data.x_train if spec.preprocessing.standardize else None, name=spec.name.replace("-", "_"),
+    )
     if t.mixed_precision:
         keras.mixed_precision.set_global_policy("mixed_float16")
     try:
         with info.strategy.scope():
-            model = build_model(
-                spec.model,
-                spec.preprocessing,
-                data.input_shape,
-                data.num_classes,
-                data.pixel_max,
-                x_adapt=data.x_train if spec.preprocessing.standardize else None,
-                name=spec.name.replace("-", "_"),
+            model = info.models.build_model(
+                spec.model, spec.preprocessing, data.input_shape, data.num_classes, data.pixel_max, **build_kwargs
             )
             model.compile(
-                optimizer=make_optimizer(spec, learning_rate, steps_per_epoch),
+                optimizer=make_optimizer(spec, learning_rate, steps_per_epoch, keras),
                 loss=keras.losses.CategoricalCrossentropy(from_logits=True, label_smoothing=t.label_smoothing),
                 metrics=[keras.metrics.CategoricalAccuracy(name="accuracy")],
                 jit_compile=t.jit_compile,
@@ -300,6 +513,18 @@ def _run(
     finally:
         if t.mixed_precision:
             keras.mixed_precision.set_global_policy("float32")
+    # tf-keras trains; a Keras 3 twin (outside the strategy) holds the weights for the checkpoint and the export,
+    # so the files are those of a single-process run.
+    twin = None
+    if info.legacy_keras:
+        import keras as keras3
+
+        if t.mixed_precision:
+            keras3.mixed_precision.set_global_policy("mixed_float16")
+        try:
+            twin = build_model(spec.model, spec.preprocessing, data.input_shape, data.num_classes, data.pixel_max, **build_kwargs)
+        finally:
+            keras3.mixed_precision.set_global_policy("float32")
 
     train_ds = make_dataset(
         data.x_train, data.y_train, data.num_classes, global_batch, training=True, seed=spec.seed,
@@ -308,31 +533,39 @@ def _run(
     val_ds = make_dataset(data.x_val, data.y_val, data.num_classes, global_batch, training=False, seed=spec.seed)
     test_ds = make_dataset(data.x_test, data.y_test, data.num_classes, global_batch, training=False, seed=spec.seed)
 
-    diagram_note = _write_summary_and_diagram(model, run_dir)
+    diagram_note = _write_summary_and_diagram(twin if twin is not None else model, run_dir)
     if diagram_note:
         print(f"note: {diagram_note}", file=out)
 
     cb = spec.callbacks
     monitor, mode = cb.checkpoint.monitor, cb.checkpoint.resolved_mode()
     ckpt_path = run_dir / "checkpoints" / "best.weights.h5"
-    ckpt_path.parent.mkdir(parents=True, exist_ok=True)
-    callbacks: list = [
-        keras.callbacks.ModelCheckpoint(
-            str(ckpt_path), monitor=monitor, mode=mode, save_best_only=True, save_weights_only=True, verbose=0
-        ),
-        EpochLine.make(t.epochs, monitor, mode, len(data.x_train), out),
-        *lr_callbacks(spec, learning_rate),
-    ]
+    journal = EpochJournal(shared_run_dir, run_dir)
+    best = BestWeights(monitor, mode, ckpt_path, write=info.is_chief, twin=twin)
+    early = None
     if cb.early_stopping.enabled:
         es = cb.early_stopping
-        callbacks.append(
-            keras.callbacks.EarlyStopping(
-                monitor=es.monitor, patience=es.patience, min_delta=es.min_delta,
-                restore_best_weights=es.restore_best_weights, verbose=0,
-            )
+        early = keras.callbacks.EarlyStopping(
+            monitor=es.monitor, patience=es.patience, min_delta=es.min_delta,
+            restore_best_weights=es.restore_best_weights, verbose=0,
         )
-    if cb.csv_history:
-        callbacks.append(keras.callbacks.CSVLogger(str(run_dir / "history.csv")))
+
+    def on_resume(epoch: int, history: dict) -> None:
+        if epoch == 0:
+            return
+        print(f"resumed: epochs 1-{epoch} restored from {shared_run_dir / 'backup'}", file=out, flush=True)
+        best.resume(history)
+        if early is not None:
+            _replay_early_stopping(early, history)
+
+    callbacks: list = [
+        journal.callback(keras, on_resume),
+        best.callback(keras),
+        EpochLine.make(t.epochs, monitor, mode, len(data.x_train), out, keras),
+        *lr_callbacks(spec, learning_rate, keras),
+    ]
+    if early is not None:
+        callbacks.append(early)
     if cb.tensorboard.enabled:
         callbacks.append(
             keras.callbacks.TensorBoard(
@@ -340,34 +573,42 @@ def _run(
                 profile_batch=cb.tensorboard.profile_batch,
             )
         )
+    # Last: an epoch in the backup is in the journal and the best checkpoint already. The backup dir holds
+    # nothing else; every worker names the shared one (tf-keras sends the others to temporary sub-directories).
+    backup_dir = shared_run_dir / "backup"
+    backup_kwargs = {} if info.legacy_keras else {"double_checkpoint": True}  # Keras 3 overwrites in place
+    callbacks.append(keras.callbacks.BackupAndRestore(str(backup_dir), delete_checkpoint=False, **backup_kwargs))
 
     fit_start = time.perf_counter()
-    history = model.fit(
-        train_ds, validation_data=val_ds, epochs=t.epochs, callbacks=callbacks, verbose=0, shuffle=False
-    )
+    if journal.complete:
+        print(f"resumed: fit had finished ({len(journal.rows)} epochs); evaluating and exporting", file=out)
+        best.resume(journal.history)
+    else:
+        model.fit(train_ds, validation_data=val_ds, epochs=t.epochs, callbacks=callbacks, verbose=0, shuffle=False)
     fit_seconds = time.perf_counter() - fit_start
-    hist = {k: [float(v) for v in vals] for k, vals in history.history.items()}
-    epochs_run = len(hist.get("loss", []))
+    hist = journal.history
+    epochs_run = len(journal.rows)
     if monitor not in hist:
         raise ValueError(
             f"callbacks.checkpoint.monitor: metric {monitor!r} was never logged. Received: monitor={monitor!r}; "
             f"expected one of {sorted(hist)}"
         )
     values = hist[monitor]
-    best_index = int(np.nanargmax(values) if mode == "max" else np.nanargmin(values))
-    if not np.isfinite(values[best_index]):
+    if best.best_epoch is None:
         raise FloatingPointError(f"{monitor} was never finite: training diverged (try a lower learning rate)")
+    best_index = best.best_epoch
 
     # The best epoch by the monitor, not the last one, is what gets evaluated and exported.
-    model.load_weights(str(ckpt_path))
+    best.restore(model, shared_run_dir / "checkpoints" / "best.weights.h5")
     test_loss, test_accuracy = model.evaluate(test_ds, verbose=0)
+    if twin is not None:
+        distribute.copy_weights(model, twin)  # every worker: reading weights may be a collective
 
-    atomic_write_json(run_dir / "history.json", {"epochs": list(range(1, epochs_run + 1)), **hist})
+    journal.write(complete=True)
     _plot_history(hist, run_dir)
-
     metrics: dict[str, Any] = {
         "status": "succeeded",
-        "run_dir": str(run_dir),
+        "run_dir": str(shared_run_dir),
         "spec_hash": spec.spec_hash(),
         "model_name": spec.model_name,
         "monitor": monitor,
@@ -390,6 +631,7 @@ def _run(
         "replicas": replicas,
         "workers": info.workers,
         "strategy": info.kind,
+        "engine": engine,
         "global_batch_size": global_batch,
         "learning_rate": learning_rate,
         "export_path": None,
@@ -397,9 +639,9 @@ def _run(
     }
 
     export_path = None
-    if export:
+    if export and info.is_chief:
         export_path = export_model(
-            model,
+            twin if twin is not None else model,
             root / "models",
             spec.model_name,
             class_names=data.class_names,
@@ -410,7 +652,7 @@ def _run(
             warmup_samples=data.x_test[: spec.export.warmup_requests],
             metadata={
                 "spec_hash": spec.spec_hash(),
-                "run_dir": str(run_dir),
+                "run_dir": str(shared_run_dir),
                 "metrics": {k: metrics[k] for k in ("best_epoch", "best_val_accuracy", "best_val_loss", "test_accuracy", "test_loss")},
             },
         )
@@ -418,16 +660,20 @@ def _run(
         metrics["version"] = int(export_path.name)
     metrics["wall_time_seconds"] = time.perf_counter() - t0
     atomic_write_json(run_dir / "metrics.json", metrics)
+    if info.is_chief:
+        import shutil
+
+        shutil.rmtree(shared_run_dir / "backup", ignore_errors=True)  # the run is recorded: nothing to resume
 
     print(
         f"best epoch {metrics['best_epoch']}/{epochs_run} ({monitor} {values[best_index]:.4f}); "
         f"test accuracy {test_accuracy:.4f}, test loss {test_loss:.4f}; {metrics['wall_time_seconds']:.1f}s",
         file=out,
     )
-    print(f"run:    {run_dir}", file=out)
+    print(f"run:    {shared_run_dir}", file=out)
     if export_path:
         print(f"export: {export_path}", file=out)
-    return RunResult(run_dir, export_path, metrics)
+    return RunResult(shared_run_dir, export_path, metrics)
 
 
 def main(argv: Optional[list[str]] = None) -> int:
@@ -459,10 +705,15 @@ def main(argv: Optional[list[str]] = None) -> int:
 def run_with_exit_code(spec: JobSpec, **kwargs) -> int:
     """Map failures to the documented exit codes (the pod failure policy depends on them)."""
     from jobs.data import DataUnavailable
+    from jobs.distribute import Preempted, is_peer_failure
 
     try:
         run(spec, **kwargs)
         return exit_codes.OK
+    except Preempted as exc:
+        # The last finished epoch is in <run>/backup: the retried pod (same --run-id) resumes after it.
+        print(f"error: {exc}; exiting {exit_codes.PREEMPTED} (retry)", file=sys.stderr)
+        return exit_codes.PREEMPTED
     except DataUnavailable as exc:
         print(f"error: {exc}", file=sys.stderr)
         return exit_codes.DATA_UNAVAILABLE
@@ -471,6 +722,11 @@ def run_with_exit_code(spec: JobSpec, **kwargs) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return exit_codes.BAD_SPEC
     except Exception as exc:  # noqa: BLE001 - the job's last word must be one clear line, then the code
+        if is_peer_failure(exc):
+            first = str(exc).strip().splitlines()[0][:300] if str(exc).strip() else ""
+            print(f"error: a peer worker is unavailable ({exc.__class__.__name__}: {first}); exiting "
+                  f"{exit_codes.PEER_UNAVAILABLE} (retry every worker)", file=sys.stderr)
+            return exit_codes.PEER_UNAVAILABLE
         log.exception("training failed")
         print(f"error: training failed: {exc.__class__.__name__}: {exc}", file=sys.stderr)
         return exit_codes.FAILURE
