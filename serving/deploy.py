@@ -28,7 +28,6 @@ from pathlib import PurePosixPath
 from typing import Iterable, Optional
 
 from k8s import common
-from k8s.common import ManifestError
 
 GRPC_PORT = 8500
 REST_PORT = 8501

@@ -92,9 +92,12 @@ def _signature_io(version_dir: Path):
 
 
 def inspect_member(path: Union[str, Path]) -> Member:
-    version_dir = resolve_version_dir(path)
-    shape, dtype, classes = _signature_io(version_dir)
-    meta = read_metadata(version_dir)
+    try:
+        version_dir = resolve_version_dir(path)
+        shape, dtype, classes = _signature_io(version_dir)
+        meta = read_metadata(version_dir)
+    except ModelError as exc:
+        raise EnsembleError(f"member {path}: {exc}") from None
     names = meta.get("class_names")
     if meta.get("input_shape") and list(meta["input_shape"]) != shape:
         raise EnsembleError(

@@ -62,17 +62,22 @@ def read_metadata(version_dir: Union[str, Path]) -> dict:
 
 def signature_def_map(version_dir: Union[str, Path]):
     """The SignatureDefs from saved_model.pb, exactly what TF Serving returns in GetModelMetadata."""
-    from tensorflow.core.protobuf import meta_graph_pb2, saved_model_pb2
+    from tensorflow.core.protobuf import saved_model_pb2
+
+    from google.protobuf.message import DecodeError
 
     sm = saved_model_pb2.SavedModel()
-    sm.ParseFromString((Path(version_dir) / "saved_model.pb").read_bytes())
+    path = Path(version_dir) / "saved_model.pb"
+    try:
+        sm.ParseFromString(path.read_bytes())
+    except (OSError, DecodeError) as exc:
+        raise ModelError(f"{path}: not a readable SavedModel ({type(exc).__name__}: {exc})") from None
     out = {}
     for mg in sm.meta_graphs:
         if "serve" in mg.meta_info_def.tags or len(sm.meta_graphs) == 1:
             for key, sig in mg.signature_def.items():
                 out[key] = sig
             break
-    del meta_graph_pb2
     return out
 
 
