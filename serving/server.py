@@ -177,6 +177,7 @@ class Batcher:
         self._queue: "queue.Queue[Optional[_Task]]" = queue.Queue(maxsize=max(1, cfg.max_enqueued_batches * cfg.max_batch_size))
         self._threads = [threading.Thread(target=self._loop, name=f"batch-{i}", daemon=True) for i in range(cfg.num_batch_threads)]
         self._stopped = False
+        self._lock = threading.Lock()
         for t in self._threads:
             t.start()
 
@@ -184,10 +185,18 @@ class Batcher:
         if rows > self.cfg.max_batch_size:
             return self._run_chunked(inputs, rows)
         task = _Task(inputs, rows)
-        try:
-            self._queue.put_nowait(task)
-        except queue.Full:
-            raise ServingError(grpc.StatusCode.UNAVAILABLE, "The batch scheduling queue to which this task was submitted is full") from None
+        with self._lock:  # never behind the stop sentinel: nobody would take it
+            if self._stopped:
+                stopped = True
+            else:
+                stopped = False
+                try:
+                    self._queue.put_nowait(task)
+                except queue.Full:
+                    raise ServingError(grpc.StatusCode.UNAVAILABLE, "The batch scheduling queue to which this task was submitted is full") from None
+        if stopped:  # the version was retired while this request was in flight: answer it anyway, unbatched
+            self._observe(rows)
+            return self._run(inputs)
         if not task.done.wait(timeout if timeout is not None else None):
             raise ServingError(grpc.StatusCode.DEADLINE_EXCEEDED, "Deadline exceeded while waiting in the batch queue")
         if task.error is not None:
@@ -248,12 +257,24 @@ class Batcher:
             t.done.set()
 
     def stop(self):
-        if not self._stopped:
-            self._stopped = True
-            self._queue.put(None)
+        """Requests already queued are still answered (they are ahead of the sentinel); later ones run unbatched."""
+        with self._lock:
+            if not self._stopped:
+                self._stopped = True
+                self._queue.put(None)
 
 
 # ----------------------------------------------------------------------------------------------------- versions
+@dataclass(frozen=True)
+class Served:
+    """What one request uses, taken under the manager's lock: a retirement in the meantime cannot pull the model
+    or its batchers from under it (the references keep them alive until the request is answered)."""
+
+    number: int
+    model: LoadedModel
+    batchers: dict
+
+
 @dataclass
 class Version:
     number: int
@@ -403,7 +424,7 @@ class ModelManager:
         with self._lock:
             return sorted(n for n, v in self.versions.items() if v.state == AVAILABLE)
 
-    def resolve(self, version: Optional[int], label: Optional[str]) -> Version:
+    def resolve(self, version: Optional[int], label: Optional[str]) -> Served:
         with self._lock:
             if label:
                 if label not in self.labels:
@@ -413,11 +434,12 @@ class ModelManager:
                 avail = self.available()
                 if not avail:
                     raise ServingError(grpc.StatusCode.NOT_FOUND, f"Servable not found for request: Latest({self.name})")
-                return self.versions[avail[-1]]
+                v = self.versions[avail[-1]]
+                return Served(v.number, v.model, dict(v.batchers))
             v = self.versions.get(version)
             if v is None or v.state != AVAILABLE or v.model is None:
                 raise ServingError(grpc.StatusCode.NOT_FOUND, f"Servable not found for request: Specific({self.name}, {version})")
-            return v
+            return Served(v.number, v.model, dict(v.batchers))
 
 
 def _batchable(sig: Signature) -> bool:
@@ -622,7 +644,7 @@ class ModelServer:
             raise ServingError(grpc.StatusCode.NOT_FOUND, f"Servable not found for request: {which}")
         return m
 
-    def servable(self, model_spec) -> tuple[ModelManager, Version]:
+    def servable(self, model_spec) -> tuple[ModelManager, Served]:
         m = self.manager(model_spec)
         version = model_spec.version.value if model_spec.HasField("version") else None
         label = model_spec.version_label if model_spec.WhichOneof("version_choice") == "version_label" else None
@@ -643,7 +665,7 @@ def _configure_tf_threads(intra: int, inter: int) -> None:
         log.warning("cannot set TensorFlow thread pools (intra=%d, inter=%d): %s", intra, inter, exc)
 
 
-def _signature(v: Version, name: str) -> Signature:
+def _signature(v: Served, name: str) -> Signature:
     key = name or DEFAULT_SIGNATURE
     model = v.model
     if model is None or key not in model.signatures:

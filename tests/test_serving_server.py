@@ -346,3 +346,32 @@ def test_new_versions_load_while_serving_and_corrupt_ones_are_skipped(env):
     # the member has no member_probabilities output: clients see the new signature
     err = rpc_error(env["predict"].Predict, request(env["x"][:1], output_filter=["member_probabilities"]))
     assert err.code() == grpc.StatusCode.INVALID_ARGUMENT
+
+
+# ------------------------------------------------------------------------------------------------ the batcher alone
+def test_batcher_merges_slices_and_survives_retirement():
+    from serving.server import BatchingConfig, Batcher
+
+    calls = []
+
+    def run(inputs):
+        calls.append(len(inputs["x"]))
+        time.sleep(0.01)
+        return {"y": inputs["x"] * 2}
+
+    b = Batcher(run, BatchingConfig(enabled=True, max_batch_size=8, batch_timeout_micros=50_000, num_batch_threads=1))
+    xs = [np.full((1 + i % 3, 2), i, dtype=np.int64) for i in range(12)]
+    with ThreadPoolExecutor(12) as pool:
+        outs = list(pool.map(lambda x: b.submit({"x": x}, len(x), 5)["y"], xs))
+    assert all(np.array_equal(o, x * 2) for o, x in zip(outs, xs))  # each caller gets its own rows back
+    assert max(calls) > 1 and max(calls) <= 8 and sum(calls) == sum(len(x) for x in xs)
+    big = np.arange(40).reshape(20, 2)
+    assert np.array_equal(b.submit({"x": big}, 20, 5)["y"], big * 2)  # above max_batch_size: chunked, not refused
+    # a version retired while requests are in flight: queued ones are answered, later ones run unbatched
+    with ThreadPoolExecutor(4) as pool:
+        futs = [pool.submit(b.submit, {"x": x}, len(x), 5) for x in xs[:4]]
+        time.sleep(0.005)
+        b.stop()
+        after = b.submit({"x": xs[5]}, len(xs[5]), 5)
+        assert all(np.array_equal(f.result(timeout=5)["y"], x * 2) for f, x in zip(futs, xs[:4]))
+    assert np.array_equal(after["y"], xs[5] * 2)
