@@ -148,6 +148,17 @@ class Metrics:
             registry=self.registry,
         )
 
+        self._children: dict = {}
+
+    def observe(self, model: str, version: str, method: str, status: str, seconds: float) -> None:
+        """One request: cached label children (labels() costs a lock and a tuple build on every call)."""
+        key = (model, version, method, status)
+        pair = self._children.get(key)
+        if pair is None:
+            pair = self._children.setdefault(key, (self.requests.labels(*key), self.latency.labels(*key)))
+        pair[0].inc()
+        pair[1].observe(seconds)
+
     def text(self) -> str:
         from prometheus_client import generate_latest
 
@@ -695,11 +706,9 @@ class _Instrumented:
             context.abort(grpc.StatusCode.INTERNAL, f"{type(exc).__name__}: {exc}")
         finally:
             status = code.name
-            m = self.server.metrics
             if model not in self.server.managers:
                 model = "unknown"  # bounded label cardinality: arbitrary client names are not labels
-            m.requests.labels(model, info["version"], method, status).inc()
-            m.latency.labels(model, info["version"], method, status).observe(time.perf_counter() - t0)
+            self.server.metrics.observe(model, info["version"], method, status, time.perf_counter() - t0)
 
 
 class _PredictionServicer(_Instrumented):
