@@ -144,6 +144,44 @@ def _jobctl_dataset(spec, x, y, num_classes, batch_size, prefetch=None):
     return ds
 
 
+def composed_affine_dataset(spec, x, y, num_classes, batch_size):
+    """A candidate for jobs/pipeline.py, measured here before anyone adopts it: jobctl's pipeline with the
+    flip / rotation / zoom / translation layers replaced by one projective transform per image (the same random
+    ranges, composed into one matrix, so one interpolation pass instead of one per Keras layer)."""
+    import math
+
+    import tensorflow as tf
+
+    aug = spec.augmentation
+
+    def transform(images):
+        b = tf.shape(images)[0]
+        h, w = tf.cast(tf.shape(images)[1], tf.float32), tf.cast(tf.shape(images)[2], tf.float32)
+        turn = aug.rotation * 2 * math.pi
+        angle = tf.random.uniform([b], -turn, turn)
+        zoom = tf.random.uniform([b], 1 - aug.zoom, 1 + aug.zoom)
+        tx = tf.random.uniform([b], -aug.translation, aug.translation) * w
+        ty = tf.random.uniform([b], -aug.translation, aug.translation) * h
+        flip_x = tf.where(tf.random.uniform([b]) < 0.5, -1.0, 1.0) if "horizontal" in aug.flip else tf.ones([b])
+        flip_y = tf.where(tf.random.uniform([b]) < 0.5, -1.0, 1.0) if "vertical" in aug.flip else tf.ones([b])
+        cos, sin = tf.cos(angle) * zoom, tf.sin(angle) * zoom
+        cx, cy = (w - 1) / 2, (h - 1) / 2
+        a0, a1, b0, b1 = cos * flip_x, -sin * flip_y, sin * flip_x, cos * flip_y
+        zeros = tf.zeros([b])
+        matrix = tf.stack([a0, a1, cx - a0 * cx - a1 * cy + tx, b0, b1, cy - b0 * cx - b1 * cy + ty, zeros, zeros], 1)
+        return tf.raw_ops.ImageProjectiveTransformV3(
+            images=images, transforms=matrix, output_shape=tf.shape(images)[1:3], fill_value=0.0,
+            interpolation="BILINEAR", fill_mode="NEAREST")
+
+    def to_model_inputs(images, labels):
+        return transform(tf.cast(images, tf.float32)), tf.one_hot(labels, num_classes)
+
+    ds = tf.data.Dataset.from_tensor_slices((x, y.astype("int64"))).cache()
+    ds = ds.shuffle(min(spec.training.shuffle_buffer, len(x)), seed=spec.seed, reshuffle_each_iteration=True)
+    ds = ds.batch(batch_size).map(to_model_inputs, num_parallel_calls=tf.data.AUTOTUNE)
+    return ds.prefetch(tf.data.AUTOTUNE)
+
+
 def bench_recipe(name: str, images: int, reps: int, warmup: int = 1) -> dict[str, Any]:
     import keras
     import numpy as np
@@ -180,7 +218,11 @@ def bench_recipe(name: str, images: int, reps: int, warmup: int = 1) -> dict[str
 
         baseline = "numpy arrays into fit"
 
-    pipeline = interleaved({"seed": seed_pipeline, "jobctl": lambda: _drain(ds)}, reps, warmup=warmup)
+    pipe_variants = {"seed": seed_pipeline, "jobctl": lambda: _drain(ds)}
+    if augmented:
+        candidate_ds = composed_affine_dataset(spec, x, y, num_classes, batch)
+        pipe_variants["candidate"] = lambda: _drain(candidate_ds)
+    pipeline = interleaved(pipe_variants, reps, warmup=warmup)
 
     input_shape = tuple(x.shape[1:])
     model_seed = compiled_model(spec, input_shape, num_classes, pixel_max)
@@ -190,9 +232,23 @@ def bench_recipe(name: str, images: int, reps: int, warmup: int = 1) -> dict[str
     else:
         seed_fit = lambda **kw: model_seed.fit(x_float, y_onehot, batch_size=batch, shuffle=True, **kw)  # noqa: E731
     jobctl_fit = lambda **kw: model_jobctl.fit(ds, **kw)  # noqa: E731
-    epoch = interleaved_steady({"seed": steady_epoch(seed_fit), "jobctl": steady_epoch(jobctl_fit)}, reps)
+    epoch_variants = {"seed": steady_epoch(seed_fit), "jobctl": steady_epoch(jobctl_fit)}
+    if augmented:
+        model_candidate = compiled_model(spec, input_shape, num_classes, pixel_max)
+        epoch_variants["candidate"] = steady_epoch(lambda **kw: model_candidate.fit(candidate_ds, **kw))
+    epoch = interleaved_steady(epoch_variants, reps)
     n = len(x)
+    candidate = None
+    if augmented:
+        candidate = {
+            "what": "one composed projective transform instead of Keras' RandomFlip/RandomRotation/RandomZoom "
+                    "layers (bench_pipeline.composed_affine_dataset; not in jobs/pipeline.py)",
+            "pipeline_speedup": paired_ratio(pipeline["seed"], pipeline["candidate"]),
+            "epoch_speedup": paired_ratio(epoch["seed"], epoch["candidate"]),
+            "pipeline_speedup_vs_jobctl": paired_ratio(pipeline["jobctl"], pipeline["candidate"]),
+        }
     return {
+        "candidate": candidate,
         "recipe": name,
         "data": RECIPES[name],
         "images": n,
@@ -265,12 +321,12 @@ def bench_defaults(images: int, reps: int, warmup: int = 1, quick: bool = False)
 def main(argv=None) -> dict[str, Any]:
     parser = argparse.ArgumentParser(prog="python -m bench.bench_pipeline", description=__doc__.splitlines()[0])
     add_common_args(parser)
-    parser.add_argument("--images", type=int, default=None, help="images per epoch (default 8192; quick 64)")
+    parser.add_argument("--images", type=int, default=None, help="images per epoch (default 4096; quick 64)")
     parser.add_argument("--recipes", nargs="*", default=None, help=f"subset of {list(RECIPES)}")
     parser.add_argument("--no-defaults", action="store_true", help="skip the XLA / batch / prefetch studies")
     args = parser.parse_args(argv)
     reps = repetitions(args)
-    images = args.images or (64 if args.quick else 8192)
+    images = args.images or (64 if args.quick else 4096)
     warmup = 0 if args.quick else 1  # quick: the first (timed) call also traces; only the code paths matter
     names = args.recipes or list(RECIPES)
     unknown = [n for n in names if n not in RECIPES]

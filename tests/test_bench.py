@@ -126,7 +126,24 @@ def test_bench_pipeline_quick(tmp_path):
     for r in saved["recipes"]:
         assert r["pipeline_speedup"]["median"] > 0 and r["epoch_speedup"]["median"] > 0
     assert {"batch_size", "prefetch"} <= set(saved["defaults"])  # XLA: full runs only (compiling is slow)
+    assert dogs["candidate"]["pipeline_speedup"]["median"] > 0 and cifar["candidate"] is None
     assert saved["machine"]["cores"] >= 1 and result["quick"] is True
+
+
+def test_candidate_augmentation_with_zero_ranges_is_the_identity():
+    """The composed-transform candidate must not distort images by itself (its speed figure would mean nothing)."""
+    import numpy as np
+
+    from bench.bench_pipeline import composed_affine_dataset, load_recipe
+
+    spec = load_recipe("dogs-image-folder")
+    spec.augmentation.flip, spec.augmentation.rotation, spec.augmentation.zoom = "none", 0.0, 0.0
+    x = np.random.default_rng(0).integers(0, 256, size=(8, 32, 32, 3), dtype=np.uint8)
+    y = np.arange(8) % 3
+    images, labels = next(iter(composed_affine_dataset(spec, x, y, 3, 8)))
+    order = np.argmax(labels.numpy(), axis=1)
+    got = {tuple(img.astype(np.uint8).ravel()[:64]) for img in np.rint(images.numpy())}
+    assert got == {tuple(img.ravel()[:64]) for img in x} and set(order) <= {0, 1, 2}
 
 
 @pytest.mark.slow
