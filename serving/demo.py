@@ -80,8 +80,8 @@ def _print(result: dict, console=None) -> None:
     from rich.console import Console
     from rich.table import Table
 
-    table = Table(title=f"Test accuracy over gRPC ({result['examples']} images, {result['requests']} Predict calls, "
-                        f"{result['seconds']:.2f}s)")
+    table = Table(title="Test set over gRPC: members and their ensemble",
+                  caption=f"{result['examples']} images, {result['requests']} Predict calls, {result['seconds']:.2f}s")
     table.add_column("model")
     table.add_column("accuracy", justify="right")
     table.add_column("loss", justify="right")
