@@ -183,20 +183,67 @@ def _multi_worker(config: dict, workers: int, position: int, timeout: float) -> 
     # returned here (never tf.keras), so a process that imported TensorFlow earlier still trains correctly.
     os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
     os.environ["TF_CONFIG"] = json.dumps(config)  # TFConfigClusterResolver reads it from the environment
+    hosts = [h for job in ("chief", "worker") for h in config["cluster"].get(job, [])]
+    what = f"waiting for {workers} workers ({', '.join(hosts)}) as worker {position}"
+    # TensorFlow waits for missing peers inside a C++ call that holds the GIL and has no timeout of its own, so
+    # no Python code can bound it. Meet the peers first over plain TCP, with a deadline; a worker that never
+    # comes up fails here, clearly. faulthandler (a C thread) is the backstop for a peer lost in between.
+    wait_for_peers(hosts, position, timeout)
+    import faulthandler
+
     import tensorflow as tf
     import tf_keras
 
-    hosts = [h for job in ("chief", "worker") for h in config["cluster"].get(job, [])]
-    what = f"waiting for {workers} workers ({', '.join(hosts)}) as worker {position}"
-    with deadline(timeout, f"{what}: not all of them joined within {timeout:g} s (distribution.worker_timeout_seconds)"):
+    faulthandler.dump_traceback_later(timeout + 60, exit=True)
+    try:
         strategy = tf.distribute.MultiWorkerMirroredStrategy()
-        # Strategy creation returns before every peer has joined; the first collective is the real barrier.
-        barrier(strategy)
+        barrier(strategy)  # strategy creation can return before every peer has joined
+    finally:
+        faulthandler.cancel_dump_traceback_later()
     log.info("%s: cluster ready, %d replicas", what, strategy.num_replicas_in_sync)
     return StrategyInfo(
         strategy, "multi_worker", strategy.num_replicas_in_sync, workers=workers, task_index=position,
         keras=tf_keras, models=legacy_models(),
     )
+
+
+def wait_for_peers(hosts: list[str], position: int, timeout: float, poll: float = 0.25) -> None:
+    """Listen on this worker's port and connect to every other one until all answer, or raise PeerUnavailable.
+
+    The listener is closed before TensorFlow binds the same port; a peer still probing then reaches
+    TensorFlow's own server, which accepts connections just the same.
+    """
+    import socket
+
+    _, own_port = hosts[position].rsplit(":", 1)
+    listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        listener.bind(("", int(own_port)))
+    except OSError as exc:
+        listener.close()
+        raise PeerUnavailable(f"TF_CONFIG: cannot listen on port {own_port} of {hosts[position]} ({exc})") from exc
+    listener.listen(64)
+    started = time.monotonic()
+    pending = [h for i, h in enumerate(hosts) if i != position]
+    try:
+        while pending:
+            for host in list(pending):
+                name, port = host.rsplit(":", 1)
+                try:
+                    socket.create_connection((name, int(port)), timeout=2.0).close()
+                    pending.remove(host)
+                except OSError:  # not resolvable yet (a pod's DNS name appears with the pod) or not listening
+                    pass
+            if pending:
+                if time.monotonic() - started > timeout:
+                    raise PeerUnavailable(
+                        f"waiting for {len(hosts)} workers as worker {position}: {', '.join(pending)} never answered; "
+                        f"not all of them joined within {timeout:g} s (distribution.worker_timeout_seconds)"
+                    )
+                time.sleep(poll)
+    finally:
+        listener.close()
 
 
 def barrier(strategy) -> None:
@@ -205,31 +252,6 @@ def barrier(strategy) -> None:
 
     value = strategy.experimental_distribute_values_from_function(lambda ctx: tf.constant(1.0))
     strategy.reduce(tf.distribute.ReduceOp.SUM, value, axis=None)
-
-
-class deadline:
-    """Exit PEER_UNAVAILABLE if the block takes longer than `seconds`.
-
-    A watchdog thread, because the wait happens inside TensorFlow's C++ runtime (cluster registration,
-    collectives), where no Python exception or signal handler can interrupt it.
-    """
-
-    def __init__(self, seconds: float, message: str, exit: Callable[[int], None] = os._exit):
-        self.seconds, self.message, self._exit = seconds, message, exit
-        self._done = threading.Event()
-
-    def _watch(self) -> None:
-        if not self._done.wait(self.seconds):
-            print(f"error: {self.message}", file=sys.stderr, flush=True)
-            self._exit(exit_codes.PEER_UNAVAILABLE)
-
-    def __enter__(self):
-        threading.Thread(target=self._watch, name="jobctl-deadline", daemon=True).start()
-        return self
-
-    def __exit__(self, *exc):
-        self._done.set()
-        return False
 
 
 def is_peer_failure(exc: BaseException) -> bool:
