@@ -38,7 +38,7 @@ def ensemble(
     output: Path = typer.Option(..., "-o", "--output", help="the ensemble's model base path (TF Serving layout)"),
     sweep: Optional[Path] = typer.Option(None, "--sweep", help="a sweep directory (with leaderboard.json)"),
     top: Optional[int] = typer.Option(None, "--top", min=1, help="with --sweep: the best K trials"),
-    weights: Optional[list[float]] = typer.Option(None, "--weights", help="one per member (repeat); normalized"),
+    weights: Optional[list[str]] = typer.Option(None, "--weights", help="one per member: 1,1,2 or repeat; normalized"),
     member_outputs: bool = typer.Option(True, "--member-outputs/--no-member-outputs",
                                         help="also return each member's probabilities (member_probabilities)"),
     version: Optional[int] = typer.Option(None, "--version", min=1, help="version number (default: next)"),
@@ -48,12 +48,18 @@ def ensemble(
         fail("give member EXPORT paths or --sweep SWEEP (not both, not neither)", exit_codes.BAD_SPEC)
     if top is not None and not sweep:
         fail("--top applies to --sweep; with explicit EXPORT paths, list the members you want", exit_codes.BAD_SPEC)
+    parsed: Optional[list[float]] = None
+    if weights:
+        try:
+            parsed = [float(w) for item in weights for w in item.split(",") if w.strip()]
+        except ValueError:
+            fail(f"--weights: expected numbers (e.g. 1,1,2), received {weights}", exit_codes.BAD_SPEC)
     _quiet_tf()
     from serving.ensemble import EnsembleError, build_ensemble, resolve_members
 
     try:
         members = resolve_members(sweep if sweep else exports, top=top)
-        path = build_ensemble(members, output, weights=weights, include_member_probabilities=member_outputs, version=version)
+        path = build_ensemble(members, output, weights=parsed, include_member_probabilities=member_outputs, version=version)
     except EnsembleError as exc:
         fail(str(exc), exit_codes.BAD_SPEC)
     console.print(f"ensemble of {len(members)} members written to [bold]{path}[/]")

@@ -112,7 +112,7 @@ def test_cli_ensemble_and_evaluate(shared, tmp_path):
     npz = tmp_path / "test.npz"
     np.savez(npz, x_test=shared["data"][2], y_test=shared["data"][3])
     out = tmp_path / "models" / "ens"
-    args = ["ensemble", *map(str, shared["members"]), "-o", str(out), "--weights", "1", "--weights", "1", "--weights", "2"]
+    args = ["ensemble", *map(str, shared["members"]), "-o", str(out), "--weights", "1,1", "--weights", "2"]
     r = runner.invoke(app, args)
     assert r.exit_code == 0, r.output
     assert (out / "1" / "saved_model.pb").is_file()
@@ -130,6 +130,9 @@ def test_cli_ensemble_and_evaluate(shared, tmp_path):
     assert rows[-1]["examples"] == len(y)
 
     # bad arguments: exit code 2 with the reason
+    assert [m["weight"] for m in json.loads((out / "1" / "jobctl.json").read_text())["members"]] == [0.25, 0.25, 0.5]
+    r = runner.invoke(app, ["ensemble", *map(str, shared["members"]), "-o", str(out), "--weights", "1,x"])
+    assert r.exit_code == 2 and "--weights: expected numbers" in r.output
     r = runner.invoke(app, ["ensemble", "-o", str(out)])
     assert r.exit_code == 2 and "give member EXPORT paths or --sweep" in r.output
     r = runner.invoke(app, ["ensemble", str(shared["members"][0]), str(tmp_path / "nope"), "-o", str(out)])
