@@ -208,10 +208,11 @@ def _multi_worker(config: dict, workers: int, position: int, timeout: float) -> 
 
 
 def wait_for_peers(hosts: list[str], position: int, timeout: float, poll: float = 0.25) -> None:
-    """Listen on this worker's port and connect to every other one until all answer, or raise PeerUnavailable.
+    """Meet every other worker over plain TCP on the TF_CONFIG ports, or raise PeerUnavailable after `timeout`.
 
-    The listener is closed before TensorFlow binds the same port; a peer still probing then reaches
-    TensorFlow's own server, which accepts connections just the same.
+    Each worker listens on its own port and says hello (its index) to every other one. It closes its listener,
+    so that TensorFlow can bind the port, only when it has reached every peer *and* every peer has reached it:
+    nobody is left probing a port that is about to change hands.
     """
     import socket
 
@@ -224,25 +225,53 @@ def wait_for_peers(hosts: list[str], position: int, timeout: float, poll: float 
         listener.close()
         raise PeerUnavailable(f"TF_CONFIG: cannot listen on port {own_port} of {hosts[position]} ({exc})") from exc
     listener.listen(64)
-    started = time.monotonic()
-    pending = [h for i, h in enumerate(hosts) if i != position]
-    try:
-        while pending:
-            for host in list(pending):
-                name, port = host.rsplit(":", 1)
+    listener.settimeout(poll)
+    others = {i for i in range(len(hosts)) if i != position}
+    heard: set[int] = set()
+    stop = threading.Event()
+
+    def accept() -> None:
+        while not stop.is_set():
+            try:
+                conn, _ = listener.accept()
+            except OSError:  # timeout, or closed
+                continue
+            with conn:
+                conn.settimeout(2.0)
                 try:
-                    socket.create_connection((name, int(port)), timeout=2.0).close()
-                    pending.remove(host)
+                    words = conn.recv(64).decode(errors="replace").split()
+                except OSError:
+                    continue
+                if len(words) == 2 and words[0] == "jobctl-peer" and words[1].isdigit():
+                    heard.add(int(words[1]))
+
+    thread = threading.Thread(target=accept, name="jobctl-rendezvous", daemon=True)
+    thread.start()
+    started = time.monotonic()
+    reached: set[int] = set()
+    try:
+        while reached != others or not others <= heard:
+            for i in sorted(others - reached):
+                name, port = hosts[i].rsplit(":", 1)
+                try:
+                    with socket.create_connection((name, int(port)), timeout=2.0) as conn:
+                        conn.sendall(f"jobctl-peer {position}\n".encode())
+                    reached.add(i)
                 except OSError:  # not resolvable yet (a pod's DNS name appears with the pod) or not listening
                     pass
-            if pending:
-                if time.monotonic() - started > timeout:
-                    raise PeerUnavailable(
-                        f"waiting for {len(hosts)} workers as worker {position}: {', '.join(pending)} never answered; "
-                        f"not all of them joined within {timeout:g} s (distribution.worker_timeout_seconds)"
-                    )
-                time.sleep(poll)
+            if reached == others and others <= heard:
+                break
+            if time.monotonic() - started > timeout:
+                missing = sorted((others - reached) | (others - heard))
+                raise PeerUnavailable(
+                    f"waiting for {len(hosts)} workers as worker {position}: "
+                    f"{', '.join(hosts[i] for i in missing)} never answered; not all of them joined within "
+                    f"{timeout:g} s (distribution.worker_timeout_seconds)"
+                )
+            time.sleep(poll)
     finally:
+        stop.set()
+        thread.join()
         listener.close()
 
 
@@ -323,6 +352,8 @@ def copy_weights(source, target) -> None:
             )
         if values:
             other.set_weights(values)
+            if hasattr(other, "finalize_state"):
+                other.finalize_state()  # Normalization computes what it applies from its weights here
 
 
 # -------------------------------------------------------------------------------------------------- SIGTERM

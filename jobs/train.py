@@ -432,18 +432,19 @@ def _run(
 
     from jobs import distribute
 
-    # Devices and the cluster must be configured before any other TensorFlow call.
-    info = distribute.select_strategy(
-        spec.distribution.strategy, virtual_devices, worker_timeout=spec.distribution.worker_timeout_seconds
-    )
     root = Path(artifacts_dir or spec.artifacts_dir)
     shared_run_dir = root / "runs" / spec.name / run_id
     done = _read_metrics(shared_run_dir)
     if done.get("status") == "succeeded":
         # A retried pod of a finished run (or the same --run-id twice): training again would export twice.
+        # Every worker reads the same file, so all of them stop here, before meeting.
         print(f"run {shared_run_dir} already succeeded; nothing to do (a new --run-id trains again)", file=out)
         path = done.get("export_path")
         return RunResult(shared_run_dir, Path(path) if path else None, done)
+    # Devices and the cluster must be configured before any other TensorFlow call.
+    info = distribute.select_strategy(
+        spec.distribution.strategy, virtual_devices, worker_timeout=spec.distribution.worker_timeout_seconds
+    )
     # Only the chief writes the run directory; the other workers write the same files into a directory of
     # their own that they delete, so every code path (and every collective inside a save) is the same for all.
     run_dir = shared_run_dir if info.is_chief else Path(tempfile.mkdtemp(prefix=f"jobctl-worker{info.task_index}-"))

@@ -165,9 +165,11 @@ def test_three_workers_agree_and_only_the_chief_writes(tmp_path, workers):
     spec = tiny_spec(tmp_path, "three")
     procs = workers.cluster(3, spec, tmp_path / "art", "--run-id", "r", label="w")
     assert workers.wait(procs) == [0, 0, 0], workers.logs()
-    finals = [[ln for ln in workers.log(p).splitlines() if ln.startswith("best epoch")] for p in procs]
-    assert all(len(f) == 1 for f in finals), workers.logs()
-    assert finals[0] == finals[1] == finals[2]  # same loss and accuracy everywhere: one model, all-reduced
+    # Same losses and accuracies everywhere (wall times differ): one model, all-reduced.
+    reports = [[ln.rsplit(";", 1)[0] if ln.startswith("best") else ln.split("  ")[:5]
+                for ln in workers.log(p).splitlines() if ln.startswith(("epoch ", "best epoch"))] for p in procs]
+    assert len(reports[0]) == 3, workers.logs()
+    assert reports[0] == reports[1] == reports[2]
     # Exactly one export, and nothing in the run dir but the chief's files: no backup left, no worker temp dirs.
     art = tmp_path / "art"
     assert [p.name for p in (art / "models" / "three").iterdir()] == ["1"]
@@ -197,7 +199,7 @@ def test_three_workers_agree_and_only_the_chief_writes(tmp_path, workers):
 def test_killed_worker_then_restart_resumes_at_the_next_epoch(tmp_path, workers):
     """Worker 1 is killed once the first epoch is backed up: the chief exits 76 (retry), and the restarted job
     (same --run-id, as the Kubernetes Job passes) goes on after the last finished epoch, exporting once."""
-    spec = tiny_spec(tmp_path, "resume", **{"data.max_train_examples": 1000, "training.epochs": 4})
+    spec = tiny_spec(tmp_path, "resume", **{"data.max_train_examples": 600, "training.epochs": 3})
     art = tmp_path / "art"
     run_dir = art / "runs" / "resume" / "r"
     first = workers.cluster(2, spec, art, "--run-id", "r", label="a")
@@ -211,19 +213,19 @@ def test_killed_worker_then_restart_resumes_at_the_next_epoch(tmp_path, workers)
     failed = json.loads((run_dir / "metrics.json").read_text())
     assert failed["status"] == "failed" and failed["epochs_finished"] >= 1
     done_before = failed["epochs_finished"]
-    assert done_before < 4, "the kill came too late to test a resume"
+    assert done_before < 3, "the kill came too late to test a resume"
 
     second = workers.cluster(2, spec, art, "--run-id", "r", label="b")
     assert workers.wait(second) == [0, 0], workers.logs()
     for p in second:
         text = workers.log(p)
         assert f"resumed: epochs 1-{done_before} restored" in text, text
-        assert epoch_lines(text) == list(range(done_before + 1, 5)), text  # starts at the next epoch
+        assert epoch_lines(text) == list(range(done_before + 1, 4)), text  # starts at the next epoch
     history = json.loads((run_dir / "history.json").read_text())
-    assert history["epochs"] == [1, 2, 3, 4] and len(history["loss"]) == 4  # none lost, none twice
+    assert history["epochs"] == [1, 2, 3] and len(history["loss"]) == 3  # none lost, none twice
     assert [p.name for p in (art / "models" / "resume").iterdir()] == ["1"]
     metrics = json.loads((run_dir / "metrics.json").read_text())
-    assert metrics["status"] == "succeeded" and metrics["epochs_run"] == 4
+    assert metrics["status"] == "succeeded" and metrics["epochs_run"] == 3
     assert not (run_dir / "backup").exists()
 
 
