@@ -375,3 +375,30 @@ def test_batcher_merges_slices_and_survives_retirement():
         after = b.submit({"x": xs[5]}, len(xs[5]), 5)
         assert all(np.array_equal(f.result(timeout=5)["y"], x * 2) for f, x in zip(futs, xs[:4]))
     assert np.array_equal(after["y"], xs[5] * 2)
+
+
+def test_warmup_requests_run_before_a_version_serves(tmp_path):
+    """TF Serving's assets.extra/tf_serving_warmup_requests run at load: a version whose warmup fails is not served."""
+    import tensorflow as tf
+    from tensorflow_serving.apis import model_pb2, predict_pb2, prediction_log_pb2
+
+    from serving.server import ModelServer, ServerConfig
+    from serving.tensors import from_ndarray
+
+    shared = shared_models()
+    base = tmp_path / "m"
+    base.mkdir()
+    for version, input_name in ((1, "images"), (2, "pixels")):
+        vdir = copy_version(shared["members"][0], base, version)
+        (vdir / "assets.extra").mkdir()
+        with tf.io.TFRecordWriter(str(vdir / "assets.extra" / "tf_serving_warmup_requests")) as writer:
+            req = predict_pb2.PredictRequest(model_spec=model_pb2.ModelSpec(name="m"))
+            req.inputs[input_name].CopyFrom(from_ndarray(shared["data"][2][:1]))
+            writer.write(prediction_log_pb2.PredictionLog(predict_log=prediction_log_pb2.PredictLog(request=req)).SerializeToString())
+    server = ModelServer(ServerConfig("m", base, port=0, host="127.0.0.1", poll_seconds=3600, num_versions=2)).start()
+    try:
+        manager = server.managers["m"]
+        assert manager.available() == [1]
+        assert manager.versions[2].state == 50 and "pixels" in manager.versions[2].error
+    finally:
+        server.stop(grace=0)
