@@ -31,7 +31,7 @@ def tiny_spec(tmp_path: Path, name: str, **overrides) -> Path:
     spec = {
         "name": name,
         "seed": 7,
-        "data": {"dataset": "digits", "max_train_examples": 400},
+        "data": {"dataset": "digits", "max_train_examples": 300},
         "model": {"type": "cnn", "conv_filters": [8], "padding": "same", "dense_units": [16]},
         "training": {"batch_size": 32, "epochs": 2, "learning_rate": 0.005},
         "callbacks": {"tensorboard": {"enabled": False}},
@@ -185,15 +185,12 @@ def test_three_workers_agree_and_only_the_chief_writes(tmp_path, workers):
     info = json.loads((art / "models/three/1/jobctl.json").read_text())
     assert info["input_name"] == "images" and info["metrics"]["test_accuracy"] == metrics["test_accuracy"]
     # The export has the single-process contract: serving_default(images uint8) -> probabilities, class_ids.
-    out = subprocess.run(
-        [sys.executable, "-c", (
-            "import tensorflow as tf, numpy as np, json, sys\n"
-            f"m = tf.saved_model.load({str(art / 'models/three/1')!r}); f = m.signatures['serving_default']\n"
-            "r = f(images=tf.constant(np.zeros((2, 8, 8, 1), np.uint8)))\n"
-            "print(json.dumps({k: v.shape.as_list() for k, v in r.items()}))"
-        )], cwd=ROOT, env=env_for(), capture_output=True, text=True, timeout=HARD_TIMEOUT,
-    )
-    assert json.loads(out.stdout.strip().splitlines()[-1]) == {"class_ids": [2], "probabilities": [2, 10]}, out.stderr
+    import numpy as np
+    import tensorflow as tf
+
+    serve = tf.saved_model.load(str(art / "models/three/1")).signatures["serving_default"]
+    out = serve(images=tf.constant(np.zeros((2, 8, 8, 1), np.uint8)))
+    assert {k: v.shape.as_list() for k, v in out.items()} == {"class_ids": [2], "probabilities": [2, 10]}
 
 
 def test_killed_worker_then_restart_resumes_at_the_next_epoch(tmp_path, workers):

@@ -1,0 +1,203 @@
+"""Distribution overhead: images per second of one model and global batch under each strategy, side by side.
+
+    .venv/bin/python -m bench.bench_distribute [--examples 2048] [--batch 64] [--repetitions 5] [--quick] [--out F]
+
+Variants, all training the same CNN (jobs.models, Conv32-Pool-Conv64-Pool-Dense64 on 32x32x3 uint8 images through
+jobs.pipeline) with the same global batch, one epoch per measurement after an untimed warm-up epoch:
+
+- `none`: no strategy (the default strategy, Keras 3 `fit`);
+- `mirrored_1`: MirroredStrategy on one logical CPU device;
+- `mirrored_2`: MirroredStrategy on two logical CPU devices (the CPU split in two, as `--virtual-devices 2`);
+- `workers_2`: two worker processes on 127.0.0.1 with TF_CONFIG (MultiWorkerMirroredStrategy, tf-keras `fit`).
+
+The first three run in one process, interleaved repetition by repetition (paired ratios to `none`); the two
+workers run afterwards in the same benchmark run (their ratio is median over median). Every variant shares the
+same 2 cores here: logical devices and worker processes add coordination, never compute, so these figures
+measure the *cost* of each strategy. Multi-GPU or multi-node *scaling* is not measurable on this machine.
+Writes bench/out/distribute.json (--quick: tiny sizes, one repetition, bench/out/distribute-quick.json).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from bench.common import ROOT, Stat, add_common_args, bench_env, machine_info, paired_ratio, repetitions, write_json
+
+MODEL = {"type": "cnn", "conv_filters": [32, 64], "dense_units": [64], "padding": "same"}
+INPUT = (32, 32, 3)
+
+
+def _data(n: int):
+    import numpy as np
+
+    rng = np.random.default_rng(0)
+    x = rng.integers(0, 256, (n, *INPUT), dtype=np.uint8)
+    y = rng.integers(0, 10, n)
+    return x, y
+
+
+def _model_and_data(info, n: int, batch: int):
+    from jobs.pipeline import make_dataset
+    from jobs.spec import JobSpec
+
+    spec = JobSpec(name="bench", model=MODEL)
+    keras = info.keras
+    x, y = _data(n)
+    with info.strategy.scope():
+        model = info.models.build_model(spec.model, spec.preprocessing, INPUT, 10, 255.0)
+        model.compile(optimizer=keras.optimizers.Adam(1e-3),
+                      loss=keras.losses.CategoricalCrossentropy(from_logits=True),
+                      metrics=[keras.metrics.CategoricalAccuracy(name="accuracy")])
+    ds = make_dataset(x, y, 10, batch, training=True, seed=1)
+    return model, ds
+
+
+def _epoch_seconds(model, ds) -> float:
+    started = time.perf_counter()
+    model.fit(ds, epochs=1, verbose=0)
+    return time.perf_counter() - started
+
+
+def child_single(n: int, batch: int, reps: int) -> dict:
+    """none / mirrored_1 / mirrored_2 in one process (2 logical CPU devices configured before anything else)."""
+    from jobs import distribute
+
+    distribute.configure_virtual_devices(2)
+    import keras
+    import tensorflow as tf
+
+    from jobs import models
+
+    def info(strategy):
+        return distribute.StrategyInfo(strategy, "bench", strategy.num_replicas_in_sync, keras=keras, models=models)
+
+    variants = {
+        "none": info(tf.distribute.get_strategy()),
+        "mirrored_1": info(tf.distribute.MirroredStrategy(["/cpu:0"])),
+        "mirrored_2": info(tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"])),
+    }
+    built = {name: _model_and_data(v, n, batch) for name, v in variants.items()}
+    for model, ds in built.values():
+        _epoch_seconds(model, ds)  # warm-up: tracing and the dataset cache
+    seconds: dict[str, list[float]] = {name: [] for name in variants}
+    for rep in range(reps):
+        names = list(variants) if rep % 2 == 0 else list(reversed(variants))
+        for name in names:
+            seconds[name].append(_epoch_seconds(*built[name]))
+    return {name: [n / s for s in values] for name, values in seconds.items()}
+
+
+def child_worker(n: int, batch: int, reps: int) -> dict:
+    from jobs import distribute
+
+    info = distribute.select_strategy("auto", worker_timeout=120)
+    model, ds = _model_and_data(info, n, batch)
+    _epoch_seconds(model, ds)
+    # Every worker steps through the same global batches (each computes half), so one worker's epoch time is
+    # the job's: n images per epoch in total.
+    return {"workers_2": [n / _epoch_seconds(model, ds) for _ in range(reps)], "task": info.task_index}
+
+
+def _free_ports(k: int) -> list[int]:
+    socks = [socket.socket() for _ in range(k)]
+    for s in socks:
+        s.bind(("127.0.0.1", 0))
+    ports = [s.getsockname()[1] for s in socks]
+    for s in socks:
+        s.close()
+    return ports
+
+
+def _run_child(args: list[str], env: dict, timeout: float) -> subprocess.Popen:
+    out = tempfile.TemporaryFile()
+    proc = subprocess.Popen([sys.executable, "-m", "bench.bench_distribute", *args], cwd=ROOT, env=env,
+                            stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+    proc.output = out  # type: ignore[attr-defined]
+    return proc
+
+
+def _result(proc: subprocess.Popen, timeout: float) -> dict:
+    try:
+        proc.wait(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+    proc.output.seek(0)  # type: ignore[attr-defined]
+    text = proc.output.read().decode(errors="replace")  # type: ignore[attr-defined]
+    for line in reversed(text.splitlines()):
+        if line.startswith("RESULT "):
+            return json.loads(line[len("RESULT "):])
+    raise RuntimeError(f"bench child failed (exit {proc.returncode}):\n{text[-3000:]}")
+
+
+def main(argv=None) -> dict:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--examples", type=int, default=2048, help="images per epoch")
+    parser.add_argument("--batch", type=int, default=64, help="global batch size")
+    parser.add_argument("--child", choices=("single", "worker"), help=argparse.SUPPRESS)
+    add_common_args(parser)
+    args = parser.parse_args(argv)
+    if args.quick:
+        args.examples, args.batch = 256, 32
+    reps = repetitions(args)
+    if args.child:
+        fn = child_single if args.child == "single" else child_worker
+        print("RESULT " + json.dumps(fn(args.examples, args.batch, reps)), flush=True)
+        return {}
+
+    timeout = 900.0
+    common = ["--examples", str(args.examples), "--batch", str(args.batch), "--repetitions", str(reps)]
+    started = time.perf_counter()
+    single = _result(_run_child(["--child", "single", *common], bench_env(), timeout), timeout)
+    ports = _free_ports(2)
+    cluster = {"worker": [f"127.0.0.1:{p}" for p in ports]}
+    procs = [
+        _run_child(["--child", "worker", *common],
+                   bench_env(TF_CONFIG=json.dumps({"cluster": cluster, "task": {"type": "worker", "index": i}})),
+                   timeout)
+        for i in range(2)
+    ]
+    workers = [_result(p, timeout) for p in procs]
+    chief = next(w for w in workers if w["task"] == 0)
+
+    base = single["none"]
+    variants = {}
+    for name in ("none", "mirrored_1", "mirrored_2"):
+        ratio = paired_ratio(single[name], base)
+        variants[name] = {"images_per_second": Stat.of(single[name]).as_dict(1), "ratio_to_none": ratio.as_dict(3)}
+    w = Stat.of(chief["workers_2"])
+    variants["workers_2"] = {
+        "images_per_second": w.as_dict(1),
+        "ratio_to_none": {"median": round(w.median / Stat.of(base).median, 3), "note": "median over median, not paired"},
+    }
+    mirrored_1_cost = 1 - variants["mirrored_1"]["ratio_to_none"]["median"]
+    result = {
+        "benchmark": "distribution overhead: images/s per strategy, same model and global batch",
+        "command": "python -m bench.bench_distribute" + (" --quick" if args.quick else
+                                                         f" --examples {args.examples} --batch {args.batch} --repetitions {reps}"),
+        "machine": machine_info(),
+        "model": MODEL, "input_shape": list(INPUT), "examples_per_epoch": args.examples,
+        "global_batch": args.batch, "repetitions": reps,
+        "variants": variants,
+        "mirrored_1_overhead": round(mirrored_1_cost, 3),
+        "mirrored_1_target_met": mirrored_1_cost <= 0.10,
+        "seconds": round(time.perf_counter() - started, 1),
+        "note": "All variants share this machine's CPU cores: the figures are the cost of each strategy, not scaling. "
+                "Multi-GPU and multi-node scaling cannot be measured without GPUs or nodes.",
+    }
+    out = args.out or ROOT / "bench" / "out" / ("distribute-quick.json" if args.quick else "distribute.json")
+    write_json(out, result)
+    print(json.dumps({k: v for k, v in result.items() if k != "machine"}, indent=2))
+    return result
+
+
+if __name__ == "__main__":
+    main()
