@@ -54,7 +54,7 @@ def startup(reps: int, tmp: Path) -> dict[str, Any]:
     spec.write_text(yaml.safe_dump({"name": "cifar-dist", "resources": {"workers": 4, "gpus": 1}}))
     # What the report shows (the real argv has temporary paths).
     shown = {"python": 'python -c pass', "import_tensorflow": 'python -c "import tensorflow"', "help": "jobctl --help",
-             "render": "jobctl render job.yaml -o DIR", "status": "jobctl status JOB (KMock API on localhost)"}
+             "render": "jobctl render job.yaml -o DIR", "status": "jobctl status JOB"}
     commands: dict[str, list[str]] = {
         "python": [sys.executable, "-c", "pass"],
         "import_tensorflow": [sys.executable, "-c", "import tensorflow"],
