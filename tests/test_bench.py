@@ -89,7 +89,7 @@ def test_report_quotes_ratios_with_spread_targets_and_what_did_not_run(tmp_path)
     assert "one image is 0.28 points" in text
     assert "Not measured: missing — bench/bench_distribute.py does not exist" in text
     assert "Not measured: failed — exit 1: RuntimeError: boom" in text
-    assert "Local sweep, parallelism 2 vs one trial at a time | 1.69x" in text
+    assert "Local sweep speed-up, parallelism 2 vs one trial at a time | 1.69x" in text
     assert "![pipeline.png](figures/pipeline.png)" in text
 
 
