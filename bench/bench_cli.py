@@ -145,6 +145,8 @@ def _serving_memory(base: Path, env: dict, requests: int) -> dict[str, Any]:
 
     import numpy as np
 
+    # wait4 rather than GNU time (SIGTERM must reach the server itself). The child starts with this process'
+    # high-water mark (~100 MB here), far below a TensorFlow server's, so the figure is the server's own.
     port = _free_port()
     cmd = [*jobctl_command(), "serve", str(base), "--port", str(port), "--host", "127.0.0.1", "--grace-seconds", "1"]
     log = tempfile.TemporaryFile()

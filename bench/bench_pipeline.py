@@ -10,7 +10,8 @@ CIFAR-10 and the dogs images are not on this machine, so those recipes run on ra
 
 Figures (each a paired ratio per repetition, baseline and candidate interleaved):
   pipeline: one epoch of batches produced, nothing trained (seed seconds / jobctl seconds: higher is better);
-  epoch:    one `fit` epoch after a warm-up epoch (tracing excluded on both sides).
+  epoch:    the second epoch of a `fit(epochs=2)` call (tracing and one-off array conversion excluded on both sides).
+For the augmentation recipe a third variant, `composed_affine_dataset`, measures a candidate for jobs/pipeline.py.
 Default studies (jobctl pipeline, the cifar10-cnn recipe): XLA on/off, batch size 32/64/128, prefetch depth.
 """
 

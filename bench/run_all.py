@@ -429,10 +429,17 @@ def render_report(results: dict, figures_rel: str = "bench/figures") -> str:
         f"{m.get('load_average')}, at the end {results.get('load_average_end')} (2 cores: above 2 means others "
         "were computing too).",
         "",
-        "## Summary",
-        "",
     ]
-    rows = [[q, f, t, "—" if met is None else ("yes" if met else "**no**")] for q, f, t, met in headline(results)]
+    if results.get("merged"):
+        out += [f"Kept from an earlier run (`--merge`): {', '.join(results['merged'])}.", ""]
+    out += ["## Summary", ""]
+    heads = headline(results)
+    judged = [h for h in heads if h[3] is not None]
+    if judged:
+        missed = [h[0] for h in judged if not h[3]]
+        out += [f"**{len(judged) - len(missed)} of {len(judged)} targets met** in this run; the last column says "
+                "which. Sections below give the spread, the baseline and what each figure measures.", ""]
+    rows = [[q, f, t, "—" if met is None else ("yes" if met else "**no**")] for q, f, t, met in heads]
     out.append(_md_table(["question", "measured (median, spread)", "target", "met"], rows) if rows else "(no figures)")
     status_rows = [[f"`{n}`", e.get("status"), _f(e.get("seconds"), 0) + " s" if e.get("seconds") else "—",
                     f"`{e['command']}`" if e.get("command") else "", e.get("detail", "")] for n, e in b.items()]
@@ -663,6 +670,8 @@ def main(argv=None) -> int:
     parser.add_argument("--results", type=Path, default=None, help="default: bench/results.json")
     parser.add_argument("--figures", type=Path, default=None, help="default: bench/figures/")
     parser.add_argument("--report-only", action="store_true", help="re-render from the results JSON; run nothing")
+    parser.add_argument("--merge", action="store_true",
+                        help="keep the other benchmarks' entries of the existing results JSON (with --only)")
     args = parser.parse_args(argv)
 
     base = OUT_DIR / "quick" if args.quick else None
@@ -686,6 +695,11 @@ def main(argv=None) -> int:
             results["benchmarks"][b.name] = run_benchmark(b, args.quick, out_dir, out_dir / "logs")
             print(f"bench: {b.name}: {results['benchmarks'][b.name]['status']} "
                   f"({results['benchmarks'][b.name].get('seconds', 0)} s)", file=sys.stderr, flush=True)
+        if args.merge and results_path.is_file():
+            # Each benchmark's ratios are internal to its own run, so entries from an earlier run stay valid.
+            previous = json.loads(results_path.read_text()).get("benchmarks", {})
+            results["benchmarks"] = {**previous, **results["benchmarks"]}
+            results["merged"] = sorted(set(previous) - {b.name for b in chosen})
         results["finished_utc"] = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
         results["total_seconds"] = round(time.time() - started, 1)
         results["load_average_end"] = machine_info()["load_average"]
