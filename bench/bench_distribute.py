@@ -1,6 +1,6 @@
 """Distribution overhead: images per second of one model and global batch under each strategy, side by side.
 
-    .venv/bin/python -m bench.bench_distribute [--examples 2048] [--batch 64] [--repetitions 5] [--quick] [--out F]
+    .venv/bin/python -m bench.bench_distribute [--examples 4096] [--batch 64] [--repetitions 5] [--quick] [--out F]
 
 Variants, all training the same CNN (jobs.models, Conv32-Pool-Conv64-Pool-Dense64 on 32x32x3 uint8 images through
 jobs.pipeline) with the same global batch, one epoch per measurement after an untimed warm-up epoch:
@@ -14,7 +14,8 @@ The first three run in one process, interleaved repetition by repetition (paired
 workers run afterwards in the same benchmark run (their ratio is median over median). Every variant shares the
 same 2 cores here: logical devices and worker processes add coordination, never compute, so these figures
 measure the *cost* of each strategy. Multi-GPU or multi-node *scaling* is not measurable on this machine.
-Writes bench/out/distribute.json (--quick: tiny sizes, one repetition, bench/out/distribute-quick.json).
+Writes bench/out/distribute.json (--quick: tiny sizes, one repetition, all variants at once: a smoke test of the
+harness whose figures mean nothing; bench/out/distribute-quick.json).
 """
 
 from __future__ import annotations
@@ -61,9 +62,19 @@ def _model_and_data(info, n: int, batch: int):
 
 
 def _epoch_seconds(model, ds) -> float:
-    started = time.perf_counter()
-    model.fit(ds, epochs=1, verbose=0)
-    return time.perf_counter() - started
+    """One epoch's wall time between Keras' epoch callbacks: the training steps, not fit's set-up."""
+    keras = __import__(type(model).__module__.split(".")[0])  # keras or tf_keras, whichever built the model
+    times: list[float] = []
+
+    class _Clock(keras.callbacks.Callback):
+        def on_epoch_begin(self, epoch, logs=None):
+            times.append(time.perf_counter())
+
+        def on_epoch_end(self, epoch, logs=None):
+            times[-1] = time.perf_counter() - times[-1]
+
+    model.fit(ds, epochs=1, verbose=0, callbacks=[_Clock()])
+    return times[0]
 
 
 def child_single(n: int, batch: int, reps: int) -> dict:
@@ -140,7 +151,7 @@ def _result(proc: subprocess.Popen, timeout: float) -> dict:
 
 def main(argv=None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--examples", type=int, default=2048, help="images per epoch")
+    parser.add_argument("--examples", type=int, default=4096, help="images per epoch")
     parser.add_argument("--batch", type=int, default=64, help="global batch size")
     parser.add_argument("--child", choices=("single", "worker"), help=argparse.SUPPRESS)
     add_common_args(parser)
@@ -156,15 +167,20 @@ def main(argv=None) -> dict:
     timeout = 900.0
     common = ["--examples", str(args.examples), "--batch", str(args.batch), "--repetitions", str(reps)]
     started = time.perf_counter()
-    single = _result(_run_child(["--child", "single", *common], bench_env(), timeout), timeout)
-    ports = _free_ports(2)
-    cluster = {"worker": [f"127.0.0.1:{p}" for p in ports]}
-    procs = [
-        _run_child(["--child", "worker", *common],
-                   bench_env(TF_CONFIG=json.dumps({"cluster": cluster, "task": {"type": "worker", "index": i}})),
-                   timeout)
-        for i in range(2)
-    ]
+    def start_workers() -> list[subprocess.Popen]:
+        cluster = {"worker": [f"127.0.0.1:{p}" for p in _free_ports(2)]}
+        return [
+            _run_child(["--child", "worker", *common],
+                       bench_env(TF_CONFIG=json.dumps({"cluster": cluster, "task": {"type": "worker", "index": i}})),
+                       timeout)
+            for i in range(2)
+        ]
+
+    single_proc = _run_child(["--child", "single", *common], bench_env(), timeout)
+    # --quick checks the harness, not the figures: everything at once to keep the smoke test short.
+    procs = start_workers() if args.quick else None
+    single = _result(single_proc, timeout)
+    procs = procs or start_workers()
     workers = [_result(p, timeout) for p in procs]
     chief = next(w for w in workers if w["task"] == 0)
 
