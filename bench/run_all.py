@@ -302,6 +302,8 @@ def _section_accuracy(data: dict, fig: Callable[[str], str]) -> str:
                      f"{r['epochs_run']} (best {r['best_epoch']})", _f(r["wall_seconds"], 0) + " s", adapted])
     out.append(_md_table(["recipe", "model", "best val acc", "test acc (correct/total)", "epochs run",
                           "wall time", "run as"], rows))
+    if data.get("seed_spread"):
+        out += ["", _seed_scale(data).strip()]
     if data.get("adaptations"):
         out += ["", "Seed recipes written for CIFAR-10 / Fashion-MNIST / the dogs folder were adapted to 8x8 digits "
                 "as follows (everything else — layers, optimizer, learning rate, batch size — is the recipe's own):", ""]
@@ -325,8 +327,7 @@ def _section_accuracy(data: dict, fig: Callable[[str], str]) -> str:
         out += ["", f"The ensemble is {(ens['ensemble_accuracy'] - ens['member_mean_accuracy']) * 100:+.2f} points "
                 f"against the members' mean (**{d_mean:+g} images** of {n}) and "
                 f"{(ens['ensemble_accuracy'] - ens['member_best_accuracy']) * 100:+.2f} points against the best member "
-                f"(**{d_best:+d} images**). Differences of one or two images are within what another training seed "
-                "changes; read them as such.", ""]
+                f"(**{d_best:+d} images**)." + _seed_scale(data), ""]
     elif ens.get("error"):
         out += ["", f"Ensemble: not built ({ens['error']})."]
     others = data.get("other_datasets") or []
@@ -342,6 +343,15 @@ def _section_accuracy(data: dict, fig: Callable[[str], str]) -> str:
         out.append(_md_table(["recipe", "dataset", "status", "best val acc", "test acc", "test images / detail"], rows))
     out += ["", fig("accuracy.png")]
     return "\n".join(out)
+
+
+def _seed_scale(data: dict) -> str:
+    sp = data.get("seed_spread")
+    if not sp:
+        return ""
+    return (f" For scale: `{sp['recipe']}` alone, trained with {len(sp['seeds'])} seeds ({', '.join(map(str, sp['seeds']))}), "
+            f"got {min(sp['test_correct'])}–{max(sp['test_correct'])} of {sp['num_test']} test images right: the seed "
+            f"alone moves the result by {sp['range_images']} image{'s' if sp['range_images'] != 1 else ''}.")
 
 
 def _section_cli(data: dict, fig: Callable[[str], str]) -> str:

@@ -192,3 +192,29 @@ def test_seed_recipes_fit_digits_after_the_documented_adaptations():
         assert spec.data.dataset == "digits" and spec.augmentation.flip == "none", name
         model = build_model(spec.model, spec.preprocessing, (8, 8, 1), 10, 16.0)
         assert model.output_shape == (None, 10), name
+
+
+def test_accuracy_seed_spread_and_ensemble_candidates(tmp_path, monkeypatch):
+    """Extra-seed runs measure how many images a seed moves; they are not ensemble candidates (no training here)."""
+    from bench import bench_accuracy as ba
+
+    def fake_train(name, overrides, artifacts, quick, dataset, label=None, note=None):
+        seed = overrides.get("seed", 42)
+        correct = {42: 356, 1: 353, 2: 355}.get(seed, 350)
+        return {"recipe": label or name, "cnn": True, "seed": seed, "test_accuracy": correct / 359,
+                "test_correct": correct, "num_test": 359, "best_val_accuracy": correct / 360,
+                "export_path": f"/x/{label or name}"}
+
+    seen = {}
+    monkeypatch.setattr(ba, "train_one", fake_train)
+    monkeypatch.setattr(ba, "ensemble_of_best", lambda runs, k, artifacts: seen.setdefault("runs", runs) and {})
+    monkeypatch.setattr(ba, "DIGITS_RECIPES", ["digits-cnn", "digits-mlp"])
+    monkeypatch.setattr(ba, "SEED_RECIPES", [])
+    monkeypatch.setattr(ba, "VARIANTS", [])
+    ba.main(["--out", str(tmp_path / "a.json"), "--no-native"])
+    saved = json.loads((tmp_path / "a.json").read_text())
+    assert saved["seed_spread"] == {"recipe": "digits-cnn", "seeds": [42, 1, 2], "test_correct": [356, 353, 355],
+                                    "num_test": 359, "range_images": 3,
+                                    "test_accuracy": [356 / 359, 353 / 359, 355 / 359]}
+    assert [r["recipe"] for r in seen["runs"]] == ["digits-cnn", "digits-mlp"]
+    assert "got 353–356 of 359 test images right" in run_all._seed_scale(saved)
