@@ -285,12 +285,11 @@ def barrier(strategy) -> None:
 
 def is_peer_failure(exc: BaseException) -> bool:
     """TensorFlow's ways of saying that another worker is gone (collectives aborted, heartbeats missed)."""
-    try:
-        import tensorflow as tf
-    except ImportError:  # pragma: no cover
-        return False
     if isinstance(exc, PeerUnavailable):
         return True
+    tf = sys.modules.get("tensorflow")
+    if tf is None:  # TensorFlow never loaded: the error cannot be one of its own
+        return False
     if isinstance(exc, (tf.errors.UnavailableError, tf.errors.DeadlineExceededError, tf.errors.AbortedError)):
         return True
     text = str(exc)
