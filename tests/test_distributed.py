@@ -78,10 +78,12 @@ class Workers:
         self.tmp_path = tmp_path
         self.procs: list[tuple[subprocess.Popen, Path]] = []
 
-    def start(self, spec: Path, artifacts: Path, *args: str, label: str, **env: str) -> subprocess.Popen:
+    def start(self, spec: Path, artifacts: Path, *args: str, label: str, cli: bool = False, **env: str) -> subprocess.Popen:
         log = self.tmp_path / f"{label}.log"
+        # The container's entry point, or what a user types (`jobctl train SPEC ...`).
+        command = ["-m", "cli.main", "train", str(spec)] if cli else ["-m", "jobs.train", "--spec", str(spec)]
         proc = subprocess.Popen(
-            [sys.executable, "-m", "jobs.train", "--spec", str(spec), "--artifacts-dir", str(artifacts), *args],
+            [sys.executable, *command, "--artifacts-dir", str(artifacts), *args],
             cwd=ROOT, env=env_for(**env), stdout=log.open("w"), stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
         )
         self.procs.append((proc, log))
@@ -138,7 +140,7 @@ def stray_worker_dirs() -> set[str]:
 
 # ------------------------------------------------------------------------------------------- one node
 def test_mirrored_on_two_logical_devices_matches_one_device(tmp_path, workers):
-    """Same global batch, seed and data order: the only difference left is the all-reduce's summation order.
+    """`jobctl train SPEC --virtual-devices 2` against the one-device run. Same global batch, seed and data order: the only difference left is the all-reduce's summation order.
 
     shuffle_buffer 1 keeps the order identical: a distributed tf.data pipeline is rewritten (rebatched) and its
     shuffle does not reproduce the single-device order, which would make the runs statistically, not numerically,
@@ -148,7 +150,7 @@ def test_mirrored_on_two_logical_devices_matches_one_device(tmp_path, workers):
     """
     spec = tiny_spec(tmp_path, "mirror", **{"training.shuffle_buffer": 1, "export.warmup_requests": 0})
     one = workers.start(spec, tmp_path / "one", "--run-id", "r", label="one")
-    two = workers.start(spec, tmp_path / "two", "--run-id", "r", "--virtual-devices", "2", label="two")
+    two = workers.start(spec, tmp_path / "two", "--run-id", "r", "--virtual-devices", "2", label="two", cli=True)
     assert workers.wait([one, two]) == [0, 0], workers.logs()
     h1 = json.loads((tmp_path / "one/runs/mirror/r/history.json").read_text())
     h2 = json.loads((tmp_path / "two/runs/mirror/r/history.json").read_text())
@@ -214,6 +216,9 @@ def test_killed_worker_then_restart_resumes_at_the_next_epoch(tmp_path, workers)
 
     second = workers.cluster(2, spec, art, "--run-id", "r", label="b")
     assert workers.wait(second) == [0, 0], workers.logs()
+    reports = [[ln.rsplit(";", 1)[0] if ln.startswith("best") else ln.split("  ")[:5]
+                for ln in workers.log(p).splitlines() if ln.startswith(("epoch ", "best epoch"))] for p in second]
+    assert reports[0] == reports[1]  # both workers report the same losses
     for p in second:
         text = workers.log(p)
         assert f"resumed: epochs 1-{done_before} restored" in text, text
