@@ -205,7 +205,7 @@ def main(argv=None) -> dict[str, Any]:
     result: dict[str, Any] = {
         "benchmark": "accuracy", "quick": args.quick, "machine": machine_info(), "adaptations": ADAPTATIONS,
         "not_on_digits": NOT_ON_DIGITS, "repetitions": 1,
-        "repetitions_note": "one full training run per recipe (its own seed): minutes each on this machine",
+        "repetitions_note": "One full training run per recipe, with its own seed (tens of seconds to minutes each here)",
         "targets": {"every_cnn_min": 0.95, "best_min": 0.985},
     }
     tmp_ctx: Optional[tempfile.TemporaryDirectory] = None
