@@ -65,6 +65,24 @@ def discover() -> list[Benchmark]:
     return BENCHMARKS + extra
 
 
+def module_summary(path: Path) -> Optional[str]:
+    """The first paragraph of a benchmark module's docstring (read, not imported): what it measures, in its
+    owner's words."""
+    import ast
+
+    try:
+        doc = ast.get_docstring(ast.parse(path.read_text()))
+    except (OSError, SyntaxError):
+        return None
+    if not doc:
+        return None
+    paragraphs = doc.split("\n\n")
+    text = paragraphs[0].strip()
+    if text.endswith(":") and len(paragraphs) > 1:  # "...each a ratio:" followed by its list
+        text += " " + paragraphs[1]
+    return " ".join(text.split())
+
+
 def run_benchmark(b: Benchmark, quick: bool, out_dir: Path, log_dir: Path) -> dict[str, Any]:
     if not b.path.is_file():
         return {"status": "missing", "detail": f"{b.path.relative_to(ROOT)} does not exist"}
@@ -78,7 +96,7 @@ def run_benchmark(b: Benchmark, quick: bool, out_dir: Path, log_dir: Path) -> di
     r = run_process(cmd, cwd=ROOT, env=bench_env(MPLBACKEND="Agg"), timeout=b.timeout)
     log_dir.mkdir(parents=True, exist_ok=True)
     (log_dir / f"{b.name}.log").write_text(f"$ {' '.join(cmd)}\n--- stdout\n{r.stdout}\n--- stderr\n{r.stderr}")
-    entry: dict[str, Any] = {"seconds": round(r.seconds, 1), "command": "python -m " + " ".join([b.module, *args[:len(args) - (2 if b.out_arg else 0)]])}
+    entry: dict[str, Any] = {"about": module_summary(b.path), "seconds": round(r.seconds, 1), "command": "python -m " + " ".join([b.module, *args[:len(args) - (2 if b.out_arg else 0)]])}
     written = out if b.out_arg else (ROOT / b.default_out if b.default_out else None)
     if r.returncode != 0:
         tail = (r.stderr.strip().splitlines() or ["(no output)"])[-1]
@@ -466,6 +484,8 @@ def render_report(results: dict, figures_rel: str = "bench/figures") -> str:
         if name in sections:
             out += [sections[name](data, fig), ""]
         else:
+            if entry.get("about"):
+                out += [f"*From the module's own description:* {entry['about']}", ""]
             extra = fig(f"{name}.png")
             out += [_section_generic(data), "", extra, ""] if extra else [_section_generic(data), ""]
     advice = results.get("defaults_advice")
