@@ -130,7 +130,7 @@ def test_bench_pipeline_quick(tmp_path):
     assert saved["machine"]["cores"] >= 1 and result["quick"] is True
 
 
-def test_candidate_augmentation_with_zero_ranges_is_the_identity():
+def test_candidate_augmentation_identity_without_ranges_and_exact_flips():
     """The composed-transform candidate must not distort images by itself (its speed figure would mean nothing)."""
     import numpy as np
 
@@ -144,6 +144,17 @@ def test_candidate_augmentation_with_zero_ranges_is_the_identity():
     order = np.argmax(labels.numpy(), axis=1)
     got = {tuple(img.astype(np.uint8).ravel()[:64]) for img in np.rint(images.numpy())}
     assert got == {tuple(img.ravel()[:64]) for img in x} and set(order) <= {0, 1, 2}
+    # Flip only: every output is its input or the input mirrored left-right, and both occur.
+    spec.augmentation.flip = "horizontal"
+    x = np.random.default_rng(1).integers(0, 256, size=(64, 8, 8, 1), dtype=np.uint8)
+    y = np.arange(64)
+    images, labels = next(iter(composed_affine_dataset(spec, x, y, 64, 64)))
+    kinds = set()
+    for img, label in zip(np.rint(images.numpy()).astype(np.uint8), np.argmax(labels.numpy(), axis=1)):
+        same, mirrored = np.array_equal(img, x[label]), np.array_equal(img, x[label][:, ::-1])
+        assert same or mirrored
+        kinds.add("same" if same else "mirrored")
+    assert kinds == {"same", "mirrored"}
 
 
 @pytest.mark.slow
