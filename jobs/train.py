@@ -447,7 +447,13 @@ def _run(
     )
     # Only the chief writes the run directory; the other workers write the same files into a directory of
     # their own that they delete, so every code path (and every collective inside a save) is the same for all.
-    run_dir = shared_run_dir if info.is_chief else Path(tempfile.mkdtemp(prefix=f"jobctl-worker{info.task_index}-"))
+    if info.is_chief:
+        run_dir = shared_run_dir
+    else:
+        prefix = f"jobctl-worker{info.task_index}-{spec.name}-{run_id}-"
+        for stale in Path(tempfile.gettempdir()).glob(prefix + "*"):  # left by a killed predecessor
+            shutil.rmtree(stale, ignore_errors=True)
+        run_dir = Path(tempfile.mkdtemp(prefix=prefix))
     try:
         with distribute.PreemptionGuard():
             return _train(spec, info, root, shared_run_dir, run_dir, export=export, out=out)

@@ -198,6 +198,7 @@ def test_three_workers_agree_and_only_the_chief_writes(tmp_path, workers):
 def test_killed_worker_then_restart_resumes_at_the_next_epoch(tmp_path, workers):
     """Worker 1 is killed once the first epoch is backed up: the chief exits 76 (retry), and the restarted job
     (same --run-id, as the Kubernetes Job passes) goes on after the last finished epoch, exporting once."""
+    before = stray_worker_dirs()
     spec = tiny_spec(tmp_path, "resume", **{"data.max_train_examples": 600, "training.epochs": 3})
     art = tmp_path / "art"
     run_dir = art / "runs" / "resume" / "r"
@@ -229,6 +230,7 @@ def test_killed_worker_then_restart_resumes_at_the_next_epoch(tmp_path, workers)
     metrics = json.loads((run_dir / "metrics.json").read_text())
     assert metrics["status"] == "succeeded" and metrics["epochs_run"] == 3
     assert not (run_dir / "backup").exists()
+    assert stray_worker_dirs() <= before  # the restarted worker 1 removed what its killed predecessor left
 
 
 def test_sigterm_saves_exits_75_and_the_retry_resumes(tmp_path, workers):
