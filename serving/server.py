@@ -12,12 +12,16 @@ Design:
   loaded, so a copy in progress is not read half-way.
 - `Batcher` merges concurrent requests for one signature into one model call (max batch size, timeout, threads,
   queue bound), which is where throughput comes from on CPU.
+- Two gRPC transports, the faster one for each mode (measured, docs/serving.md): with batching, grpc.aio, where
+  a request awaits its batch on one event loop and the batch thread wakes the loop once per batch; without,
+  grpc's thread pool, where each request runs the model on its own thread (an asyncio hop only adds to that).
 - Every request is validated against the signature (names, dtypes, shapes, batch limits) before it reaches
   TensorFlow: bad input costs one INVALID_ARGUMENT, never the process.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import os
 import queue
@@ -33,7 +37,7 @@ import numpy as np
 
 from serving import savedmodel
 from serving.savedmodel import DEFAULT_SIGNATURE, LoadedModel, Signature
-from serving.tensors import TensorError, dtype_name, format_shape, from_ndarray, to_ndarray
+from serving.tensors import TensorError, dtype_name, format_shape, to_ndarray, write_ndarray
 
 log = logging.getLogger("jobctl.serving")
 
@@ -84,6 +88,10 @@ class ServerConfig:
     # Under many concurrent small requests, 1 intra-op thread per call avoids thread hand-offs and spinning.
     intra_op_threads: int = 0
     inter_op_threads: int = 0
+    # gRPC transport: asyncio (one event loop; requests wait for their batch without holding a thread) or a
+    # thread per in-flight RPC. None = asyncio exactly when batching is on: each is the faster one for its mode
+    # (measured, docs/serving.md "Performance": batched 32-client throughput +35%; unbatched, threads ~20% faster).
+    grpc_asyncio: Optional[bool] = None
     tls_cert: Optional[Path] = None  # PEM certificate chain and key: the port speaks TLS only
     tls_key: Optional[Path] = None
     # more models beside model_name/base_path (TF Serving's --model_config_file): name -> ModelEntry
@@ -167,13 +175,27 @@ class Metrics:
 
 # ----------------------------------------------------------------------------------------------------- batching
 class _Task:
-    __slots__ = ("inputs", "rows", "done", "result", "error")
+    """One request in the batch queue. A synchronous caller waits on `done`; an asyncio caller (the gRPC server)
+    awaits `future`, which the batch thread resolves through its loop once per batch, not once per request."""
 
-    def __init__(self, inputs: dict[str, np.ndarray], rows: int):
+    __slots__ = ("inputs", "rows", "done", "result", "error", "future", "loop")
+
+    def __init__(self, inputs: dict[str, np.ndarray], rows: int, future=None, loop=None):
         self.inputs, self.rows = inputs, rows
-        self.done = threading.Event()
+        self.done = threading.Event() if future is None else None
         self.result: Optional[dict[str, np.ndarray]] = None
         self.error: Optional[BaseException] = None
+        self.future, self.loop = future, loop
+
+
+def _deliver(tasks: list) -> None:
+    """On the event loop: hand each request its rows (a request whose RPC was cancelled is skipped)."""
+    for t in tasks:
+        if not t.future.done():
+            if t.error is not None:
+                t.future.set_exception(t.error)
+            else:
+                t.future.set_result(t.result)
 
 
 class Batcher:
@@ -192,19 +214,33 @@ class Batcher:
         for t in self._threads:
             t.start()
 
+    def _enqueue(self, task: _Task) -> bool:
+        """False when the batcher is stopped (the caller then runs the request itself)."""
+        with self._lock:  # never behind the stop sentinel: nobody would take it
+            if self._stopped:
+                return False
+            try:
+                self._queue.put_nowait(task)
+            except queue.Full:
+                raise ServingError(grpc.StatusCode.UNAVAILABLE, "The batch scheduling queue to which this task was submitted is full") from None
+            return True
+
+    async def submit_async(self, inputs: dict[str, np.ndarray], rows: int, executor) -> dict[str, np.ndarray]:
+        """For the asyncio server: no thread blocks per request; the client's deadline cancels the await."""
+        loop = asyncio.get_running_loop()
+        if rows > self.cfg.max_batch_size:
+            return await loop.run_in_executor(executor, self._run_chunked, inputs, rows)
+        task = _Task(inputs, rows, loop.create_future(), loop)
+        if not self._enqueue(task):  # the version was retired while this request was in flight: run it unbatched
+            self._observe(rows)
+            return await loop.run_in_executor(executor, self._run, inputs)
+        return await task.future
+
     def submit(self, inputs: dict[str, np.ndarray], rows: int, timeout: Optional[float]) -> dict[str, np.ndarray]:
         if rows > self.cfg.max_batch_size:
             return self._run_chunked(inputs, rows)
         task = _Task(inputs, rows)
-        with self._lock:  # never behind the stop sentinel: nobody would take it
-            if self._stopped:
-                stopped = True
-            else:
-                stopped = False
-                try:
-                    self._queue.put_nowait(task)
-                except queue.Full:
-                    raise ServingError(grpc.StatusCode.UNAVAILABLE, "The batch scheduling queue to which this task was submitted is full") from None
+        stopped = not self._enqueue(task)
         if stopped:  # the version was retired while this request was in flight: answer it anyway, unbatched
             self._observe(rows)
             return self._run(inputs)
@@ -270,8 +306,17 @@ class Batcher:
         except BaseException as exc:  # delivered to every waiting request, the thread lives on
             for t in tasks:
                 t.error = exc
+        by_loop: dict = {}
         for t in tasks:
-            t.done.set()
+            if t.done is not None:
+                t.done.set()
+            else:
+                by_loop.setdefault(t.loop, []).append(t)
+        for loop, group in by_loop.items():
+            try:
+                loop.call_soon_threadsafe(_deliver, group)
+            except RuntimeError:  # the loop is closed: the server is gone, nobody awaits these
+                pass
 
     def stop(self):
         """Requests already queued are still answered (they are ahead of the sentinel); later ones run unbatched."""
@@ -566,7 +611,11 @@ class ModelServer:
         self.cfg = cfg
         self.metrics = Metrics()
         self.managers: dict[str, ModelManager] = {}
-        self._grpc: Optional[grpc.Server] = None
+        self._grpc = None  # grpc.Server, or grpc.aio.Server living on _event_loop()
+        self.asyncio = False
+        self._loop: Optional[asyncio.AbstractEventLoop] = None
+        self.executor: Optional[futures.ThreadPoolExecutor] = None  # asyncio transport: unbatched model calls
+        self._pool: Optional[futures.ThreadPoolExecutor] = None  # synchronous RPC handlers
         self._health = None
         self._metrics_http = None
         self.port: Optional[int] = None
@@ -609,24 +658,45 @@ class ModelServer:
         limit = self.cfg.max_message_bytes
         options = [("grpc.max_receive_message_length", limit), ("grpc.max_send_message_length", limit),
                    ("grpc.so_reuseport", 0)]
-        server = grpc.server(futures.ThreadPoolExecutor(max_workers=self.cfg.max_workers, thread_name_prefix="grpc"), options=options)
-        prediction_service_pb2_grpc.add_PredictionServiceServicer_to_server(_PredictionServicer(self), server)
-        model_service_pb2_grpc.add_ModelServiceServicer_to_server(_ModelServicer(self), server)
-        health_pb2_grpc.add_HealthServicer_to_server(self._health, server)
-        names = (PREDICTION_SERVICE, MODEL_SERVICE, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name, reflection.SERVICE_NAME)
-        reflection.enable_server_reflection(names, server)
-        address = f"{self.cfg.host}:{self.cfg.port}"
+        credentials = None
         if self.cfg.tls_cert or self.cfg.tls_key:
             if not (self.cfg.tls_cert and self.cfg.tls_key):
                 raise ValueError("TLS needs both a certificate (--tls-cert) and its key (--tls-key)")
-            creds = grpc.ssl_server_credentials([(Path(self.cfg.tls_key).read_bytes(), Path(self.cfg.tls_cert).read_bytes())])
-            self.port = server.add_secure_port(address, creds)
+            credentials = grpc.ssl_server_credentials([(Path(self.cfg.tls_key).read_bytes(), Path(self.cfg.tls_cert).read_bytes())])
+        address = f"{self.cfg.host}:{self.cfg.port}"
+        self._pool = futures.ThreadPoolExecutor(max_workers=self.cfg.max_workers, thread_name_prefix="grpc")
+
+        def populate(server, predict_servicer) -> int:
+            prediction_service_pb2_grpc.add_PredictionServiceServicer_to_server(predict_servicer, server)
+            model_service_pb2_grpc.add_ModelServiceServicer_to_server(_ModelServicer(self), server)
+            health_pb2_grpc.add_HealthServicer_to_server(self._health, server)
+            names = (PREDICTION_SERVICE, MODEL_SERVICE, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name, reflection.SERVICE_NAME)
+            reflection.enable_server_reflection(names, server)
+            try:
+                port = server.add_secure_port(address, credentials) if credentials else server.add_insecure_port(address)
+            except RuntimeError:  # grpc.aio raises where grpc.server returns 0
+                port = 0
+            if port == 0:
+                raise OSError(f"cannot bind gRPC port {self.cfg.host}:{self.cfg.port} (in use?)")
+            return port
+
+        self.asyncio = self.cfg.batching.enabled if self.cfg.grpc_asyncio is None else self.cfg.grpc_asyncio
+        if self.asyncio:
+            self._loop = _event_loop()
+            self.executor = futures.ThreadPoolExecutor(max_workers=self.cfg.max_workers, thread_name_prefix="model")
+
+            async def build():
+                server = grpc.aio.server(migration_thread_pool=self._pool, options=options)
+                port = populate(server, _AsyncPredictionServicer(self))
+                await server.start()
+                return server, port
+
+            self._grpc, self.port = asyncio.run_coroutine_threadsafe(build(), self._loop).result()
         else:
-            self.port = server.add_insecure_port(address)
-        if self.port == 0:
-            raise OSError(f"cannot bind gRPC port {self.cfg.host}:{self.cfg.port} (in use?)")
-        server.start()
-        self._grpc = server
+            server = grpc.server(self._pool, options=options)
+            self.port = populate(server, _PredictionServicer(self))
+            server.start()
+            self._grpc = server
         self._update_health()
         if self.cfg.metrics_port is not None:
             from prometheus_client import start_http_server
@@ -640,7 +710,13 @@ class ModelServer:
         if self._health is not None:
             self._health.enter_graceful_shutdown()
         if self._grpc is not None:
-            self._grpc.stop(grace).wait()
+            if self.asyncio:
+                asyncio.run_coroutine_threadsafe(self._grpc.stop(grace), self._loop).result()
+            else:
+                self._grpc.stop(grace).wait()
+        for pool in (self.executor, self._pool):
+            if pool is not None:
+                pool.shutdown(wait=False)
         for m in self.managers.values():
             m.stop()
         if self._metrics_http is not None:
@@ -648,7 +724,11 @@ class ModelServer:
             self._metrics_http = None
 
     def wait(self):
-        if self._grpc is not None:
+        if self._grpc is None:
+            return
+        if self.asyncio:
+            asyncio.run_coroutine_threadsafe(self._grpc.wait_for_termination(), self._loop).result()
+        else:
             self._grpc.wait_for_termination()
 
     # -- request plumbing shared by the servicers
@@ -666,6 +746,20 @@ class ModelServer:
         version = model_spec.version.value if model_spec.HasField("version") else None
         label = model_spec.version_label if model_spec.WhichOneof("version_choice") == "version_label" else None
         return m, m.resolve(version, label)
+
+
+_LOOP_LOCK = threading.Lock()
+_LOOP: Optional[asyncio.AbstractEventLoop] = None
+
+
+def _event_loop() -> asyncio.AbstractEventLoop:
+    """One asyncio loop thread per process, shared by every server in it (tests and benchmarks run several)."""
+    global _LOOP
+    with _LOOP_LOCK:
+        if _LOOP is None or _LOOP.is_closed():
+            _LOOP = asyncio.new_event_loop()
+            threading.Thread(target=_LOOP.run_forever, name="grpc-aio", daemon=True).start()
+        return _LOOP
 
 
 def _configure_tf_threads(intra: int, inter: int) -> None:
@@ -716,6 +810,30 @@ class _Instrumented:
                 model = "unknown"  # bounded label cardinality: arbitrary client names are not labels
             self.server.metrics.observe(model, info["version"], method, status, time.perf_counter() - t0)
 
+    async def _handle_async(self, method: str, request, context, body):
+        """_handle for coroutine handlers. The metric is recorded before abort(): grpc.aio sends the status
+        from inside abort(), and a client that saw its error must find it counted."""
+        t0 = time.perf_counter()
+        model = getattr(getattr(request, "model_spec", None), "name", "") or "none"
+        info = {"version": "none"}
+        code, error = grpc.StatusCode.OK, ""
+        try:
+            return await body(request, context, info)
+        except ServingError as exc:
+            code, error = exc.code, exc.message
+        except asyncio.CancelledError:  # the client went away or its deadline passed; gRPC already answered
+            remaining = context.time_remaining()
+            code = grpc.StatusCode.DEADLINE_EXCEEDED if remaining is not None and remaining <= 0 else grpc.StatusCode.CANCELLED
+            raise
+        except Exception as exc:  # a kernel error or a bug: report it, keep serving
+            code, error = grpc.StatusCode.INTERNAL, f"{type(exc).__name__}: {exc}"
+            log.exception("%s failed", method)
+        finally:
+            if model not in self.server.managers:
+                model = "unknown"  # bounded label cardinality: arbitrary client names are not labels
+            self.server.metrics.observe(model, info["version"], method, code.name, time.perf_counter() - t0)
+        await context.abort(code, error)
+
 
 class _PredictionServicer(_Instrumented):
     def Predict(self, request, context):
@@ -734,8 +852,15 @@ class _PredictionServicer(_Instrumented):
         context.abort(grpc.StatusCode.UNIMPLEMENTED, "MultiInference is not supported; use Predict")
 
     def _predict(self, request, context, info):
-        from tensorflow_serving.apis import predict_pb2
+        m, v, sig, filters, arrays, rows, batcher = self._predict_inputs(request, info)
+        if batcher is not None:
+            outputs = batcher.submit(arrays, rows, context.time_remaining())
+        else:
+            outputs = savedmodel.call(sig, arrays)
+            m.metrics.batch_size.labels(m.name, str(v.number)).observe(max(rows, 1))
+        return _predict_response(m, v, sig, filters, outputs)
 
+    def _predict_inputs(self, request, info):
         m, v = self.server.servable(request.model_spec)
         info["version"] = str(v.number)
         sig = _signature(v, request.model_spec.signature_name)
@@ -748,31 +873,7 @@ class _PredictionServicer(_Instrumented):
                     f"{{{','.join(sorted(sig.outputs))}}}.",
                 )
         arrays, rows = validate_inputs(sig, request.inputs, self.server.cfg.max_request_batch_size)
-        batcher = v.batchers.get(sig.key)
-        remaining = context.time_remaining()
-        if batcher is not None:
-            outputs = batcher.submit(arrays, rows, remaining)
-        else:
-            outputs = savedmodel.call(sig, arrays)
-            m.metrics.batch_size.labels(m.name, str(v.number)).observe(max(rows, 1))
-        response = predict_pb2.PredictResponse()
-        response.model_spec.name = m.name
-        response.model_spec.version.value = v.number
-        response.model_spec.signature_name = sig.key
-        for alias, value in outputs.items():
-            if filters and alias not in filters:
-                continue
-            if value.dtype == object:
-                from tensorflow.core.framework import tensor_pb2, tensor_shape_pb2, types_pb2
-
-                response.outputs[alias].CopyFrom(tensor_pb2.TensorProto(
-                    dtype=types_pb2.DT_STRING,
-                    tensor_shape=tensor_shape_pb2.TensorShapeProto(dim=[tensor_shape_pb2.TensorShapeProto.Dim(size=d) for d in value.shape]),
-                    string_val=[s if isinstance(s, bytes) else str(s).encode() for s in value.reshape(-1)],
-                ))
-            else:
-                response.outputs[alias].CopyFrom(from_ndarray(value))
-        return response
+        return m, v, sig, filters, arrays, rows, v.batchers.get(sig.key)
 
     def _metadata(self, request, context, info):
         from google.protobuf import wrappers_pb2
@@ -861,6 +962,47 @@ class _PredictionServicer(_Instrumented):
             for name, score in zip(names, row):
                 c.classes.add(label=name, score=float(score))
         return response
+
+
+class _AsyncPredictionServicer(_PredictionServicer):
+    """Predict as a coroutine, for the asyncio transport: a request waits for its batch on the event loop instead
+    of holding a thread, so the GIL is not passed among dozens of threads per request and the batch thread wakes
+    the loop once per batch. The other methods are rare and stay synchronous (gRPC's migration thread pool)."""
+
+    async def Predict(self, request, context):
+        return await self._handle_async("Predict", request, context, self._predict_async)
+
+    async def _predict_async(self, request, context, info):
+        m, v, sig, filters, arrays, rows, batcher = self._predict_inputs(request, info)
+        if batcher is not None:
+            outputs = await batcher.submit_async(arrays, rows, self.server.executor)
+        else:
+            outputs = await asyncio.get_running_loop().run_in_executor(self.server.executor, savedmodel.call, sig, arrays)
+            m.metrics.batch_size.labels(m.name, str(v.number)).observe(max(rows, 1))
+        return _predict_response(m, v, sig, filters, outputs)
+
+
+def _predict_response(m: ModelManager, v: Served, sig: Signature, filters: list, outputs: dict):
+    from tensorflow_serving.apis import predict_pb2
+
+    response = predict_pb2.PredictResponse()
+    response.model_spec.name = m.name
+    response.model_spec.version.value = v.number
+    response.model_spec.signature_name = sig.key
+    for alias, value in outputs.items():
+        if filters and alias not in filters:
+            continue
+        if value.dtype == object:
+            from tensorflow.core.framework import tensor_pb2, tensor_shape_pb2, types_pb2
+
+            response.outputs[alias].CopyFrom(tensor_pb2.TensorProto(
+                dtype=types_pb2.DT_STRING,
+                tensor_shape=tensor_shape_pb2.TensorShapeProto(dim=[tensor_shape_pb2.TensorShapeProto.Dim(size=d) for d in value.shape]),
+                string_val=[s if isinstance(s, bytes) else str(s).encode() for s in value.reshape(-1)],
+            ))
+        else:
+            write_ndarray(response.outputs[alias], value)
+    return response
 
 
 class _ModelServicer(_Instrumented):

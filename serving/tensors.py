@@ -109,18 +109,23 @@ def to_ndarray(proto: tensor_pb2.TensorProto, name: str = "tensor") -> np.ndarra
     raise TensorError(f"input {name!r}: shape {shape} has {count} elements, received {n} values")
 
 
-def from_ndarray(array: np.ndarray) -> tensor_pb2.TensorProto:
-    """Encode with tensor_content (compact, what TF Serving sends back)."""
+def write_ndarray(proto: tensor_pb2.TensorProto, array: np.ndarray) -> tensor_pb2.TensorProto:
+    """Fill `proto` in place (e.g. a response's map entry: no intermediate message and CopyFrom) with
+    tensor_content, the compact form TF Serving sends back."""
     array = np.asarray(array)
     enum = dtype_enum(array.dtype)
     little = array.astype(_DTYPES[enum][0], copy=False)
-    return tensor_pb2.TensorProto(
-        dtype=enum,
-        tensor_shape=tensor_shape_pb2.TensorShapeProto(
-            dim=[tensor_shape_pb2.TensorShapeProto.Dim(size=int(d)) for d in array.shape]
-        ),
-        tensor_content=np.ascontiguousarray(little).tobytes(),
-    )
+    proto.dtype = enum
+    dims = proto.tensor_shape.dim
+    for d in array.shape:
+        dims.add().size = int(d)
+    proto.tensor_content = np.ascontiguousarray(little).tobytes()
+    return proto
+
+
+def from_ndarray(array: np.ndarray) -> tensor_pb2.TensorProto:
+    """Encode with tensor_content (compact, what TF Serving sends back)."""
+    return write_ndarray(tensor_pb2.TensorProto(), array)
 
 
 def format_shape(shape: Optional[list]) -> str:

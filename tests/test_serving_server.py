@@ -402,3 +402,61 @@ def test_warmup_requests_run_before_a_version_serves(tmp_path):
         assert manager.versions[2].state == 50 and "pixels" in manager.versions[2].error
     finally:
         server.stop(grace=0)
+
+
+# ------------------------------------------------------------------------------------------------ transports
+@pytest.mark.parametrize("batching,use_asyncio,tls", [(False, True, False), (True, False, False), (True, None, True)],
+                         ids=["unbatched-asyncio", "batched-threads", "batched-asyncio-tls"])
+def test_both_grpc_transports_answer_alike(tmp_path, batching, use_asyncio, tls):
+    """Batching picks the asyncio transport by default and no batching the thread pool; forced the other way
+    each still answers every concurrent caller its own rows, maps bad input to INVALID_ARGUMENT, counts metrics,
+    and (asyncio over TLS) refuses a plaintext client."""
+    import subprocess
+
+    from serving.server import BatchingConfig, ModelServer, ServerConfig
+
+    shared = shared_models()
+    base = tmp_path / "ensemble"
+    base.mkdir()
+    copy_version(shared["ensemble"], base, 1)
+    extra = {}
+    if tls:
+        if not shutil.which("openssl"):
+            pytest.skip("openssl not installed")
+        cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
+        subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", str(key), "-out", str(cert),
+                        "-days", "1", "-subj", "/CN=localhost", "-addext", "subjectAltName=DNS:localhost,IP:127.0.0.1"],
+                       check=True, capture_output=True, timeout=60)
+        extra = {"tls_cert": cert, "tls_key": key}
+    cfg = ServerConfig("ensemble", base, port=0, host="127.0.0.1", poll_seconds=3600, grpc_asyncio=use_asyncio,
+                       batching=BatchingConfig(enabled=batching, max_batch_size=8, batch_timeout_micros=2000), **extra)
+    server = ModelServer(cfg).start()
+    assert server.asyncio == (batching if use_asyncio is None else use_asyncio)
+    if tls:
+        channel = grpc.secure_channel(f"localhost:{server.port}", grpc.ssl_channel_credentials(cert.read_bytes()))
+    else:
+        channel = grpc.insecure_channel(f"127.0.0.1:{server.port}")
+    try:
+        from tensorflow_serving.apis import prediction_service_pb2_grpc
+
+        stub = prediction_service_pb2_grpc.PredictionServiceStub(channel)
+        x = shared["data"][2][:24]
+        want = in_process(shared["ensemble"], x)["probabilities"]
+        with ThreadPoolExecutor(8) as pool:
+            got = np.stack(list(pool.map(lambda i: outputs(stub.Predict(request(x[i : i + 1]), timeout=10))["probabilities"][0], range(len(x)))))
+        assert np.abs(got - want).max() < 1e-6
+        err = rpc_error(stub.Predict, request(x[:1].astype(np.float32)))
+        assert err.code() == grpc.StatusCode.INVALID_ARGUMENT and "images" in err.details()
+        text = server.metrics.text()
+        assert 'jobctl_serving_requests_total{method="Predict",model="ensemble",status="OK",version="1"} 24.0' in text
+        assert 'status="INVALID_ARGUMENT",version="1"} 1.0' in text
+        if tls:
+            plain = grpc.insecure_channel(f"127.0.0.1:{server.port}")
+            try:
+                err = rpc_error(prediction_service_pb2_grpc.PredictionServiceStub(plain).Predict, request(x[:1]))
+                assert err.code() == grpc.StatusCode.UNAVAILABLE
+            finally:
+                plain.close()
+    finally:
+        channel.close()
+        server.stop(grace=0)
