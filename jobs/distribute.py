@@ -406,6 +406,11 @@ class PreemptionGuard:
         threading.Thread(target=self._watch, args=(self._pipe[0],), name="jobctl-sigterm", daemon=True).start()
         return self
 
+    def reinstall(self) -> None:
+        if self._pipe is not None:
+            signal.signal(signal.SIGTERM, self._handler)
+            signal.set_wakeup_fd(self._pipe[1], warn_on_full_buffer=False)
+
     def __exit__(self, *exc):
         if self._pipe is None:
             return False

@@ -441,25 +441,27 @@ def _run(
         print(f"run {shared_run_dir} already succeeded; nothing to do (a new --run-id trains again)", file=out)
         path = done.get("export_path")
         return RunResult(shared_run_dir, Path(path) if path else None, done)
-    # Devices and the cluster must be configured before any other TensorFlow call.
-    info = distribute.select_strategy(
-        spec.distribution.strategy, virtual_devices, worker_timeout=spec.distribution.worker_timeout_seconds
-    )
-    # Only the chief writes the run directory; the other workers write the same files into a directory of
-    # their own that they delete, so every code path (and every collective inside a save) is the same for all.
-    if info.is_chief:
-        run_dir = shared_run_dir
-    else:
-        prefix = f"jobctl-worker{info.task_index}-{spec.name}-{run_id}-"
-        for stale in Path(tempfile.gettempdir()).glob(prefix + "*"):  # left by a killed predecessor
-            shutil.rmtree(stale, ignore_errors=True)
-        run_dir = Path(tempfile.mkdtemp(prefix=prefix))
-    try:
-        with distribute.PreemptionGuard():
+    # SIGTERM while waiting for peers or loading data is a preemption too (exit 75, not a kill by signal).
+    with distribute.PreemptionGuard() as guard:
+        # Devices and the cluster must be configured before any other TensorFlow call.
+        info = distribute.select_strategy(
+            spec.distribution.strategy, virtual_devices, worker_timeout=spec.distribution.worker_timeout_seconds
+        )
+        guard.reinstall()  # TensorFlow's coordination service may have put its own SIGTERM handler in place
+        # Only the chief writes the run directory; the other workers write the same files into a directory of
+        # their own that they delete, so every code path (and every collective inside a save) is the same for all.
+        if info.is_chief:
+            run_dir = shared_run_dir
+        else:
+            prefix = f"jobctl-worker{info.task_index}-{spec.name}-{run_id}-"
+            for stale in Path(tempfile.gettempdir()).glob(prefix + "*"):  # left by a killed predecessor
+                shutil.rmtree(stale, ignore_errors=True)
+            run_dir = Path(tempfile.mkdtemp(prefix=prefix))
+        try:
             return _train(spec, info, root, shared_run_dir, run_dir, export=export, out=out)
-    finally:
-        if not info.is_chief:
-            shutil.rmtree(run_dir, ignore_errors=True)
+        finally:
+            if not info.is_chief:
+                shutil.rmtree(run_dir, ignore_errors=True)
 
 
 def _train(spec: JobSpec, info, root: Path, shared_run_dir: Path, run_dir: Path, *, export: bool, out) -> RunResult:
