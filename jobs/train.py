@@ -213,6 +213,22 @@ class EpochLine:
         return _Callback()
 
 
+def batch_and_learning_rate(t, replicas: int) -> tuple[int, float]:
+    """(global batch, learning rate) for `replicas` replicas.
+
+    `batch_size_per: global` splits `batch_size` across the replicas (the same optimisation on any number of
+    devices); `replica` multiplies it. `scale_learning_rate` applies the linear scaling rule.
+    """
+    global_batch = t.batch_size * (replicas if t.batch_size_per == "replica" else 1)
+    if global_batch < replicas:
+        raise ValueError(
+            f"training.batch_size: a global batch of {global_batch} cannot be split across {replicas} replicas. "
+            f"Received: batch_size={t.batch_size}, batch_size_per={t.batch_size_per!r}; expected a global batch "
+            f">= {replicas} (or batch_size_per: replica)"
+        )
+    return global_batch, t.learning_rate * (replicas if t.scale_learning_rate else 1)
+
+
 # ------------------------------------------------------------------------------------ resumable history
 class EpochJournal:
     """The history of a run across restarts: one entry per finished epoch, written after every epoch.
@@ -492,8 +508,7 @@ def _train(spec: JobSpec, info, root: Path, shared_run_dir: Path, run_dir: Path,
 
     t = spec.training
     replicas = info.replicas
-    global_batch = t.batch_size * (replicas if t.batch_size_per == "replica" else 1)
-    learning_rate = t.learning_rate * (replicas if t.scale_learning_rate else 1)
+    global_batch, learning_rate = batch_and_learning_rate(t, replicas)
     steps_per_epoch = max(1, -(-len(data.x_train) // global_batch))
     engine = f"tf-keras {keras.__version__}" if info.legacy_keras else f"keras {keras.__version__}"
     print(

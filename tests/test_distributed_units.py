@@ -172,3 +172,23 @@ def test_tensorflow_peer_errors_are_retriable():
 
     assert distribute.is_peer_failure(tf.errors.UnavailableError(None, None, "Collective ops is aborted by: x"))
     assert not distribute.is_peer_failure(ValueError("bad"))
+
+
+@pytest.mark.parametrize(
+    "training, replicas, expected",
+    [
+        ({"batch_size": 64}, 4, (64, 1e-3)),  # global (default): split, 16 per replica
+        ({"batch_size": 64, "batch_size_per": "replica"}, 4, (256, 1e-3)),
+        ({"batch_size": 64, "batch_size_per": "replica", "scale_learning_rate": True}, 4, (256, 4e-3)),
+        ({"batch_size": 32}, 1, (32, 1e-3)),
+    ],
+)
+def test_batch_size_semantics_and_learning_rate_scaling(training, replicas, expected):
+    spec = JobSpec(name="x", training=training)
+    global_batch, lr = train.batch_and_learning_rate(spec.training, replicas)
+    assert (global_batch, pytest.approx(lr)) == expected
+
+
+def test_a_global_batch_smaller_than_the_replicas_is_rejected():
+    with pytest.raises(ValueError, match="cannot be split across 4 replicas"):
+        train.batch_and_learning_rate(JobSpec(name="x", training={"batch_size": 2}).training, 4)
