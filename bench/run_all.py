@@ -494,7 +494,8 @@ def render_report(results: dict, figures_rel: str = "bench/figures") -> str:
     out += ["## Method", "",
             "- Each benchmark module runs in a fresh interpreter (`python -m bench.<module>`), writes its JSON, and "
             "`run_all` collects them into `bench/results.json` (raw samples included).",
-            "- Repetitions: 5 for every timing unless the table says otherwise; one full training run per recipe "
+            "- Repetitions: at least 5 for every timing (`n=` beside each spread; the pipeline figures use 9 short "
+            "epochs, other teams' modules state theirs); one full training run per recipe "
             "for the accuracy table (minutes each on this machine); one run for the memory figures.",
             "- Spread is min–max of the repetitions; ratios are per-repetition pairs (baseline and candidate run back "
             "to back), so a burst of load from other processes lands on both sides of the ratio.",
