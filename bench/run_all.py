@@ -159,6 +159,11 @@ def headline(results: dict) -> list[tuple[str, str, str, Any]]:
                          "≥ 3x", ps["median"] >= 3.0))
             rows.append((f"Whole-epoch speed-up, {r['recipe']} vs {r['baseline']}", _stat(es, unit="x"),
                          "≥ 1.2x", es["median"] >= 1.2))
+            c = r.get("candidate")
+            if c:
+                rows.append((f"Candidate for jobs/pipeline.py (one composed transform), {r['recipe']} vs the same "
+                             "baseline: pipeline / epoch", f"{_stat(c['pipeline_speedup'], unit='x')} / "
+                             f"{_stat(c['epoch_speedup'], unit='x')}", "not shipped", None))
     acc = _get(b, "accuracy", "data")
     if acc and acc.get("summary"):
         s = acc["summary"]
