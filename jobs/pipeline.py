@@ -6,7 +6,8 @@ Labels become one-hot here so that label smoothing works with the categorical lo
 
 from __future__ import annotations
 
-from typing import Optional
+import math
+from typing import Callable, Optional
 
 import keras
 import numpy as np
@@ -15,21 +16,59 @@ import tensorflow as tf
 from jobs.spec import AugmentationSpec
 
 
-def augmentation_layers(aug: AugmentationSpec, seed: int) -> Optional[keras.Sequential]:
+def _random_affine(images: tf.Tensor, aug: AugmentationSpec, seed: int) -> tf.Tensor:
+    """Flip, rotation, zoom and translation composed into ONE projective transform per image.
+
+    Keras' RandomFlip/RandomRotation/RandomZoom/RandomTranslation layers each resample every image; composing
+    them resamples once (bench/bench_pipeline.py measured the input pipeline 2x faster, 2.7-4.8x faster than
+    ImageDataGenerator). Ranges follow the Keras layers: rotation is a fraction of a full turn, zoom and
+    translation fractions of the image size; pixels outside the image repeat the nearest edge.
+    """
+    b = tf.shape(images)[0]
+    h = tf.cast(tf.shape(images)[1], tf.float32)
+    w = tf.cast(tf.shape(images)[2], tf.float32)
+    ones = tf.ones([b])
+    turn = aug.rotation * 2 * math.pi
+    angle = tf.random.uniform([b], -turn, turn, seed=seed) if aug.rotation else tf.zeros([b])
+    zoom = tf.random.uniform([b], 1 - aug.zoom, 1 + aug.zoom, seed=seed + 1) if aug.zoom else ones
+    if aug.translation:
+        tx = tf.random.uniform([b], -aug.translation, aug.translation, seed=seed + 2) * w
+        ty = tf.random.uniform([b], -aug.translation, aug.translation, seed=seed + 3) * h
+    else:
+        tx = ty = tf.zeros([b])
+
+    def coin(offset):
+        return tf.where(tf.random.uniform([b], seed=seed + offset) < 0.5, -1.0, 1.0)
+
+    flip_x = coin(4) if aug.flip in ("horizontal", "horizontal_and_vertical") else ones
+    flip_y = coin(5) if aug.flip in ("vertical", "horizontal_and_vertical") else ones
+    cos, sin = tf.cos(angle) * zoom, tf.sin(angle) * zoom
+    cx, cy = (w - 1) / 2, (h - 1) / 2
+    # Output pixel (x, y) samples input (a0 x + a1 y + a2, b0 x + b1 y + b2): rotate/zoom/flip about the centre.
+    a0, a1, b0, b1 = cos * flip_x, -sin * flip_y, sin * flip_x, cos * flip_y
+    zeros = tf.zeros([b])
+    matrix = tf.stack([a0, a1, cx - a0 * cx - a1 * cy + tx, b0, b1, cy - b0 * cx - b1 * cy + ty, zeros, zeros], axis=1)
+    return tf.raw_ops.ImageProjectiveTransformV3(
+        images=images, transforms=matrix, output_shape=tf.shape(images)[1:3], fill_value=0.0,
+        interpolation="BILINEAR", fill_mode="NEAREST",
+    )
+
+
+def augmentation_fn(aug: AugmentationSpec, seed: int) -> Optional[Callable[[tf.Tensor], tf.Tensor]]:
+    """A batch -> batch function for training batches, or None when the spec asks for no augmentation."""
     if not aug.enabled:
         return None
-    steps = []
-    if aug.flip != "none":
-        steps.append(keras.layers.RandomFlip(aug.flip, seed=seed))
-    if aug.rotation:
-        steps.append(keras.layers.RandomRotation(aug.rotation, fill_mode="nearest", seed=seed + 1))
-    if aug.translation:
-        steps.append(keras.layers.RandomTranslation(aug.translation, aug.translation, fill_mode="nearest", seed=seed + 2))
-    if aug.zoom:
-        steps.append(keras.layers.RandomZoom(aug.zoom, fill_mode="nearest", seed=seed + 3))
-    if aug.contrast:
-        steps.append(keras.layers.RandomContrast(aug.contrast, seed=seed + 4))
-    return keras.Sequential(steps, name="augmentation")
+    geometric = aug.flip != "none" or any((aug.rotation, aug.zoom, aug.translation))
+    contrast = keras.layers.RandomContrast(aug.contrast, seed=seed + 6) if aug.contrast else None
+
+    def augment(images):
+        if geometric:
+            images = _random_affine(images, aug, seed)
+        if contrast is not None:
+            images = contrast(images, training=True)
+        return images
+
+    return augment
 
 
 def make_dataset(
@@ -51,12 +90,12 @@ def make_dataset(
     if training:
         ds = ds.shuffle(min(shuffle_buffer, len(x)), seed=seed, reshuffle_each_iteration=True)
     ds = ds.batch(batch_size, drop_remainder=drop_remainder)
-    aug = augmentation_layers(augmentation, seed) if (training and augmentation is not None) else None
+    aug = augmentation_fn(augmentation, seed) if (training and augmentation is not None) else None
 
     def to_model_inputs(images, labels):
         images = tf.cast(images, tf.float32)
         if aug is not None:
-            images = aug(images, training=True)
+            images = aug(images)
         return images, tf.one_hot(labels, num_classes)
 
     ds = ds.map(to_model_inputs, num_parallel_calls=tf.data.AUTOTUNE, deterministic=deterministic or None)

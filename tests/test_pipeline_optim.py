@@ -28,6 +28,35 @@ def test_pipeline_batches_one_hot_and_augments_training_only():
     assert not np.array_equal(np.sort(train_images, axis=None), np.sort(x.astype("float32"), axis=None))
 
 
+def test_flip_only_gives_each_image_or_its_mirror_exactly():
+    from jobs.pipeline import make_dataset
+    from jobs.spec import AugmentationSpec
+
+    rng = np.random.default_rng(0)
+    x = rng.integers(0, 255, (64, 6, 5, 3), dtype=np.uint8)
+    y = np.zeros(64)
+    aug = AugmentationSpec(flip="horizontal")
+    (images, _), = list(make_dataset(x, y, 2, 64, training=True, seed=3, augmentation=aug, shuffle_buffer=1))
+    images = images.numpy()
+    same = [np.array_equal(images[i], x[i]) for i in range(64)]
+    mirrored = [np.array_equal(images[i], x[i][:, ::-1]) for i in range(64)]
+    assert all(s or m for s, m in zip(same, mirrored))
+    assert 10 < sum(mirrored) < 54  # a fair coin per image
+
+
+def test_zero_ranges_are_the_identity_and_rotation_keeps_the_centre():
+    import tensorflow as tf
+
+    from jobs.pipeline import _random_affine
+    from jobs.spec import AugmentationSpec
+
+    x = tf.constant(np.random.default_rng(1).uniform(0, 255, (4, 7, 7, 1)), tf.float32)
+    np.testing.assert_allclose(_random_affine(x, AugmentationSpec(), seed=1).numpy(), x.numpy(), atol=1e-4)
+    rotated = _random_affine(x, AugmentationSpec(rotation=0.25, zoom=0.2), seed=1).numpy()
+    np.testing.assert_allclose(rotated[:, 3, 3], x.numpy()[:, 3, 3], atol=1e-3)  # rotation/zoom about the centre
+    assert not np.allclose(rotated, x.numpy())
+
+
 def test_training_shuffle_is_seeded():
     from jobs.pipeline import make_dataset
 

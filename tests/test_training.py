@@ -123,7 +123,8 @@ def test_export_metadata_class_names_and_warmup(trained):
 def test_same_spec_and_seed_give_identical_metrics(tmp_path):
     from jobs.train import run
 
-    spec = small_spec(**{"training.epochs": 2, "training.deterministic": True, "data.max_train_examples": 300})
+    spec = small_spec(**{"training.epochs": 2, "training.deterministic": True, "data.max_train_examples": 300,
+                         "augmentation": {"rotation": 0.05, "translation": 0.1, "contrast": 0.1}})
     a = run(spec, artifacts_dir=str(tmp_path), run_id="a", export=False)
     b = run(spec, artifacts_dir=str(tmp_path), run_id="b", export=False)
     ha = json.loads((a.run_dir / "history.json").read_text())
