@@ -62,8 +62,10 @@ class BatchingConfig:
 
     enabled: bool = False
     max_batch_size: int = 32
-    batch_timeout_micros: int = 2000
-    num_batch_threads: int = 2
+    # 1000 us and one batch thread: measured by bench/bench_serving.py (32 clients); a second thread splits the
+    # queue into two half-size batches on this Python server, and timeouts 0..4000 us were within noise.
+    batch_timeout_micros: int = 1000
+    num_batch_threads: int = 1
     max_enqueued_batches: int = 64
 
 
