@@ -146,7 +146,8 @@ def _jobctl_dataset(spec, x, y, num_classes, batch_size, prefetch=None):
 
 
 def composed_affine_dataset(spec, x, y, num_classes, batch_size):
-    """A candidate for jobs/pipeline.py, measured here before anyone adopts it: jobctl's pipeline with the
+    """The bench's own copy of the composed transform that jobs/pipeline.py adopted after it was measured here
+    (kept as a control): jobctl's former pipeline with the
     flip / rotation / zoom / translation layers replaced by one projective transform per image (the same random
     ranges, composed into one matrix, so one interpolation pass instead of one per Keras layer)."""
     import math
@@ -243,7 +244,7 @@ def bench_recipe(name: str, images: int, reps: int, warmup: int = 1) -> dict[str
     if augmented:
         candidate = {
             "what": "one composed projective transform instead of Keras' RandomFlip/RandomRotation/RandomZoom "
-                    "layers (bench_pipeline.composed_affine_dataset; not in jobs/pipeline.py)",
+                    "layers (bench_pipeline.composed_affine_dataset: the bench's copy of what jobs/pipeline.py does, a control)",
             "pipeline_speedup": paired_ratio(pipeline["seed"], pipeline["candidate"]),
             "epoch_speedup": paired_ratio(epoch["seed"], epoch["candidate"]),
             "pipeline_speedup_vs_jobctl": paired_ratio(pipeline["jobctl"], pipeline["candidate"]),
