@@ -14,7 +14,6 @@ from __future__ import annotations
 import argparse
 import os
 import signal
-import socket
 import sys
 import tempfile
 import time
@@ -26,6 +25,7 @@ import yaml
 from bench.common import (
     OUT_DIR, ROOT, Stat, add_common_args, bench_env, machine_info, paired_ratio, repetitions, run_process, write_json,
 )
+from bench.common import free_port as _free_port
 
 TARGETS = {"help": 0.5, "render": 1.0}
 
@@ -112,12 +112,6 @@ def startup(reps: int, tmp: Path) -> dict[str, Any]:
 
 def statistics_median(values) -> float:
     return Stat.of(values).median
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def memory(tmp: Path, quick: bool) -> dict[str, Any]:

@@ -23,7 +23,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import socket
 import subprocess
 import sys
 import tempfile
@@ -31,6 +30,7 @@ import time
 from pathlib import Path
 
 from bench.common import ROOT, Stat, add_common_args, bench_env, machine_info, paired_ratio, repetitions, write_json
+from bench.common import free_ports as _free_ports
 
 MODEL = {"type": "cnn", "conv_filters": [32, 64], "dense_units": [64], "padding": "same"}
 INPUT = (32, 32, 3)
@@ -117,14 +117,6 @@ def child_worker(n: int, batch: int, reps: int) -> dict:
     return {"workers_2": [n / _epoch_seconds(model, ds) for _ in range(reps)], "task": info.task_index}
 
 
-def _free_ports(k: int) -> list[int]:
-    socks = [socket.socket() for _ in range(k)]
-    for s in socks:
-        s.bind(("127.0.0.1", 0))
-    ports = [s.getsockname()[1] for s in socks]
-    for s in socks:
-        s.close()
-    return ports
 
 
 def _run_child(args: list[str], env: dict, timeout: float) -> subprocess.Popen:

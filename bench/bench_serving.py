@@ -22,7 +22,6 @@ import json
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -34,6 +33,7 @@ from typing import Optional
 import numpy as np
 
 from bench.common import Stat, paired_ratio
+from bench.common import free_port as _free_port
 
 ROOT = Path(__file__).resolve().parent.parent
 MEMBERS = ("m0", "m1", "m2")
@@ -47,10 +47,6 @@ BATCHING = {"max_batch_size": 32, "batch_timeout_micros": 1000, "num_batch_threa
 WORKERS = {"grpc_workers": 64}
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def build_models(root: Path, quick: bool) -> tuple[list[Path], Path, tuple]:

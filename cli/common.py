@@ -27,18 +27,12 @@ def fail(message: str, code: int = exit_codes.FAILURE) -> NoReturn:
 
 def parse_overrides(pairs: Optional[list[str]]) -> dict[str, Any]:
     """`--set training.learning_rate=0.01` pairs; values are parsed as YAML so numbers and lists work."""
-    import yaml
+    from jobs.spec import SpecError, parse_override_pairs
 
-    out: dict[str, Any] = {}
-    for pair in pairs or []:
-        if "=" not in pair:
-            fail(f"--set expects FIELD.PATH=VALUE, received {pair!r}", exit_codes.BAD_SPEC)
-        key, raw = pair.split("=", 1)
-        try:
-            out[key.strip()] = yaml.safe_load(raw)
-        except yaml.YAMLError as exc:
-            fail(f"--set {key}: value {raw!r} is not valid YAML ({exc})", exit_codes.BAD_SPEC)
-    return out
+    try:
+        return parse_override_pairs(pairs or [])
+    except SpecError as exc:
+        fail("; ".join(exc.problems), exit_codes.BAD_SPEC)
 
 
 def load_spec_or_exit(path: Path, overrides: Optional[dict[str, Any]] = None):

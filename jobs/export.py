@@ -28,8 +28,17 @@ WARMUP_FILE = "tf_serving_warmup_requests"
 METADATA_FILE = "jobctl.json"
 
 
+# The run metrics copied into jobctl.json, so a served model says how good it was without its run dir.
+EXPORTED_METRICS = ("best_epoch", "best_val_accuracy", "best_val_loss", "test_accuracy", "test_loss")
+
+
 class ExportError(Exception):
     pass
+
+
+def run_metadata(spec_hash: str, run_dir, metrics: dict) -> dict:
+    """The jobctl.json fields that tie an export to the run it came from."""
+    return {"spec_hash": spec_hash, "run_dir": str(run_dir), "metrics": {k: metrics.get(k) for k in EXPORTED_METRICS}}
 
 
 def existing_versions(model_dir: Path) -> list[int]:

@@ -17,7 +17,7 @@ def reexport_run(run_dir: Union[str, Path], export_root: Optional[Union[str, Pat
     import numpy as np
     import yaml
 
-    from jobs.export import export_model
+    from jobs.export import export_model, run_metadata
     from jobs.models import build_model
 
     run_dir = Path(run_dir)
@@ -41,6 +41,5 @@ def reexport_run(run_dir: Union[str, Path], export_root: Optional[Union[str, Pat
     return export_model(
         model, root, spec.model_name, class_names=metrics["class_names"], input_shape=input_shape,
         input_dtype=spec.export.input_dtype, version=version, pixel_max=metrics["pixel_max"],
-        metadata={"spec_hash": spec.spec_hash(), "run_dir": str(run_dir),
-                  "metrics": {k: metrics.get(k) for k in ("best_epoch", "best_val_accuracy", "best_val_loss", "test_accuracy", "test_loss")}},
+        metadata=run_metadata(spec.spec_hash(), run_dir, metrics),
     )

@@ -517,6 +517,24 @@ def apply_overrides(data: dict, overrides: dict[str, Any]) -> dict:
     return out
 
 
+def parse_override_pairs(pairs: list[str]) -> dict[str, Any]:
+    """`--set FIELD.PATH=VALUE` pairs -> {path: value}; values are YAML, so numbers and lists keep their type."""
+    out: dict[str, Any] = {}
+    problems = []
+    for pair in pairs:
+        if "=" not in pair:
+            problems.append(f"--set expects FIELD.PATH=VALUE, received {pair!r}")
+            continue
+        key, raw = pair.split("=", 1)
+        try:
+            out[key.strip()] = yaml.safe_load(raw)
+        except yaml.YAMLError as exc:
+            problems.append(f"--set {key}: value {raw!r} is not valid YAML ({getattr(exc, 'problem', exc)})")
+    if problems:
+        raise SpecError(problems, "--set")
+    return out
+
+
 def field_exists(dotted: str) -> bool:
     """True when `dotted` names a field of JobSpec (used to reject unknown sweep parameters early)."""
     current: Any = JobSpec

@@ -21,7 +21,7 @@ from typing import Any, Optional
 
 from jobs import exit_codes
 from jobs.fsutil import atomic_write_json, atomic_write_text
-from jobs.spec import JobSpec, SpecError, load_spec
+from jobs.spec import JobSpec, SpecError, load_spec, parse_override_pairs
 
 log = logging.getLogger("jobs.train")
 
@@ -486,10 +486,8 @@ def _train(spec: JobSpec, info, root: Path, shared_run_dir: Path, run_dir: Path,
     keras = info.keras  # Keras 3, or tf-keras under MultiWorkerMirroredStrategy (see jobs/distribute.py)
     seed_everything(spec.seed, spec.training.deterministic, keras)
 
-    import numpy as np
-
     from jobs.data import load_dataset
-    from jobs.export import export_model
+    from jobs.export import export_model, run_metadata
     from jobs.models import build_model
     from jobs.pipeline import make_dataset
 
@@ -674,11 +672,7 @@ def _train(spec: JobSpec, info, root: Path, shared_run_dir: Path, run_dir: Path,
             version=spec.export.version,
             pixel_max=data.pixel_max,
             warmup_samples=data.x_test[: spec.export.warmup_requests],
-            metadata={
-                "spec_hash": spec.spec_hash(),
-                "run_dir": str(shared_run_dir),
-                "metrics": {k: metrics[k] for k in ("best_epoch", "best_val_accuracy", "best_val_loss", "test_accuracy", "test_loss")},
-            },
+            metadata=run_metadata(spec.spec_hash(), shared_run_dir, metrics),
         )
         metrics["export_path"] = str(export_path)
         metrics["version"] = int(export_path.name)
@@ -709,17 +703,8 @@ def main(argv: Optional[list[str]] = None) -> int:
     parser.add_argument("--set", action="append", default=[], metavar="FIELD=VALUE", help="override a spec field")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    overrides = {}
-    import yaml
-
-    for pair in args.set:
-        if "=" not in pair:
-            print(f"error: --set expects FIELD.PATH=VALUE, received {pair!r}", file=sys.stderr)
-            return exit_codes.BAD_SPEC
-        k, v = pair.split("=", 1)
-        overrides[k] = yaml.safe_load(v)
     try:
-        spec = load_spec(args.spec, overrides)
+        spec = load_spec(args.spec, parse_override_pairs(args.set))
     except SpecError as exc:
         print(exc.render(), file=sys.stderr)
         return exit_codes.BAD_SPEC

@@ -13,6 +13,7 @@ import tempfile
 from pathlib import Path
 
 import numpy as np
+from bench.common import free_port  # noqa: F401 - the serving tests import it from here
 
 CLASS_NAMES = [str(i) for i in range(10)]
 
@@ -122,11 +123,3 @@ def shared_models() -> dict:
     ensemble = build_ensemble(members, root / "models" / "ensemble", weights=[1, 1, 2])
     _SHARED.update(root=root, data=data, members=members, ensemble=ensemble)
     return _SHARED
-
-
-def free_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]

@@ -10,7 +10,6 @@ from __future__ import annotations
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -20,6 +19,8 @@ import pytest
 import yaml
 
 from jobs import exit_codes
+from bench.common import free_ports
+from jobs.spec import apply_overrides
 
 ROOT = Path(__file__).resolve().parents[1]
 HARD_TIMEOUT = 180.0  # per process; a hang fails the test instead of the suite
@@ -38,26 +39,12 @@ def tiny_spec(tmp_path: Path, name: str, **overrides) -> Path:
         "export": {"warmup_requests": 2},
         "distribution": {"worker_timeout_seconds": 90},
     }
-    for dotted, value in overrides.items():
-        node = spec
-        *parents, leaf = dotted.split(".")
-        for p in parents:
-            node = node.setdefault(p, {})
-        node[leaf] = value
+    spec = apply_overrides(spec, overrides)
     path = tmp_path / f"{name}.yaml"
     path.write_text(yaml.safe_dump(spec))
     return path
 
 
-def free_ports(n: int) -> list[int]:
-    socks = [socket.socket() for _ in range(n)]
-    try:
-        for s in socks:
-            s.bind(("127.0.0.1", 0))
-        return [s.getsockname()[1] for s in socks]
-    finally:
-        for s in socks:
-            s.close()
 
 
 def tf_config(ports: list[int], index: int) -> str:

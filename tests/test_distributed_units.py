@@ -6,7 +6,6 @@ from __future__ import annotations
 import json
 import os
 import signal
-import socket
 import threading
 import time
 
@@ -16,6 +15,7 @@ import pytest
 from jobs import distribute, exit_codes, train
 from jobs.spec import JobSpec
 from k8s.tf_config import TFConfigError
+from bench.common import free_ports as _ports
 
 
 def _cfg(cluster, task):
@@ -59,14 +59,6 @@ def test_multi_worker_without_a_cluster_is_a_clear_error():
         distribute.select_strategy("multi_worker", env={})
 
 
-def _ports(n):
-    socks = [socket.socket() for _ in range(n)]
-    for s in socks:
-        s.bind(("127.0.0.1", 0))
-    ports = [s.getsockname()[1] for s in socks]
-    for s in socks:
-        s.close()
-    return ports
 
 
 def test_rendezvous_meets_every_peer_and_times_out_on_a_missing_one():

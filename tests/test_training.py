@@ -12,7 +12,7 @@ from typer.testing import CliRunner
 
 from cli.main import app
 from jobs.data import load_dataset
-from jobs.spec import parse_spec
+from jobs.spec import apply_overrides, parse_spec
 
 ROOT = Path(__file__).resolve().parents[1]
 runner = CliRunner()
@@ -29,13 +29,7 @@ def small_spec(**overrides):
         "training": {"epochs": 4, "batch_size": 32, "learning_rate": 0.01},
         "export": {"warmup_requests": 3},
     }
-    for dotted, value in overrides.items():
-        node = base
-        *parents, leaf = dotted.split(".")
-        for p in parents:
-            node = node.setdefault(p, {})
-        node[leaf] = value
-    return parse_spec(base)
+    return parse_spec(apply_overrides(base, overrides))
 
 
 @pytest.fixture(scope="module")
