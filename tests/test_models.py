@@ -39,6 +39,24 @@ def test_separable_cnn_with_global_pooling():
     assert "SeparableConv2D" in layer_types(m) and "GlobalAveragePooling2D" in layer_types(m)
 
 
+def test_separable_stack_keeps_its_signal():
+    """Seed 002's six separable layers: with Keras' default depthwise init the logits came out ~1e-6 (std) and
+    training on digits never left ln 10; jobctl's depthwise init keeps activations at the input's order."""
+    import keras
+    import numpy as np
+
+    from jobs.data import load_dataset
+    from jobs.spec import DataSpec
+
+    keras.utils.set_random_seed(0)
+    m = build({"type": "separable_cnn", "conv_filters": [32, 64, 64, 128, 64, 128], "pool_after": [1, 3],
+               "global_pooling": "avg", "dense_units": [32], "padding": "same"}, pre={"rescale": "auto"})
+    x = load_dataset(DataSpec(dataset="digits"), 0).x_train[:128].astype("float32")
+    deepest = keras.Model(m.input, m.get_layer("conv5_relu").output)
+    scaled_std = float(np.std(x / 16.0))
+    assert float(np.std(np.asarray(deepest(x)))) > scaled_std / 100  # Keras' default: ~1e-5 of it
+
+
 def test_mlp_and_rescale():
     import numpy as np
 
