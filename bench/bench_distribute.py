@@ -3,7 +3,9 @@
     .venv/bin/python -m bench.bench_distribute [--examples 4096] [--batch 64] [--repetitions 5] [--quick] [--out F]
 
 Variants, all training the same CNN (jobs.models, Conv32-Pool-Conv64-Pool-Dense64 on 32x32x3 uint8 images through
-jobs.pipeline) with the same global batch, one epoch per measurement after an untimed warm-up epoch:
+jobs.pipeline) with the same global batch, fed as jobs.train feeds fit (one iterator for the whole fit, no prefetch
+to device on CPU replicas). One measurement is the median steady-state epoch (epochs 2-3 of a 3-epoch fit, after an
+untimed warm-up fit):
 
 - `none`: no strategy (the default strategy, Keras 3 `fit`);
 - `mirrored_1`: MirroredStrategy on one logical CPU device;
@@ -28,6 +30,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Optional
 
 from bench.common import ROOT, Stat, add_common_args, bench_env, machine_info, paired_ratio, repetitions, write_json
 from bench.common import free_ports as _free_ports
@@ -46,7 +49,8 @@ def _data(n: int):
 
 
 def _model_and_data(info, n: int, batch: int):
-    from jobs.pipeline import make_dataset
+    from jobs.distribute import distribute_input
+    from jobs.pipeline import make_dataset, repeat_for_fit
     from jobs.spec import JobSpec
 
     spec = JobSpec(name="bench", model=MODEL)
@@ -57,12 +61,20 @@ def _model_and_data(info, n: int, batch: int):
         model.compile(optimizer=keras.optimizers.Adam(1e-3),
                       loss=keras.losses.CategoricalCrossentropy(from_logits=True),
                       metrics=[keras.metrics.CategoricalAccuracy(name="accuracy")])
+    # As jobs.train feeds fit: a repeated dataset with steps per epoch (one iterator for the whole fit),
+    # distributed without prefetch to device on CPU replicas.
     ds = make_dataset(x, y, 10, batch, training=True, seed=1)
-    return model, ds
+    if not info.legacy_keras:
+        ds, _ = repeat_for_fit(ds, n, batch)
+    return model, distribute_input(info, ds)
 
 
-def _epoch_seconds(model, ds) -> float:
-    """One epoch's wall time between Keras' epoch callbacks: the training steps, not fit's set-up."""
+def _epoch_seconds(model, ds, steps: Optional[int] = None, epochs: int = 1) -> float:
+    """Wall time of an epoch between Keras' epoch callbacks: the training steps, not fit's set-up.
+
+    With `steps` (a repeated dataset, as jobs.train runs Keras 3), `fit` runs `epochs` epochs on one iterator and
+    the median of all but the first is returned: steady-state epochs, as in a real run past its first epoch.
+    """
     keras = __import__(type(model).__module__.split(".")[0])  # keras or tf_keras, whichever built the model
     times: list[float] = []
 
@@ -73,8 +85,9 @@ def _epoch_seconds(model, ds) -> float:
         def on_epoch_end(self, epoch, logs=None):
             times[-1] = time.perf_counter() - times[-1]
 
-    model.fit(ds, epochs=1, verbose=0, callbacks=[_Clock()])
-    return times[0]
+    model.fit(ds, epochs=epochs, steps_per_epoch=steps, verbose=0, callbacks=[_Clock()])
+    steady = times[1:] or times
+    return sorted(steady)[len(steady) // 2]
 
 
 def child_single(n: int, batch: int, reps: int) -> dict:
@@ -87,22 +100,25 @@ def child_single(n: int, batch: int, reps: int) -> dict:
 
     from jobs import models
 
-    def info(strategy):
-        return distribute.StrategyInfo(strategy, "bench", strategy.num_replicas_in_sync, keras=keras, models=models)
+    def info(kind, devices=()):
+        strategy = tf.distribute.MirroredStrategy(list(devices)) if devices else tf.distribute.get_strategy()
+        return distribute.StrategyInfo(strategy, kind, strategy.num_replicas_in_sync, keras=keras, models=models,
+                                       devices=[tf.config.list_logical_devices("CPU")[i].name for i in range(len(devices))])
 
     variants = {
-        "none": info(tf.distribute.get_strategy()),
-        "mirrored_1": info(tf.distribute.MirroredStrategy(["/cpu:0"])),
-        "mirrored_2": info(tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"])),
+        "none": info("default"),
+        "mirrored_1": info("mirrored", ["/cpu:0"]),
+        "mirrored_2": info("mirrored", ["/cpu:0", "/cpu:1"]),
     }
     built = {name: _model_and_data(v, n, batch) for name, v in variants.items()}
+    steps = -(-n // batch)
     for model, ds in built.values():
-        _epoch_seconds(model, ds)  # warm-up: tracing and the dataset cache
+        _epoch_seconds(model, ds, steps)  # warm-up: tracing and the dataset cache
     seconds: dict[str, list[float]] = {name: [] for name in variants}
     for rep in range(reps):
         names = list(variants) if rep % 2 == 0 else list(reversed(variants))
         for name in names:
-            seconds[name].append(_epoch_seconds(*built[name]))
+            seconds[name].append(_epoch_seconds(*built[name], steps=steps, epochs=3))
     return {name: [n / s for s in values] for name, values in seconds.items()}
 
 

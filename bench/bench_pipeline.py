@@ -233,11 +233,17 @@ def bench_recipe(name: str, images: int, reps: int, warmup: int = 1) -> dict[str
         seed_fit = lambda **kw: model_seed.fit(seed_batches(), steps_per_epoch=steps, **kw)  # noqa: E731
     else:
         seed_fit = lambda **kw: model_seed.fit(x_float, y_onehot, batch_size=batch, shuffle=True, **kw)  # noqa: E731
-    jobctl_fit = lambda **kw: model_jobctl.fit(ds, **kw)  # noqa: E731
+    # jobctl's side is fed as jobs.train feeds fit: a repeated dataset and the steps per epoch (one iterator).
+    from jobs.pipeline import repeat_for_fit
+
+    ds_fit, steps_per_epoch = repeat_for_fit(ds, len(x), batch)
+    jobctl_fit = lambda **kw: model_jobctl.fit(ds_fit, steps_per_epoch=steps_per_epoch, **kw)  # noqa: E731
     epoch_variants = {"seed": steady_epoch(seed_fit), "jobctl": steady_epoch(jobctl_fit)}
     if augmented:
         model_candidate = compiled_model(spec, input_shape, num_classes, pixel_max)
-        epoch_variants["candidate"] = steady_epoch(lambda **kw: model_candidate.fit(candidate_ds, **kw))
+        candidate_fit, _ = repeat_for_fit(candidate_ds, len(x), batch)
+        epoch_variants["candidate"] = steady_epoch(
+            lambda **kw: model_candidate.fit(candidate_fit, steps_per_epoch=steps_per_epoch, **kw))
     epoch = interleaved_steady(epoch_variants, reps)
     n = len(x)
     candidate = None

@@ -105,3 +105,14 @@ def make_dataset(
     if deterministic:
         options.deterministic = True
     return ds.with_options(options).prefetch(tf.data.AUTOTUNE)
+
+
+def repeat_for_fit(dataset: tf.data.Dataset, examples: int, batch_size: int) -> tuple[tf.data.Dataset, int]:
+    """(the dataset repeated, batches per epoch): what `fit(..., steps_per_epoch=...)` should get.
+
+    Keras keeps one iterator for the whole fit when it knows the steps per epoch, instead of building a new one
+    each epoch (under MirroredStrategy that rebuilds a multi-device iterator and retraces its functions: about
+    0.1 s per epoch, measured by bench_distribute). Each pass of the repeated dataset is one epoch, reshuffled,
+    partial last batch included: the same batches per epoch as a fresh iterator.
+    """
+    return dataset.repeat(), -(-examples // batch_size)

@@ -489,7 +489,7 @@ def _train(spec: JobSpec, info, root: Path, shared_run_dir: Path, run_dir: Path,
     from jobs.data import load_dataset
     from jobs.export import export_model, run_metadata
     from jobs.models import build_model
-    from jobs.pipeline import make_dataset
+    from jobs.pipeline import make_dataset, repeat_for_fit
 
     t0 = time.perf_counter()
     run_dir.mkdir(parents=True, exist_ok=True)
@@ -553,6 +553,11 @@ def _train(spec: JobSpec, info, root: Path, shared_run_dir: Path, run_dir: Path,
         augmentation=spec.augmentation, shuffle_buffer=t.shuffle_buffer, deterministic=t.deterministic,
     )
     val_ds = make_dataset(data.x_val, data.y_val, data.num_classes, global_batch, training=False, seed=spec.seed)
+    steps = {}
+    if not info.legacy_keras:  # tf-keras under MultiWorkerMirroredStrategy keeps one epoch per pass of its shards
+        train_ds, steps["steps_per_epoch"] = repeat_for_fit(train_ds, len(data.x_train), global_batch)
+        val_ds, steps["validation_steps"] = repeat_for_fit(val_ds, len(data.x_val), global_batch)
+    train_ds, val_ds = distribute.distribute_input(info, train_ds), distribute.distribute_input(info, val_ds)
     test_ds = make_dataset(data.x_test, data.y_test, data.num_classes, global_batch, training=False, seed=spec.seed)
 
     diagram_note = _write_summary_and_diagram(twin if twin is not None else model, run_dir)
@@ -606,7 +611,8 @@ def _train(spec: JobSpec, info, root: Path, shared_run_dir: Path, run_dir: Path,
         print(f"resumed: fit had finished ({len(journal.rows)} epochs); evaluating and exporting", file=out)
         best.resume(journal.history)
     else:
-        model.fit(train_ds, validation_data=val_ds, epochs=t.epochs, callbacks=callbacks, verbose=0, shuffle=False)
+        model.fit(train_ds, validation_data=val_ds, epochs=t.epochs, callbacks=callbacks, verbose=0, shuffle=False,
+                  **steps)
     fit_seconds = time.perf_counter() - fit_start
     hist = journal.history
     epochs_run = len(journal.rows)
