@@ -184,3 +184,22 @@ def test_batch_size_semantics_and_learning_rate_scaling(training, replicas, expe
 def test_a_global_batch_smaller_than_the_replicas_is_rejected():
     with pytest.raises(ValueError, match="cannot be split across 4 replicas"):
         train.batch_and_learning_rate(JobSpec(name="x", training={"batch_size": 2}).training, 4)
+
+
+def test_cpu_replicas_get_a_dataset_distributed_without_prefetch_to_device():
+    """On CPU replicas the engine distributes the dataset itself (no host-to-host copy per batch); GPU replicas
+    and the default strategy leave that to Keras, which prefetches to the device."""
+    import keras
+    import tensorflow as tf
+
+    from jobs import models
+
+    ds = tf.data.Dataset.from_tensor_slices(np.arange(8, dtype=np.float32)).batch(4)
+    mirrored = tf.distribute.MirroredStrategy(["/cpu:0"])
+    cpu = distribute.StrategyInfo(mirrored, "mirrored", 1, keras=keras, models=models, devices=["/device:CPU:0"])
+    out = distribute.distribute_input(cpu, ds)
+    assert isinstance(out, tf.distribute.DistributedDataset)
+    assert sorted(np.concatenate([mirrored.experimental_local_results(b)[0].numpy() for b in out]).tolist()) == list(range(8))
+    gpu = distribute.StrategyInfo(mirrored, "mirrored", 1, keras=keras, models=models, devices=["/device:GPU:0"])
+    default = distribute.StrategyInfo(tf.distribute.get_strategy(), "default", 1, keras=keras, models=models)
+    assert distribute.distribute_input(gpu, ds) is ds and distribute.distribute_input(default, ds) is ds

@@ -28,6 +28,22 @@ def test_pipeline_batches_one_hot_and_augments_training_only():
     assert not np.array_equal(np.sort(train_images, axis=None), np.sort(x.astype("float32"), axis=None))
 
 
+def test_repeat_for_fit_makes_each_epoch_one_whole_reshuffled_pass():
+    """The engine feeds fit one repeated dataset with steps per epoch: every epoch must still see each example
+    exactly once (partial last batch included) and in a new order."""
+    from jobs.pipeline import make_dataset, repeat_for_fit
+
+    x = np.arange(10, dtype=np.uint8).reshape(10, 1, 1, 1)
+    ds, steps = repeat_for_fit(make_dataset(x, np.zeros(10), 2, 4, training=True, seed=1), len(x), 4)
+    assert steps == 3
+    batches = [b[0].numpy().reshape(-1) for b in ds.take(3 * steps)]
+    assert [len(b) for b in batches] == [4, 4, 2] * 3
+    epochs = [np.concatenate(batches[i * steps:(i + 1) * steps]) for i in range(3)]
+    for order in epochs:
+        assert sorted(order.tolist()) == list(range(10))
+    assert len({tuple(order.tolist()) for order in epochs}) > 1
+
+
 def test_flip_only_gives_each_image_or_its_mirror_exactly():
     from jobs.pipeline import make_dataset
     from jobs.spec import AugmentationSpec
