@@ -17,6 +17,7 @@ import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any, Optional
 
 from jobs import exit_codes
@@ -388,6 +389,25 @@ def _replay_early_stopping(callback, history: dict[str, list[float]]) -> None:
         callback.model.stop_training = stop or callback.model.stop_training
 
 
+def _replay_plateau(callback, history: dict[str, list[float]], learning_rate: float) -> None:
+    """Bring ReduceLROnPlateau's counters (best, wait, cooldown) to where they were before the restart.
+
+    Replayed against a stand-in optimizer starting at the spec's learning rate: the real one was restored with the
+    optimizer's state from the backup and must not be lowered a second time.
+    """
+    import tensorflow as tf
+
+    real = callback.model
+    stand_in = SimpleNamespace(optimizer=SimpleNamespace())
+    stand_in.optimizer.learning_rate = stand_in.optimizer.lr = tf.Variable(float(learning_rate), trainable=False)
+    callback.set_model(stand_in)
+    try:
+        for i, value in enumerate(history.get(callback.monitor, [])):
+            callback.on_epoch_end(i, {callback.monitor: value})
+    finally:
+        callback.set_model(real)
+
+
 # -------------------------------------------------------------------------------------------------- run
 def run(
     spec: JobSpec,
@@ -577,6 +597,8 @@ def _train(spec: JobSpec, info, root: Path, shared_run_dir: Path, run_dir: Path,
             restore_best_weights=es.restore_best_weights, verbose=0,
         )
 
+    schedule = lr_callbacks(spec, learning_rate, keras)
+
     def on_resume(epoch: int, history: dict) -> None:
         if epoch == 0:
             return
@@ -584,12 +606,15 @@ def _train(spec: JobSpec, info, root: Path, shared_run_dir: Path, run_dir: Path,
         best.resume(history)
         if early is not None:
             _replay_early_stopping(early, history)
+        for callback in schedule:
+            if isinstance(callback, keras.callbacks.ReduceLROnPlateau):
+                _replay_plateau(callback, history, learning_rate)
 
     callbacks: list = [
         journal.callback(keras, on_resume),
         best.callback(keras),
         EpochLine.make(t.epochs, monitor, mode, len(data.x_train), out, keras),
-        *lr_callbacks(spec, learning_rate, keras),
+        *schedule,
     ]
     if early is not None:
         callbacks.append(early)

@@ -134,6 +134,32 @@ def test_plateau_watches_the_checkpoint_metric():
     assert cb.monitor == "val_accuracy" and cb.factor == 0.2 and cb.patience == 1
 
 
+def test_plateau_counters_survive_a_restart_without_lowering_the_restored_rate():
+    """On resume the plateau callback replays the history: same best/wait/cooldown as a run that never stopped,
+    and the restored optimizer's learning rate (already lowered before the restart) is not lowered again."""
+    from types import SimpleNamespace
+
+    import keras
+
+    from jobs.train import _replay_plateau, lr_callbacks
+
+    spec = spec_with(schedule={"type": "plateau", "patience": 2, "factor": 0.5})
+    values = [0.5, 0.6, 0.6, 0.55, 0.61, 0.6]  # val_accuracy: one reduction after epoch 4, then waiting again
+    (live,) = lr_callbacks(spec, 0.1)
+    live.set_model(SimpleNamespace(optimizer=SimpleNamespace(learning_rate=keras.Variable(0.1))))
+    for i, v in enumerate(values):
+        live.on_epoch_end(i, {"val_accuracy": v})
+    assert float(live.model.optimizer.learning_rate) == pytest.approx(0.05)
+
+    (resumed,) = lr_callbacks(spec, 0.1)
+    restored = SimpleNamespace(optimizer=SimpleNamespace(learning_rate=keras.Variable(0.05)))
+    resumed.set_model(restored)
+    _replay_plateau(resumed, {"val_accuracy": values}, 0.1)
+    assert (resumed.best, resumed.wait, resumed.cooldown_counter) == (live.best, live.wait, live.cooldown_counter)
+    assert resumed.wait > 0 and resumed.model is restored
+    assert float(restored.optimizer.learning_rate) == pytest.approx(0.05)
+
+
 @pytest.mark.slow
 def test_mixed_precision_label_smoothing_and_plateau_train_and_export(tmp_path):
     import tensorflow as tf
