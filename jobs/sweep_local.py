@@ -12,7 +12,7 @@ import signal
 import subprocess
 import sys
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Optional, Sequence
 
@@ -47,6 +47,8 @@ class _Proc:
     trial_name: str
     run_id: str
     log_fh: object
+    started: float = field(default_factory=time.monotonic)
+    terminated: Optional[float] = None  # when the trial timeout sent SIGTERM
 
 
 class LocalBackend:
@@ -101,11 +103,28 @@ class LocalBackend:
     def wait(self, timeout: float) -> list[tuple[str, dict]]:
         deadline = time.monotonic() + timeout
         while True:
+            self._enforce_trial_timeout()
             done = [p for p in self.procs.values() if p.popen.poll() is not None]
             if done or time.monotonic() >= deadline:
                 break
             time.sleep(min(0.1, max(0.0, deadline - time.monotonic())))
         return [(p.key, self._finish(p)) for p in done]
+
+    def _enforce_trial_timeout(self) -> None:
+        """SIGTERM a trial past `trial_timeout_seconds` (jobs.train saves and exits), SIGKILL it `stop_timeout`
+        later if it is still there."""
+        limit = self.sweep.spec.trial_timeout_seconds
+        if not limit:
+            return
+        now_ = time.monotonic()
+        for p in self.procs.values():
+            if p.popen.poll() is not None:
+                continue
+            if p.terminated is None and now_ - p.started > limit:
+                p.terminated = now_
+                self._signal(p, signal.SIGTERM)
+            elif p.terminated is not None and now_ - p.terminated > self.stop_timeout:
+                self._signal(p, signal.SIGKILL)
 
     def stop_all(self, reason: str = "stopped by Ctrl-C or SIGTERM") -> list[tuple[str, dict]]:
         for p in self.procs.values():
@@ -137,10 +156,16 @@ class LocalBackend:
     def _finish(self, p: _Proc) -> dict:
         self.procs.pop(p.key, None)
         p.log_fh.close()
-        return read_run_outcome(
+        outcome = read_run_outcome(
             self.sweep.artifacts_dir, p.trial_name, p.run_id, self.sweep.spec.objective.metric,
             exit_code=p.popen.returncode, log_path=p.log,
         ) | {"finished": now()}
+        if p.terminated is not None and outcome.get("status") != "succeeded":
+            # Final, as Kubernetes' activeDeadlineSeconds is: a resumed sweep does not run it again.
+            outcome["status"] = "failed"
+            outcome["error"] = (f"timed out: still running after {self.sweep.spec.trial_timeout_seconds} s "
+                                "(sweep trial_timeout_seconds)")
+        return outcome
 
     @staticmethod
     def _signal(p: _Proc, sig: int) -> None:

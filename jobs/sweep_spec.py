@@ -157,6 +157,10 @@ class SweepSpec(_Strict):
     max_trials: Optional[int] = Field(default=None, ge=1, description="grid: its size; random: 10; hyperband: its plan")
     parallelism: Optional[int] = Field(default=None, ge=1, le=256, description="default: what the machine allows")
     threads_per_trial: Optional[int] = Field(default=None, ge=1, description="TF intra-op threads per local trial")
+    trial_timeout_seconds: Optional[int] = Field(
+        default=None, ge=1,
+        description="a trial still running after this long is stopped and recorded failed (local: SIGTERM, then "
+                    "SIGKILL; Kubernetes: the trial Job's activeDeadlineSeconds)")
     sweep_dir: Optional[str] = Field(default=None, description="default: <artifacts_dir>/sweeps/<name>")
     artifacts_dir: Optional[str] = Field(default=None, description="default: the base spec's artifacts_dir")
 
@@ -214,6 +218,10 @@ class Sweep:
         if epochs is not None:
             overrides["training.epochs"] = epochs
         overrides["labels"] = {**(self.base_data.get("labels") or {}), "jobctl.io/sweep": self.name, "jobctl.io/trial": trial.id}
+        timeout = self.spec.trial_timeout_seconds
+        if timeout:
+            own = (self.base_data.get("resources") or {}).get("active_deadline_seconds")
+            overrides["resources.active_deadline_seconds"] = min(timeout, own) if isinstance(own, int) else timeout
         return apply_overrides(self.base_data, overrides)
 
 

@@ -185,6 +185,33 @@ def test_a_crashing_sweep_leaves_no_trial_behind(tmp_path, fake_command, monkeyp
             os.kill(r["pid"], 0)
 
 
+def test_a_trial_past_its_timeout_is_stopped_and_recorded_failed_while_the_others_finish(tmp_path, fake_command, monkeypatch):
+    data = sweep_data(tmp_path, parameters={"training.learning_rate": [0.1, 0.01]}, trial_timeout_seconds=2)
+    s = load_sweep(data)
+    assert s.trial_job_spec(s.trials[0]).resources.active_deadline_seconds == 2  # what a Kubernetes trial gets
+    # The first trial sleeps 60 s and ignores SIGTERM; the second is quick.
+    slow = tmp_path / "slow.py"
+    slow.write_text("import signal, sys, time\nsignal.signal(signal.SIGTERM, signal.SIG_IGN)\n"
+                    "time.sleep(60 if 'lr0.1' in ' '.join(sys.argv) else 0)\n" + FAKE_TRAINER)
+
+    def command(spec, artifacts, run_id):
+        lr = "lr0.1" if "learning_rate: 0.1\n" in Path(spec).read_text() else "lr0.01"
+        return [sys.executable, str(slow), "--spec", str(spec), "--artifacts-dir", str(artifacts), "--run-id", run_id, "--x", lr]
+
+    t0 = time.monotonic()
+    out = run_sweep(s, LocalBackend(s, command=command, stop_timeout=1), parallelism=2)
+    assert time.monotonic() - t0 < 30, "the timed-out trial must be killed, not waited for"
+    assert (out.counts["succeeded"], out.counts["failed"]) == (1, 1)
+    failed = next(e for e in out.leaderboard if e["status"] == "failed")
+    assert failed["trial"] == "t000" and "timed out: still running after 2 s" in failed["error"]
+    runs = read_json(s.sweep_dir / "sweep.json")["runs"]
+    with pytest.raises(ProcessLookupError):
+        os.kill(runs["t000/r0"]["pid"], 0)
+    # Final, like a Job past its deadline: resuming the sweep does not run it again.
+    again = run_sweep(load_sweep(data), LocalBackend(s, command=command), parallelism=2)
+    assert (again.counts["succeeded"], again.counts["failed"]) == (1, 1)
+
+
 def test_fake_failure_has_its_error_and_others_complete(tmp_path, fake_command):
     s = load_sweep(sweep_data(tmp_path, parameters={"model.dropout": [0.0, 0.9, 0.5]}))
     out = run_sweep(s, LocalBackend(s, command=fake_command), parallelism=2)
