@@ -183,7 +183,7 @@ def distribute_input(info: StrategyInfo, dataset):
 
     MirroredStrategy copies each batch to its replica's device on a background iterator, which overlaps the
     host-to-GPU copy with compute on GPUs; on logical CPU devices it is a host-to-host copy for nothing
-    (bench_distribute: MirroredStrategy on one CPU device went from 0.85-0.87x to 0.89-0.93x of no strategy
+    (measured side by side: MirroredStrategy on one CPU device went from 0.85-0.87x to 0.89-0.93x of no strategy
     without it). GPU replicas, the default strategy and multi-worker runs get the dataset unchanged.
     """
     if info.kind != "mirrored" or not info.devices or any("GPU" in d.upper() for d in info.devices):

@@ -112,7 +112,7 @@ def repeat_for_fit(dataset: tf.data.Dataset, examples: int, batch_size: int) -> 
 
     Keras keeps one iterator for the whole fit when it knows the steps per epoch, instead of building a new one
     each epoch (under MirroredStrategy that rebuilds a multi-device iterator and retraces its functions: about
-    0.1 s per epoch, measured by bench_distribute). Each pass of the repeated dataset is one epoch, reshuffled,
+    0.1 s per epoch, seen in a profiler trace). Each pass of the repeated dataset is one epoch, reshuffled,
     partial last batch included: the same batches per epoch as a fresh iterator.
     """
     return dataset.repeat(), -(-examples // batch_size)
