@@ -123,6 +123,15 @@ def train_one(name: str, overrides: dict[str, Any], artifacts: Path, quick: bool
     }
 
 
+def _train_row(name: str, overrides: dict[str, Any], artifacts: Path, quick: bool, dataset_label: str,
+               label: Optional[str] = None, note: Optional[str] = None) -> dict[str, Any]:
+    """train_one's row, or an error row: one failing recipe is a row in the table, not a lost report."""
+    try:
+        return train_one(name, overrides, artifacts, quick, dataset_label, label=label, note=note)
+    except Exception as exc:  # noqa: BLE001
+        return {"recipe": label or name, "dataset": dataset_label, "error": f"{exc.__class__.__name__}: {exc}"}
+
+
 def ensemble_of_best(runs: list[dict], k: int, artifacts: Path) -> dict[str, Any]:
     """Average the probabilities of the top-k runs by validation accuracy; score all on the shared test split."""
     from jobs.data import load_dataset
@@ -219,29 +228,19 @@ def main(argv=None) -> dict[str, Any]:
         for name in names:
             print(f"accuracy: {name} on digits", file=sys.stderr, flush=True)
             raw = yaml.safe_load((ROOT / "examples" / f"{name}.yaml").read_text())
-            try:
-                runs.append(train_one(name, recipe_overrides(name, raw), artifacts, args.quick, "digits"))
-            except Exception as exc:  # noqa: BLE001 - one failing recipe is a row in the table, not a lost report
-                runs.append({"recipe": name, "dataset": "digits", "error": f"{exc.__class__.__name__}: {exc}"})
+            runs.append(_train_row(name, recipe_overrides(name, raw), artifacts, args.quick, "digits"))
         for label, name, extra, why in VARIANTS if (not args.quick and args.recipes is None) else ():
             print(f"accuracy: {label} on digits", file=sys.stderr, flush=True)
             raw = yaml.safe_load((ROOT / "examples" / f"{name}.yaml").read_text())
-            try:
-                runs.append(train_one(name, {**recipe_overrides(name, raw), **extra}, artifacts, args.quick, "digits",
-                                      label=label, note=why))
-            except Exception as exc:  # noqa: BLE001
-                runs.append({"recipe": label, "dataset": "digits", "error": f"{exc.__class__.__name__}: {exc}"})
+            runs.append(_train_row(name, {**recipe_overrides(name, raw), **extra}, artifacts, args.quick, "digits",
+                                   label=label, note=why))
         seed_runs = []
         if not args.quick and args.recipes is None:
             name, seeds = SEED_SPREAD
             for seed in seeds:
                 print(f"accuracy: {name} with seed {seed} (seed spread)", file=sys.stderr, flush=True)
-                try:
-                    seed_runs.append(train_one(name, {"seed": seed}, artifacts, args.quick, "digits",
-                                               label=f"{name}+seed{seed}", note=f"as written, training seed {seed}"))
-                except Exception as exc:  # noqa: BLE001
-                    seed_runs.append({"recipe": f"{name}+seed{seed}", "dataset": "digits",
-                                      "error": f"{exc.__class__.__name__}: {exc}"})
+                seed_runs.append(_train_row(name, {"seed": seed}, artifacts, args.quick, "digits",
+                                            label=f"{name}+seed{seed}", note=f"as written, training seed {seed}"))
             same = [r for r in runs + seed_runs if r.get("recipe", "").split("+seed")[0] == name
                     and "error" not in r and "+" not in r["recipe"].replace("+seed", "")]
             if len(same) >= 2:

@@ -106,12 +106,8 @@ def startup(reps: int, tmp: Path) -> dict[str, Any]:
             figures[name]["speedup_vs_import_tensorflow"] = paired_ratio(seconds["import_tensorflow"], seconds[name])
             if name in TARGETS:
                 figures[name]["target_seconds"] = TARGETS[name]
-                figures[name]["meets_target"] = statistics_median(seconds[name]) <= TARGETS[name]
+                figures[name]["meets_target"] = figures[name]["seconds"].median <= TARGETS[name]
     return {"commands": figures, "repetitions": reps, "notes": notes}
-
-
-def statistics_median(values) -> float:
-    return Stat.of(values).median
 
 
 def memory(tmp: Path, quick: bool) -> dict[str, Any]:

@@ -24,15 +24,13 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import subprocess
 import sys
 import tempfile
 import time
-from pathlib import Path
 from typing import Optional
 
-from bench.common import ROOT, Stat, add_common_args, bench_env, machine_info, paired_ratio, repetitions, write_json
+from bench.common import ROOT, Stat, add_common_args, bench_env, machine_info, paired_ratio, repetitions, write_and_show
 from bench.common import free_ports as _free_ports
 
 MODEL = {"type": "cnn", "conv_filters": [32, 64], "dense_units": [64], "padding": "same"}
@@ -49,6 +47,8 @@ def _data(n: int):
 
 
 def _model_and_data(info, n: int, batch: int):
+    """(model, dataset, steps per epoch): the steps are None for tf-keras (multi-worker), which iterates the
+    dataset afresh each epoch."""
     from jobs.distribute import distribute_input
     from jobs.pipeline import make_dataset, repeat_for_fit
     from jobs.spec import JobSpec
@@ -64,9 +64,10 @@ def _model_and_data(info, n: int, batch: int):
     # As jobs.train feeds fit: a repeated dataset with steps per epoch (one iterator for the whole fit),
     # distributed without prefetch to device on CPU replicas.
     ds = make_dataset(x, y, 10, batch, training=True, seed=1)
+    steps = None
     if not info.legacy_keras:
-        ds, _ = repeat_for_fit(ds, n, batch)
-    return model, distribute_input(info, ds)
+        ds, steps = repeat_for_fit(ds, n, batch)
+    return model, distribute_input(info, ds), steps
 
 
 def _epoch_seconds(model, ds, steps: Optional[int] = None, epochs: int = 1) -> float:
@@ -103,22 +104,24 @@ def child_single(n: int, batch: int, reps: int) -> dict:
     def info(kind, devices=()):
         strategy = tf.distribute.MirroredStrategy(list(devices)) if devices else tf.distribute.get_strategy()
         return distribute.StrategyInfo(strategy, kind, strategy.num_replicas_in_sync, keras=keras, models=models,
-                                       devices=[tf.config.list_logical_devices("CPU")[i].name for i in range(len(devices))])
+                                       devices=list(devices))
 
+    # Full logical device names, as jobs.distribute.select_strategy passes them.
+    cpus = [d.name for d in tf.config.list_logical_devices("CPU")]
     variants = {
         "none": info("default"),
-        "mirrored_1": info("mirrored", ["/cpu:0"]),
-        "mirrored_2": info("mirrored", ["/cpu:0", "/cpu:1"]),
+        "mirrored_1": info("mirrored", cpus[:1]),
+        "mirrored_2": info("mirrored", cpus[:2]),
     }
     built = {name: _model_and_data(v, n, batch) for name, v in variants.items()}
-    steps = -(-n // batch)
-    for model, ds in built.values():
+    for model, ds, steps in built.values():
         _epoch_seconds(model, ds, steps)  # warm-up: tracing and the dataset cache
     seconds: dict[str, list[float]] = {name: [] for name in variants}
     for rep in range(reps):
         names = list(variants) if rep % 2 == 0 else list(reversed(variants))
         for name in names:
-            seconds[name].append(_epoch_seconds(*built[name], steps=steps, epochs=3))
+            model, ds, steps = built[name]
+            seconds[name].append(_epoch_seconds(model, ds, steps=steps, epochs=3))
     return {name: [n / s for s in values] for name, values in seconds.items()}
 
 
@@ -126,16 +129,14 @@ def child_worker(n: int, batch: int, reps: int) -> dict:
     from jobs import distribute
 
     info = distribute.select_strategy("auto", worker_timeout=120)
-    model, ds = _model_and_data(info, n, batch)
-    _epoch_seconds(model, ds)
+    model, ds, steps = _model_and_data(info, n, batch)
+    _epoch_seconds(model, ds, steps)
     # Every worker steps through the same global batches (each computes half), so one worker's epoch time is
     # the job's: n images per epoch in total.
-    return {"workers_2": [n / _epoch_seconds(model, ds) for _ in range(reps)], "task": info.task_index}
+    return {"workers_2": [n / _epoch_seconds(model, ds, steps) for _ in range(reps)], "task": info.task_index}
 
 
-
-
-def _run_child(args: list[str], env: dict, timeout: float) -> subprocess.Popen:
+def _run_child(args: list[str], env: dict) -> subprocess.Popen:
     out = tempfile.TemporaryFile()
     proc = subprocess.Popen([sys.executable, "-m", "bench.bench_distribute", *args], cwd=ROOT, env=env,
                             stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
@@ -175,16 +176,16 @@ def main(argv=None) -> dict:
     timeout = 900.0
     common = ["--examples", str(args.examples), "--batch", str(args.batch), "--repetitions", str(reps)]
     started = time.perf_counter()
+
     def start_workers() -> list[subprocess.Popen]:
         cluster = {"worker": [f"127.0.0.1:{p}" for p in _free_ports(2)]}
         return [
             _run_child(["--child", "worker", *common],
-                       bench_env(TF_CONFIG=json.dumps({"cluster": cluster, "task": {"type": "worker", "index": i}})),
-                       timeout)
+                       bench_env(TF_CONFIG=json.dumps({"cluster": cluster, "task": {"type": "worker", "index": i}})))
             for i in range(2)
         ]
 
-    single_proc = _run_child(["--child", "single", *common], bench_env(), timeout)
+    single_proc = _run_child(["--child", "single", *common], bench_env())
     # --quick checks the harness, not the figures: everything at once to keep the smoke test short.
     procs = start_workers() if args.quick else None
     single = _result(single_proc, timeout)
@@ -218,9 +219,7 @@ def main(argv=None) -> dict:
                 "Multi-GPU and multi-node scaling cannot be measured without GPUs or nodes.",
     }
     out = args.out or ROOT / "bench" / "out" / ("distribute-quick.json" if args.quick else "distribute.json")
-    write_json(out, result)
-    print(json.dumps({k: v for k, v in result.items() if k != "machine"}, indent=2))
-    return result
+    return write_and_show(out, result)
 
 
 if __name__ == "__main__":

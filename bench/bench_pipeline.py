@@ -21,7 +21,6 @@ import argparse
 import os
 import sys
 import time
-from pathlib import Path
 from typing import Any, Callable
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
@@ -98,7 +97,7 @@ def _drain(dataset) -> None:
 
 
 def steady_epoch(fit: Callable[..., Any]) -> Callable[[], float]:
-    """A timed variant for `interleaved_steady`: `fit(epochs=2, callbacks=[...])`, returning the second epoch's time.
+    """A self-timed variant for `interleaved`: `fit(epochs=2, callbacks=[...])`, returning the second epoch's time.
 
     A user's `fit(x, y, epochs=10)` converts arrays and builds its data adapter once, not every epoch; timing the
     second epoch of each call keeps that one-off cost (and tracing) out of both sides, while the calls can still
@@ -125,24 +124,15 @@ def steady_epoch(fit: Callable[..., Any]) -> Callable[[], float]:
     return run
 
 
-def interleaved_steady(variants: dict[str, Callable[[], float]], reps: int) -> dict[str, list[float]]:
-    """Like common.interleaved, but each variant reports its own (steady-state) time."""
-    times: dict[str, list[float]] = {k: [] for k in variants}
-    for _ in range(reps):
-        for k, fn in variants.items():
-            times[k].append(fn())
-    return times
-
-
 def _jobctl_dataset(spec, x, y, num_classes, batch_size, prefetch=None):
+    """jobctl's training pipeline; `prefetch`: a fixed depth to compare with the default (None: AUTOTUNE)."""
+    import tensorflow as tf
+
     from jobs.pipeline import make_dataset
 
-    ds = make_dataset(x, y, num_classes, batch_size, training=True, seed=spec.seed, augmentation=spec.augmentation,
-                      shuffle_buffer=spec.training.shuffle_buffer)
-    if prefetch is not None:
-        # make_dataset ends in prefetch(AUTOTUNE); replace that last stage to compare fixed depths.
-        ds = ds._input_dataset.prefetch(prefetch)  # noqa: SLF001 - benchmark-only look inside the pipeline
-    return ds
+    return make_dataset(x, y, num_classes, batch_size, training=True, seed=spec.seed, augmentation=spec.augmentation,
+                        shuffle_buffer=spec.training.shuffle_buffer,
+                        prefetch=tf.data.AUTOTUNE if prefetch is None else prefetch)
 
 
 def composed_affine_dataset(spec, x, y, num_classes, batch_size):
@@ -186,7 +176,6 @@ def composed_affine_dataset(spec, x, y, num_classes, batch_size):
 
 def bench_recipe(name: str, images: int, reps: int, warmup: int = 1) -> dict[str, Any]:
     import keras
-    import numpy as np
 
     spec = load_recipe(name)
     batch = spec.training.batch_size
@@ -244,7 +233,8 @@ def bench_recipe(name: str, images: int, reps: int, warmup: int = 1) -> dict[str
         candidate_fit, _ = repeat_for_fit(candidate_ds, len(x), batch)
         epoch_variants["candidate"] = steady_epoch(
             lambda **kw: model_candidate.fit(candidate_fit, steps_per_epoch=steps_per_epoch, **kw))
-    epoch = interleaved_steady(epoch_variants, reps)
+    # No warm-up: each call's first epoch is the untimed one.
+    epoch = interleaved(epoch_variants, reps, warmup=0, measure=lambda fn: fn())
     n = len(x)
     candidate = None
     if augmented:
@@ -334,7 +324,7 @@ def main(argv=None) -> dict[str, Any]:
     args = parser.parse_args(argv)
     # Short epochs, many pairs: a burst of other processes' load then tends to cover both sides of a pair (run back
     # to back) instead of one, and the median of 9 pairs shrugs off the bursts that do not.
-    reps = repetitions(args) if (args.repetitions or args.quick) else 9
+    reps = repetitions(args, default=9)
     images = args.images or (64 if args.quick else 2048)
     warmup = 0 if args.quick else 1  # quick: the first (timed) call also traces; only the code paths matter
     names = args.recipes or list(RECIPES)

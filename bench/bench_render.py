@@ -1,14 +1,13 @@
 """`jobctl render` wall time in a fresh process (target: at most 1 s), and the pure builder's time in-process.
 
-    .venv/bin/python -m bench.bench_render [--runs 7]
-Prints JSON and writes bench/out/render.json. The load average is recorded: on a shared 2-core machine, other
-processes' tests can multiply the wall time.
+    .venv/bin/python -m bench.bench_render [--runs 7] [--quick] [--out bench/out/render.json]
+Prints JSON and writes it to --out (--quick: one run). The load average is recorded: on a shared 2-core machine,
+other processes' tests can multiply the wall time.
 """
 
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import statistics
 import subprocess
@@ -17,13 +16,17 @@ import tempfile
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
+from bench.common import OUT_DIR, ROOT, machine_info, write_and_show
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser()
-    parser.add_argument("--runs", type=int, default=7)
-    args = parser.parse_args()
+def main(argv=None) -> dict:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--runs", type=int, default=None, help="fresh-process runs (default 7; quick 1)")
+    parser.add_argument("--quick", action="store_true", help="smoke mode: one run")
+    parser.add_argument("--out", type=Path, default=OUT_DIR / "render.json", help="where to write the JSON")
+    args = parser.parse_args(argv)
+    if args.runs is None:
+        args.runs = 1 if args.quick else 7
     with tempfile.TemporaryDirectory() as tmp:
         spec = Path(tmp) / "job.yaml"
         spec.write_text("name: cifar-dist\nresources: {workers: 4, gpus: 2}\n")
@@ -55,10 +58,8 @@ def main() -> None:
         "load_average_1m": round(os.getloadavg()[0], 2),
         "target_seconds": 1.0,
     }
-    out = ROOT / "bench" / "out"
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "render.json").write_text(json.dumps(result, indent=2) + "\n")
-    print(json.dumps(result, indent=2))
+    write_and_show(args.out, {**result, "machine": machine_info()})
+    return result
 
 
 if __name__ == "__main__":

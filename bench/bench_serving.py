@@ -32,10 +32,9 @@ from typing import Optional
 
 import numpy as np
 
-from bench.common import Stat, paired_ratio
+from bench.common import ROOT, Stat, paired_ratio, write_json
 from bench.common import free_port as _free_port
 
-ROOT = Path(__file__).resolve().parent.parent
 MEMBERS = ("m0", "m1", "m2")
 # One TensorFlow intra-op thread per model call, in the servers and in the in-process baseline alike: with many
 # concurrent small requests on 2 cores this is faster than TF's default pool (measured: batch-1 CPU 0.36 vs 0.72 ms).
@@ -45,8 +44,6 @@ INTRA_OP = 1
 # the timeout barely matters between 0.5 and 4 ms.
 BATCHING = {"max_batch_size": 32, "batch_timeout_micros": 1000, "num_batch_threads": 1}
 WORKERS = {"grpc_workers": 64}
-
-
 
 
 def build_models(root: Path, quick: bool) -> tuple[list[Path], Path, tuple]:
@@ -390,8 +387,7 @@ def run(quick: bool = False, out: Path | None = None, prebuilt: tuple | None = N
             p.stop()
         shutil.rmtree(root, ignore_errors=True)
     if out:
-        out.parent.mkdir(parents=True, exist_ok=True)
-        out.write_text(json.dumps(result, indent=2) + "\n")
+        write_json(out, result)
     return result
 
 

@@ -13,17 +13,13 @@ bench/out/sweep.json (--quick: one repetition of 2 tiny trials, bench/out/sweep-
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import resource
-import sys
 import tempfile
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-if str(ROOT) not in sys.path:
-    sys.path.insert(0, str(ROOT))
+from bench.common import ROOT, Stat, add_common_args, machine_info, paired_ratio, repetitions, write_and_show
 
 
 def _proc_stat() -> tuple[float, float]:
@@ -82,8 +78,6 @@ def measure(data: dict, parallelism: int, threads: int) -> dict:
 
 
 def main(argv=None) -> dict:
-    from bench.common import Stat, add_common_args, machine_info, paired_ratio, repetitions, write_json
-
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--trials", type=int, default=4)
     parser.add_argument("--parallelism", type=int, default=2)
@@ -93,8 +87,7 @@ def main(argv=None) -> dict:
     args = parser.parse_args(argv)
     if args.quick:
         args.trials, args.epochs, args.examples = 2, 1, 300
-    reps = args.repetitions if args.repetitions is not None else (1 if args.quick else 3)
-    reps = repetitions(argparse.Namespace(repetitions=reps, quick=args.quick))
+    reps = repetitions(args, default=3)
     cores = os.cpu_count() or 1
     runs: dict[str, list[dict]] = {"parallel": [], "sequential": []}
     with tempfile.TemporaryDirectory(prefix="bench-sweep-") as tmp:
@@ -134,9 +127,7 @@ def main(argv=None) -> dict:
         "speedup_spread": speedup.as_dict(3),
     }
     out = args.out or ROOT / "bench" / "out" / ("sweep-quick.json" if args.quick else "sweep.json")
-    write_json(out, result)
-    print(json.dumps({k: v for k, v in result.items() if k != "machine"}, indent=2))
-    return result
+    return write_and_show(out, result)
 
 
 if __name__ == "__main__":

@@ -14,7 +14,6 @@ import platform
 import socket
 import statistics
 import subprocess
-import sys
 import tempfile
 import time
 from dataclasses import asdict, dataclass
@@ -66,9 +65,12 @@ def time_call(fn: Callable[[], Any]) -> float:
     return time.perf_counter() - started
 
 
-def interleaved(variants: dict[str, Callable[[], Any]], repetitions: int, warmup: int = 1) -> dict[str, list[float]]:
+def interleaved(variants: dict[str, Callable[[], Any]], repetitions: int, warmup: int = 1,
+                measure: Callable[[Callable[[], Any]], float] = time_call) -> dict[str, list[float]]:
     """Run each variant `warmup` times untimed, then `repetitions` rounds of each variant in turn (A B A B ...).
 
+    `measure(fn)` gives one repetition's figure: by default fn's wall time; a variant that times itself (a
+    steady-state epoch inside a longer call) passes `lambda fn: fn()`.
     Interleaving matters on a shared machine: a burst of someone else's load hits both sides of a ratio.
     """
     for _ in range(warmup):
@@ -77,7 +79,7 @@ def interleaved(variants: dict[str, Callable[[], Any]], repetitions: int, warmup
     times: dict[str, list[float]] = {name: [] for name in variants}
     for _ in range(repetitions):
         for name, fn in variants.items():
-            times[name].append(time_call(fn))
+            times[name].append(measure(fn))
     return times
 
 
@@ -201,19 +203,17 @@ def machine_info() -> dict[str, Any]:
 
 
 def write_json(path: Path, payload: Any) -> Path:
-    """Atomic: a reader (run_all, a test) never sees half a file."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w") as fh:
-            json.dump(payload, fh, indent=2, default=_json_default)
-            fh.write("\n")
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
+    """Atomic (jobs.fsutil): a reader (run_all, a test) never sees half a file."""
+    from jobs.fsutil import atomic_write_text
+
+    return atomic_write_text(path, json.dumps(payload, indent=2, default=_json_default) + "\n")
+
+
+def write_and_show(path: Path, result: dict) -> dict:
+    """Write a benchmark's result as JSON and print it, without the bulky machine description."""
+    write_json(path, result)
+    print(json.dumps({k: v for k, v in result.items() if k != "machine"}, indent=2, default=_json_default))
+    return result
 
 
 def _json_default(obj: Any) -> Any:
@@ -232,12 +232,13 @@ def add_common_args(parser) -> None:
     parser.add_argument("--out", type=Path, default=None, help="where to write the JSON (default bench/out/<name>.json)")
 
 
-def repetitions(args) -> int:
+def repetitions(args, default: int = 5) -> int:
+    """--repetitions when given (at least 1), else 1 in quick mode, else `default`."""
     if args.repetitions is not None:
         if args.repetitions < 1:
             raise SystemExit(f"--repetitions: expected at least 1, received {args.repetitions}")
         return args.repetitions
-    return 1 if args.quick else 5
+    return 1 if args.quick else default
 
 
 def free_ports(n: int) -> list[int]:

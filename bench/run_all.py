@@ -31,8 +31,6 @@ class Benchmark:
     owner: str
     full_args: list[str] = field(default_factory=list)
     quick_args: list[str] = field(default_factory=lambda: ["--quick"])
-    out_arg: Optional[str] = "--out"  # None: the module writes `default_out` itself
-    default_out: Optional[str] = None
     timeout: float = 900.0
 
     @property
@@ -48,8 +46,7 @@ BENCHMARKS = [
     Benchmark("serving", "bench.bench_serving", "Serving", "serving"),
     Benchmark("cli", "bench.bench_cli", "CLI start-up and peak memory", "issue 7"),
     Benchmark("render", "bench.bench_render", "`jobctl render` (Kubernetes manifests)", "kubernetes",
-              full_args=["--runs", "7"], quick_args=["--runs", "1"], out_arg=None, default_out="bench/out/render.json",
-              timeout=300),
+              full_args=["--runs", "7"], quick_args=["--runs", "1"], timeout=300),
     Benchmark("sweep", "bench.bench_sweep", "Local sweeps: parallel vs sequential trials", "sweeps"),
 ]
 
@@ -89,25 +86,22 @@ def run_benchmark(b: Benchmark, quick: bool, out_dir: Path, log_dir: Path) -> di
     out = out_dir / f"{b.name}.json"
     out.unlink(missing_ok=True)
     args = list(b.quick_args if quick else b.full_args)
-    if b.out_arg:
-        args += [b.out_arg, str(out)]
-    cmd = [sys.executable, "-m", b.module, *args]
+    cmd = [sys.executable, "-m", b.module, *args, "--out", str(out)]
     print(f"bench: {b.name}: {' '.join(cmd[1:])}", file=sys.stderr, flush=True)
     r = run_process(cmd, cwd=ROOT, env=bench_env(MPLBACKEND="Agg"), timeout=b.timeout)
     log_dir.mkdir(parents=True, exist_ok=True)
     (log_dir / f"{b.name}.log").write_text(f"$ {' '.join(cmd)}\n--- stdout\n{r.stdout}\n--- stderr\n{r.stderr}")
-    entry: dict[str, Any] = {"about": module_summary(b.path), "seconds": round(r.seconds, 1), "command": "python -m " + " ".join([b.module, *args[:len(args) - (2 if b.out_arg else 0)]])}
-    written = out if b.out_arg else (ROOT / b.default_out if b.default_out else None)
+    entry: dict[str, Any] = {"about": module_summary(b.path), "seconds": round(r.seconds, 1), "command": "python -m " + " ".join([b.module, *args])}
     if r.returncode != 0:
         tail = (r.stderr.strip().splitlines() or ["(no output)"])[-1]
         timed_out = r.seconds >= b.timeout
         return {**entry, "status": "timeout" if timed_out else "failed", "detail": f"exit {r.returncode}: {tail}"}
     data = None
-    if written is not None and written.is_file():
+    if out.is_file():
         try:
-            data = json.loads(written.read_text())
+            data = json.loads(out.read_text())
         except json.JSONDecodeError as exc:
-            return {**entry, "status": "failed", "detail": f"{written}: not JSON ({exc})"}
+            return {**entry, "status": "failed", "detail": f"{out}: not JSON ({exc})"}
     else:
         try:  # a module that only prints its JSON
             data = json.loads(r.stdout)

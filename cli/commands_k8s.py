@@ -28,7 +28,7 @@ def _objects(spec_path: Path, overrides, *, run_id, name, namespace, image):
 
     spec = load_spec_or_exit(spec_path, parse_overrides(overrides))
     try:
-        return spec, build_job_objects(spec, run_id=run_id, name=name, namespace=namespace, image=image)
+        return build_job_objects(spec, run_id=run_id, name=name, namespace=namespace, image=image)
     except ManifestError as exc:
         err_console.print(str(exc), highlight=False, markup=False)
         raise typer.Exit(exit_codes.BAD_SPEC)
@@ -47,12 +47,7 @@ def _run(fn):
     try:
         return fn()
     except KubeError as exc:
-        fail(str(exc).replace("[", r"\["), exit_codes.FAILURE)
-
-
-def manifest_filename(position: int, obj: dict) -> str:
-    # Numbered so that `kubectl apply -f DIR` creates the ConfigMap and Service before the Job.
-    return f"{position:02d}-{obj['kind'].lower()}-{obj['metadata']['name']}.yaml"
+        fail(str(exc), exit_codes.FAILURE)
 
 
 def render(
@@ -65,14 +60,10 @@ def render(
     run_id: Optional[str] = typer.Option(None, "--run-id", help="run directory name (default: UTC now)"),
 ) -> None:
     """Write the job's Kubernetes manifests (one YAML file per object). Contacts nothing."""
-    import yaml
+    from k8s.manifests import write_manifests
 
-    from jobs.fsutil import atomic_write_text
-
-    _, objects = _objects(spec_path, overrides, run_id=run_id, name=name, namespace=namespace, image=image)
-    out.mkdir(parents=True, exist_ok=True)
-    for i, obj in enumerate(objects):
-        path = atomic_write_text(out / manifest_filename(i, obj), yaml.safe_dump(obj, sort_keys=False))
+    objects = _objects(spec_path, overrides, run_id=run_id, name=name, namespace=namespace, image=image)
+    for path in write_manifests(objects, out):
         console.print(f"wrote {path}", highlight=False)
     console.print(
         f"apply with: kubectl apply -k k8s/base{' -n ' + namespace if namespace else ''}  (once per namespace), "
@@ -96,7 +87,7 @@ def submit(
     run_id: Optional[str] = typer.Option(None, "--run-id", help="run directory name (default: UTC now)"),
 ) -> None:
     """Create the job's ConfigMap, Service and Job; all or nothing. With --wait, exit 0 on success, 1 on failure."""
-    _, objects = _objects(spec_path, overrides, run_id=run_id, name=name, namespace=None, image=image)
+    objects = _objects(spec_path, overrides, run_id=run_id, name=name, namespace=None, image=image)
     client = _client(namespace, context, kubeconfig)
     created = _run(lambda: client.submit(objects, replace=replace, dry_run=dry_run))
     job_name = objects[-1]["metadata"]["name"]

@@ -17,12 +17,6 @@ from cli.common import console, fail
 from jobs import exit_codes
 
 
-def _quiet_tf() -> None:
-    import os
-
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-
-
 def _labels(pairs: Optional[list[str]]) -> dict[str, int]:
     out: dict[str, int] = {}
     for pair in pairs or []:
@@ -54,7 +48,6 @@ def ensemble(
             parsed = [float(w) for item in weights for w in item.split(",") if w.strip()]
         except ValueError:
             fail(f"--weights: expected numbers (e.g. 1,1,2), received {weights}", exit_codes.BAD_SPEC)
-    _quiet_tf()
     from serving.ensemble import EnsembleError, build_ensemble, resolve_members
 
     try:
@@ -76,7 +69,6 @@ def evaluate(
     """Test accuracy and loss of each member and of the ensemble, side by side."""
     if bool(data) == bool(npz):
         fail("give --data SPEC or --npz FILE", exit_codes.BAD_SPEC)
-    _quiet_tf()
     from serving.evaluate import evaluate_models, test_split
     from serving.savedmodel import ModelError
 
@@ -144,7 +136,6 @@ def serve(
     if base_path is not None and not base_path.is_dir():
         fail(f"BASE_PATH {base_path} is not a directory; expected a model base path with integer version "
              "directories (e.g. artifacts/models/ensemble)", exit_codes.BAD_SPEC)
-    _quiet_tf()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     from serving.server import BatchingConfig, ServerConfig, read_model_config, serve_forever
 
@@ -216,7 +207,6 @@ def predict(
         fail("give IMAGE files or --npz FILE", exit_codes.BAD_SPEC)
     if version is not None and version_label:
         fail("give --version or --version-label, not both", exit_codes.BAD_SPEC)
-    _quiet_tf()
     import numpy as np
 
     from serving.client import PredictClient, PredictError, load_images
@@ -289,7 +279,8 @@ def deploy(
     context: Optional[str] = typer.Option(None, "--context", help="kubeconfig context"),
 ) -> None:
     """Deployment + Service (+ headless Service, HPA) running the stock TF Serving image on BASE_PATH."""
-    from serving.deploy import DeployError, DeployOptions, apply, build_manifests, to_yaml, write_manifests
+    from k8s.manifests import write_manifests
+    from serving.deploy import DeployError, DeployOptions, apply, build_manifests, to_yaml
     from k8s.common import ManifestError
 
     try:

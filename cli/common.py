@@ -21,7 +21,10 @@ err_console = Console(stderr=True, width=None if sys.stderr.isatty() else 200, s
 
 
 def fail(message: str, code: int = exit_codes.FAILURE) -> NoReturn:
-    err_console.print(f"[bold red]error:[/] {message}", highlight=False, markup=True)
+    from rich.markup import escape
+
+    # The message is data (paths, API errors with [field] lists), never markup.
+    err_console.print(f"[bold red]error:[/] {escape(message)}", highlight=False, markup=True)
     raise typer.Exit(code)
 
 

@@ -384,7 +384,6 @@ class PreemptionGuard:
         if grace is None:
             grace = float(os.environ.get(SIGTERM_GRACE_ENV, DEFAULT_SIGTERM_GRACE))
         self.grace = grace
-        self.received = threading.Event()
         self._exit = exit
         self._previous = None
         self._previous_fd = None
@@ -392,7 +391,6 @@ class PreemptionGuard:
         self._raised = False
 
     def _handler(self, signum, frame):
-        self.received.set()
         if not self._raised:
             self._raised = True
             raise Preempted("SIGTERM received: stopping at once; the last finished epoch is in the backup")

@@ -8,7 +8,6 @@ names that are not integers).
 from __future__ import annotations
 
 import datetime as _dt
-import json
 import os
 import re
 import shutil
@@ -145,7 +144,3 @@ def export_model(
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
-
-
-def read_metadata(version_dir: Union[str, Path]) -> dict:
-    return json.loads((Path(version_dir) / METADATA_FILE).read_text())

@@ -83,6 +83,7 @@ def make_dataset(
     shuffle_buffer: int = 10000,
     deterministic: bool = False,
     drop_remainder: bool = False,
+    prefetch: int = tf.data.AUTOTUNE,
 ) -> tf.data.Dataset:
     ds = tf.data.Dataset.from_tensor_slices((x, y.astype("int64")))
     # uint8 in the cache: 4x less memory than float32, the cast is fused into the map below.
@@ -104,7 +105,7 @@ def make_dataset(
     options.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.DATA
     if deterministic:
         options.deterministic = True
-    return ds.with_options(options).prefetch(tf.data.AUTOTUNE)
+    return ds.with_options(options).prefetch(prefetch)
 
 
 def repeat_for_fit(dataset: tf.data.Dataset, examples: int, batch_size: int) -> tuple[tf.data.Dataset, int]:

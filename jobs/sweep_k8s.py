@@ -18,10 +18,9 @@ from typing import Optional
 
 from jobs.spec import JobSpec
 from jobs.sweep_results import now, read_run_outcome
-from jobs.sweep_search import RunRequest
+from jobs.sweep_search import RunRequest, run_id_for
 from jobs.sweep_spec import Sweep, Trial
-
-TERMINAL = ("Succeeded", "Failed")
+from k8s.client import TERMINAL
 
 
 def job_name(sweep: Sweep, trial_id: str, rung: int) -> str:
@@ -32,14 +31,13 @@ def job_name(sweep: Sweep, trial_id: str, rung: int) -> str:
 class K8sBackend:
     name = "k8s"
 
-    def __init__(self, sweep: Sweep, client, *, image: Optional[str] = None, artifacts_claim: Optional[str] = None):
+    def __init__(self, sweep: Sweep, client, *, image: Optional[str] = None):
         """`client`: a k8s.client.JobClient (created lazily by it on first use; tests aim it at KMock)."""
         from k8s import common
 
         self.sweep = sweep
         self.client = client
         self.image = image
-        self.artifacts_claim = artifacts_claim
         self.selector = {common.LABEL_SWEEP: sweep.name}
         self.watched: dict[str, dict] = {}  # run key -> {"job", "trial_name", "run_id"}
 
@@ -51,14 +49,10 @@ class K8sBackend:
         return cls(sweep, JobClient(namespace, context=context, kubeconfig=kubeconfig), image=image)
 
     def objects(self, trial: Trial, spec: JobSpec, rung: int, run_id: str) -> list[dict]:
-        from k8s import common
-        from k8s.manifests import ARTIFACTS_CLAIM, build_job_objects
+        from k8s.manifests import build_job_objects
 
-        return build_job_objects(
-            spec, run_id=run_id, name=job_name(self.sweep, trial.id, rung), image=self.image,
-            artifacts_claim=self.artifacts_claim or ARTIFACTS_CLAIM,
-            extra_labels={common.LABEL_SWEEP: self.sweep.name, common.LABEL_TRIAL: trial.id},
-        )
+        # jobctl.io/sweep and jobctl.io/trial come from spec.labels (Sweep.trial_data sets them).
+        return build_job_objects(spec, run_id=run_id, name=job_name(self.sweep, trial.id, rung), image=self.image)
 
     # ------------------------------------------------------------------------------------------- Backend
     def prepare(self) -> None:
@@ -71,7 +65,7 @@ class K8sBackend:
             budgets = [(0, None)] if plan is None else list(enumerate(r.epochs for r in plan[t.bracket].rungs))
             for rung, epochs in budgets:
                 try:
-                    self.objects(t, self.sweep.trial_job_spec(t, epochs), rung, f"r{rung}")
+                    self.objects(t, self.sweep.trial_job_spec(t, epochs), rung, run_id_for(rung))
                 except ManifestError as exc:
                     problems.append(f"trial {t.id}: {exc}")
         if problems:

@@ -21,7 +21,7 @@ from jobs.fsutil import atomic_write_text
 from jobs.spec import JobSpec
 from jobs.sweep_results import now, read_run_outcome
 from jobs.sweep_search import RunRequest
-from jobs.sweep_spec import Sweep, Trial
+from jobs.sweep_spec import Sweep, Trial, cpu_count, default_parallelism
 
 # (spec file, artifacts dir, run id) -> argv. Tests swap in a fast fake trainer; users never need to.
 Command = Callable[[Path, Path, str], Sequence[str]]
@@ -30,13 +30,6 @@ Command = Callable[[Path, Path, str], Sequence[str]]
 def train_command(spec_path: Path, artifacts_dir: Path, run_id: str) -> list[str]:
     return [sys.executable, "-m", "jobs.train", "--spec", str(spec_path), "--artifacts-dir", str(artifacts_dir),
             "--run-id", run_id]
-
-
-def cpu_count() -> int:
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:
-        return os.cpu_count() or 1
 
 
 @dataclass
@@ -62,14 +55,13 @@ class LocalBackend:
         threads_per_trial: Optional[int] = None,
         parallelism: Optional[int] = None,
         stop_timeout: float = 15.0,
-        env: Optional[dict[str, str]] = None,
     ):
         self.sweep = sweep
         self.command = command or train_command
-        par = parallelism or sweep.spec.parallelism or 1
+        # The same default as run_sweep: the cores are shared by as many trials as it runs at once.
+        par = parallelism or sweep.spec.parallelism or default_parallelism()
         self.threads = threads_per_trial or sweep.spec.threads_per_trial or max(1, cpu_count() // par)
         self.stop_timeout = stop_timeout
-        self.extra_env = env or {}
         self.procs: dict[str, _Proc] = {}
 
     # ------------------------------------------------------------------------------------------- Backend
@@ -184,5 +176,4 @@ class LocalBackend:
             "OMP_NUM_THREADS": t, "TF_CPP_MIN_LOG_LEVEL": env.get("TF_CPP_MIN_LOG_LEVEL", "2"),
             "PYTHONUNBUFFERED": "1",
         })
-        env.update(self.extra_env)
         return env

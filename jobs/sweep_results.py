@@ -22,7 +22,8 @@ import math
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Optional, Union
 
-from jobs.fsutil import atomic_write_text
+from jobs.fsutil import atomic_write_json
+from jobs.sweep_search import parse_run_key, walk
 
 if TYPE_CHECKING:
     from jobs.sweep_spec import Sweep
@@ -84,7 +85,7 @@ class SweepState:
                     "spec to resume; pass --restart to start over or give the sweep another name"
                 )
             new = {t.id: t for t in sweep.trials}
-            recorded = {key.rpartition("/r")[0] for key in data.get("runs", {})}
+            recorded = {parse_run_key(key)[0] for key in data.get("runs", {})}
             for tid in sorted(recorded):
                 old = (data.get("trials") or {}).get(tid, {}).get("params")
                 if tid not in new or _canonical(old) != _canonical(new[tid].params):
@@ -119,12 +120,8 @@ class SweepState:
 
     def save(self) -> None:
         self.data["updated"] = now()
-        write_json(self.sweep_dir / STATE, self.data)
-
-
-def write_json(path: Path, data: Any) -> None:
-    # Key order kept (not sorted): parameters read in the order the sweep spec lists them.
-    atomic_write_text(path, json.dumps(data, indent=2, default=str) + "\n")
+        # Key order kept (not sorted): parameters read in the order the sweep spec lists them.
+        atomic_write_json(self.sweep_dir / STATE, self.data, sort_keys=False)
 
 
 def _canonical(params: Any) -> str:
@@ -206,15 +203,19 @@ def _log_tail(log_path: Optional[Path], lines: int = 3) -> str:
 # ------------------------------------------------------------------------------------------ leaderboard
 def leaderboard(sweep: "Sweep", data: dict) -> list[dict]:
     """Every trial, best first: succeeded by the objective, then stopped, running, pending, failed."""
-    from jobs.sweep_search import walk
-
     _, trial_states = walk(sweep, data["runs"])
     mode = data["objective"]["direction"]
     metric = data["objective"]["metric"]
+    # Each trial's record of its highest rung that has one (for hyperband, its largest budget): one pass.
+    last: dict[str, tuple[int, dict]] = {}
+    for key, rec in data["runs"].items():
+        trial_id, rung = parse_run_key(key)
+        if trial_id not in last or rung > last[trial_id][0]:
+            last[trial_id] = (rung, rec)
     entries = []
     for trial_id, info in data["trials"].items():
         ts = trial_states.get(trial_id, {"status": "pending", "rung": 0, "epochs": None})
-        rec = _last_record(data["runs"], trial_id)
+        rec = last[trial_id][1] if trial_id in last else None
         status = ts["status"]
         entry = {
             "trial": trial_id,
@@ -244,19 +245,9 @@ def leaderboard(sweep: "Sweep", data: dict) -> list[dict]:
     return entries
 
 
-def _last_record(runs: dict, trial_id: str) -> Optional[dict]:
-    """The record of the trial's highest rung that has one (for hyperband, its largest budget)."""
-    best = None
-    for key, rec in runs.items():
-        t, _, r = key.rpartition("/r")
-        if t == trial_id and (best is None or int(r) > best[0]):
-            best = (int(r), rec)
-    return best[1] if best else None
-
-
 def write_leaderboard(sweep: "Sweep", state: SweepState) -> list[dict]:
     entries = leaderboard(sweep, state.data)
-    write_json(state.sweep_dir / LEADERBOARD, entries)
+    atomic_write_json(state.sweep_dir / LEADERBOARD, entries, sort_keys=False)
     return entries
 
 

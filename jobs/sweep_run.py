@@ -13,7 +13,7 @@ from typing import Callable, Optional, Protocol
 
 from jobs.spec import JobSpec
 from jobs.sweep_results import SweepState, now, write_leaderboard
-from jobs.sweep_search import FINISHED, RunRequest, walk
+from jobs.sweep_search import FINISHED, RunRequest, parse_run_key, run_id_for, run_key, walk
 from jobs.sweep_spec import Sweep, Trial, default_parallelism
 
 
@@ -74,10 +74,6 @@ class SweepInterrupted(KeyboardInterrupt):
         self.outcome = outcome
 
 
-def run_id_for(rung: int) -> str:
-    return f"r{rung}"
-
-
 def summarize(sweep: Sweep, runs: dict) -> tuple[dict[str, int], Optional[dict]]:
     _, states = walk(sweep, runs)
     counts = {k: 0 for k in ("succeeded", "stopped", "failed", "running", "pending")}
@@ -89,7 +85,7 @@ def summarize(sweep: Sweep, runs: dict) -> tuple[dict[str, int], Optional[dict]]
     for t in sweep.trials:
         if states[t.id]["status"] != "succeeded":
             continue
-        rec = runs.get(f"{t.id}/r{states[t.id]['rung']}") or {}
+        rec = runs.get(run_key(t.id, states[t.id]["rung"])) or {}
         v = rec.get("value")
         if v is not None and (best is None or obj.better(v, best["value"])):
             best = {"trial": t.id, "value": v, "params": t.params}
@@ -133,25 +129,26 @@ def run_sweep(
         rec.update(outcome)
         state.save()
         write_leaderboard(sweep, state)
-        trial, _, rung = key.rpartition("/r")
-        report("finished", trial=trial, rung=int(rung), record=rec)
+        trial, rung = parse_run_key(key)
+        report("finished", trial=trial, rung=rung, record=rec)
 
     try:
         while True:
             requests, _ = walk(sweep, state.runs)
             active = backend.active()
             startable = [r for r in requests if r.key not in active]
-            for req in startable[: backend.capacity(parallelism)]:
-                trial = trials[req.trial]
-                job_spec = sweep.trial_job_spec(trial, req.epochs)
-                run_id = run_id_for(req.rung)
-                extra = backend.start(req, trial, job_spec, run_id)
-                state.runs[req.key] = {
-                    "trial": req.trial, "rung": req.rung, "epochs": job_spec.training.epochs, "run_id": run_id,
-                    "status": "running", "started": now(), "backend": backend.name, **extra,
-                }
-                state.save()
-                report("started", trial=req.trial, rung=req.rung, record=state.runs[req.key])
+            if startable:  # capacity() may cost a Kubernetes list call: ask only when something could start
+                for req in startable[: backend.capacity(parallelism)]:
+                    trial = trials[req.trial]
+                    job_spec = sweep.trial_job_spec(trial, req.epochs)
+                    run_id = run_id_for(req.rung)
+                    extra = backend.start(req, trial, job_spec, run_id)
+                    state.runs[req.key] = {
+                        "trial": req.trial, "rung": req.rung, "epochs": job_spec.training.epochs, "run_id": run_id,
+                        "status": "running", "started": now(), "backend": backend.name, **extra,
+                    }
+                    state.save()
+                    report("started", trial=req.trial, rung=req.rung, record=state.runs[req.key])
             if not backend.active() and not startable:
                 break
             for key, outcome in backend.wait(poll_seconds):

@@ -15,7 +15,7 @@ import itertools
 import math
 import random
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Iterable, Mapping, Optional
+from typing import TYPE_CHECKING, Any, Mapping, Optional
 
 if TYPE_CHECKING:
     from jobs.sweep_spec import Param, Sweep
@@ -168,6 +168,17 @@ def run_key(trial: str, rung: int) -> str:
     return f"{trial}/r{rung}"
 
 
+def parse_run_key(key: str) -> tuple[str, int]:
+    """The inverse of run_key: "t003/r1" -> ("t003", 1)."""
+    trial, _, rung = key.rpartition("/r")
+    return trial, int(rung)
+
+
+def run_id_for(rung: int) -> str:
+    """The run id (run directory name) of a trial's run at `rung`."""
+    return f"r{rung}"
+
+
 def _finished(records: Mapping[str, dict], trial: str, rung: int) -> Optional[dict]:
     rec = records.get(run_key(trial, rung))
     return rec if rec and rec.get("status") in FINISHED else None
@@ -224,10 +235,3 @@ def walk(sweep: "Sweep", records: Mapping[str, dict]) -> tuple[list[RunRequest],
                     states[t]["status"] = "stopped"
             members = promoted
     return requests, states
-
-
-def iter_values(records: Iterable[dict]) -> Iterable[float]:
-    for rec in records:
-        v = _value(rec)
-        if v is not None:
-            yield v

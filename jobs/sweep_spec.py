@@ -21,7 +21,7 @@ from __future__ import annotations
 import math
 import os
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal, Optional, Union
 
@@ -174,9 +174,6 @@ class SweepSpec(_Strict):
             )
         return v
 
-    def param(self, path: str) -> Param:
-        return self.parameters[path]
-
 
 @dataclass
 class Trial:
@@ -198,7 +195,6 @@ class Sweep:
     sweep_dir: Path
     artifacts_dir: Path
     plan: Any = None  # hyperband: list[Bracket]
-    notes: list[str] = field(default_factory=list)
 
     @property
     def name(self) -> str:
@@ -449,12 +445,17 @@ def _fmt_params(params: dict) -> str:
     return ", ".join(f"{k}={v!r}" for k, v in params.items())
 
 
+def cpu_count() -> int:
+    """The cores this process may use (its affinity mask, not the machine's count)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:
+        return os.cpu_count() or 1
+
+
 def default_parallelism() -> int:
     """What the machine allows: one trial per core, and no more than fit in memory (~1.5 GB per TF trial)."""
-    try:
-        cores = len(os.sched_getaffinity(0))
-    except AttributeError:
-        cores = os.cpu_count() or 1
+    cores = cpu_count()
     try:
         with open("/proc/meminfo") as fh:
             info = {line.split(":")[0]: int(line.split()[1]) for line in fh if ":" in line}

@@ -15,6 +15,7 @@ import os
 import random
 import sys
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from types import SimpleNamespace
@@ -84,7 +85,7 @@ def make_optimizer(spec: JobSpec, learning_rate, steps_per_epoch: int, keras=Non
     if t.optimizer == "adam":
         return keras.optimizers.Adam(**common)
     if t.optimizer == "adamw":
-        return keras.optimizers.AdamW(weight_decay=t.weight_decay or 0.004, **{k: v for k, v in common.items() if k != "weight_decay"})
+        return keras.optimizers.AdamW(weight_decay=t.weight_decay or 0.004, **common)
     if t.optimizer == "sgd":
         return keras.optimizers.SGD(momentum=t.momentum, nesterov=t.nesterov, **common)
     if t.optimizer == "rmsprop":
@@ -121,6 +122,19 @@ def lr_callbacks(spec: JobSpec, learning_rate: float, keras=None) -> list:
             )
         ]
     return []
+
+
+@contextmanager
+def _precision_policy(keras_module, mixed: bool):
+    """Build under mixed_float16 when asked; the global policy must not leak into later runs."""
+    if not mixed:
+        yield
+        return
+    keras_module.mixed_precision.set_global_policy("mixed_float16")
+    try:
+        yield
+    finally:
+        keras_module.mixed_precision.set_global_policy("float32")
 
 
 # ------------------------------------------------------------------------------------------ run artifacts
@@ -345,23 +359,23 @@ class BestWeights:
             target.save_weights(str(tmp))
             os.replace(tmp, self.path)
 
-    def restore(self, model, shared_path: Path) -> None:
-        """Put the best epoch's weights into `model` (the training model)."""
+    def restore(self, model) -> None:
+        """Put the best epoch's weights into `model` (the training model), and into the twin if there is one."""
         from jobs.distribute import copy_weights
 
         if self.snapshot is not None:
-            model.set_weights(self.snapshot)
+            model.set_weights(self.snapshot)  # the twin got these same weights in save()
             return
-        if not shared_path.is_file():
+        if not self.path.is_file():
             raise FileNotFoundError(
-                f"the best checkpoint {shared_path} of a resumed run is missing: the artifacts directory must be "
+                f"the best checkpoint {self.path} of a resumed run is missing: the artifacts directory must be "
                 "shared by every worker and kept across restarts"
             )
         if self.twin is not None:
-            self.twin.load_weights(str(shared_path))
+            self.twin.load_weights(str(self.path))
             copy_weights(self.twin, model)
         else:
-            model.load_weights(str(shared_path))
+            model.load_weights(str(self.path))
 
     def callback(self, keras):
         best = self
@@ -539,34 +553,24 @@ def _train(spec: JobSpec, info, root: Path, shared_run_dir: Path, run_dir: Path,
     build_kwargs = dict(
         x_adapt=data.x_train if spec.preprocessing.standardize else None, name=spec.name.replace("-", "_"),
     )
-    if t.mixed_precision:
-        keras.mixed_precision.set_global_policy("mixed_float16")
-    try:
-        with info.strategy.scope():
-            model = info.models.build_model(
-                spec.model, spec.preprocessing, data.input_shape, data.num_classes, data.pixel_max, **build_kwargs
-            )
-            model.compile(
-                optimizer=make_optimizer(spec, learning_rate, steps_per_epoch, keras),
-                loss=keras.losses.CategoricalCrossentropy(from_logits=True, label_smoothing=t.label_smoothing),
-                metrics=[keras.metrics.CategoricalAccuracy(name="accuracy")],
-                jit_compile=t.jit_compile,
-            )
-    finally:
-        if t.mixed_precision:
-            keras.mixed_precision.set_global_policy("float32")
+    with _precision_policy(keras, t.mixed_precision), info.strategy.scope():
+        model = info.models.build_model(
+            spec.model, spec.preprocessing, data.input_shape, data.num_classes, data.pixel_max, **build_kwargs
+        )
+        model.compile(
+            optimizer=make_optimizer(spec, learning_rate, steps_per_epoch, keras),
+            loss=keras.losses.CategoricalCrossentropy(from_logits=True, label_smoothing=t.label_smoothing),
+            metrics=[keras.metrics.CategoricalAccuracy(name="accuracy")],
+            jit_compile=t.jit_compile,
+        )
     # tf-keras trains; a Keras 3 twin (outside the strategy) holds the weights for the checkpoint and the export,
     # so the files are those of a single-process run.
     twin = None
     if info.legacy_keras:
         import keras as keras3
 
-        if t.mixed_precision:
-            keras3.mixed_precision.set_global_policy("mixed_float16")
-        try:
+        with _precision_policy(keras3, t.mixed_precision):
             twin = build_model(spec.model, spec.preprocessing, data.input_shape, data.num_classes, data.pixel_max, **build_kwargs)
-        finally:
-            keras3.mixed_precision.set_global_policy("float32")
 
     train_ds = make_dataset(
         data.x_train, data.y_train, data.num_classes, global_batch, training=True, seed=spec.seed,
@@ -586,8 +590,9 @@ def _train(spec: JobSpec, info, root: Path, shared_run_dir: Path, run_dir: Path,
 
     cb = spec.callbacks
     monitor, mode = cb.checkpoint.monitor, cb.checkpoint.resolved_mode()
-    ckpt_path = run_dir / "checkpoints" / "best.weights.h5"
     journal = EpochJournal(shared_run_dir, run_dir)
+    # Shared: only the chief writes it (its run_dir is shared_run_dir); any worker may read it back in restore().
+    ckpt_path = shared_run_dir / "checkpoints" / "best.weights.h5"
     best = BestWeights(monitor, mode, ckpt_path, write=info.is_chief, twin=twin)
     early = None
     if cb.early_stopping.enabled:
@@ -652,10 +657,8 @@ def _train(spec: JobSpec, info, root: Path, shared_run_dir: Path, run_dir: Path,
     best_index = best.best_epoch
 
     # The best epoch by the monitor, not the last one, is what gets evaluated and exported.
-    best.restore(model, shared_run_dir / "checkpoints" / "best.weights.h5")
+    best.restore(model)  # the twin (if any) already holds these weights: no copy back needed
     test_loss, test_accuracy = model.evaluate(test_ds, verbose=0)
-    if twin is not None:
-        distribute.copy_weights(model, twin)  # every worker: reading weights may be a collective
 
     journal.write(complete=True)
     _plot_history(hist, run_dir)

@@ -194,14 +194,12 @@ def job_state(job: Mapping) -> tuple[str, str]:
     """(state, message) from the Job's conditions; Complete/Failed are final."""
     status = job.get("status") or {}
     conditions = {c.get("type"): c for c in status.get("conditions") or [] if c.get("status") == "True"}
-    for kind, state in (("Complete", "Succeeded"), ("Failed", "Failed"), ("Suspended", "Suspended")):
+    # FailureTarget (1.31+) is set before the pods are terminated, Failed after.
+    for kind, state in (("Complete", "Succeeded"), ("Failed", "Failed"), ("Suspended", "Suspended"),
+                        ("FailureTarget", "Failed")):
         if kind in conditions:
             c = conditions[kind]
-            msg = ": ".join(x for x in (c.get("reason"), c.get("message")) if x)
-            return state, msg
-    if "FailureTarget" in conditions:  # 1.31+: set before the pods are terminated
-        c = conditions["FailureTarget"]
-        return "Failed", ": ".join(x for x in (c.get("reason"), c.get("message")) if x)
+            return state, ": ".join(x for x in (c.get("reason"), c.get("message")) if x)
     if "SuccessCriteriaMet" in conditions:
         return "Succeeded", ""
     if (status.get("active") or 0) > 0:
@@ -290,8 +288,6 @@ def explain_pod(pod: Mapping) -> PodReport:
                 f"image {image} cannot be pulled: check resources.image (or --image), that it was pushed "
                 f"(`make image`), and the registry credentials. {message}"
             ).strip()
-        elif reason in ("CreateContainerConfigError", "CreateContainerError", "RunContainerError"):
-            report.detail = message
         elif reason == "ContainerCreating":
             report.detail = message or "pulling the image and mounting volumes"
         else:

@@ -21,9 +21,11 @@ from __future__ import annotations
 import copy
 import re
 from datetime import datetime, timezone
+from pathlib import Path
 from typing import Mapping, Optional
 
 from jobs import exit_codes
+from jobs.fsutil import atomic_write_text
 from jobs.spec import JobSpec
 from k8s import common
 from k8s.common import ManifestError
@@ -412,3 +414,17 @@ def to_yaml_documents(objects: list[dict]) -> str:
     import yaml
 
     return "---\n".join(yaml.safe_dump(copy.deepcopy(o), sort_keys=False) for o in objects)
+
+
+def write_manifests(objects: list[dict], out_dir: Path) -> list[Path]:
+    """One `NN-kind-name.yaml` file per object in `out_dir`, each written atomically; returns their paths.
+
+    Numbered so that `kubectl apply -f DIR` creates objects in list order (ConfigMap and Service before the Job).
+    """
+    import yaml
+
+    return [
+        atomic_write_text(Path(out_dir) / f"{i:02d}-{o['kind'].lower()}-{o['metadata']['name']}.yaml",
+                          yaml.safe_dump(o, sort_keys=False))
+        for i, o in enumerate(objects)
+    ]

@@ -14,11 +14,11 @@ An explicit TF_CONFIG in the environment wins (users running their own launcher)
 from __future__ import annotations
 
 import json
-import re
 from typing import Any, Mapping, Optional
 
+from jobs.spec import DNS1123_LABEL  # TensorFlow-free; the training image copies jobs/ too
+
 DEFAULT_PORT = 2222
-_DNS1123_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
 
 
 class TFConfigError(ValueError):
@@ -45,7 +45,7 @@ def _name(env: Mapping[str, str], key: str) -> str:
     raw = env.get(key)
     if not raw:
         raise TFConfigError(f"{key} is not set; expected a DNS-1123 label (set by the jobctl Job manifest)")
-    if len(raw) > 63 or not _DNS1123_LABEL.fullmatch(raw):
+    if len(raw) > 63 or not DNS1123_LABEL.fullmatch(raw):
         raise TFConfigError(f"{key}: expected a DNS-1123 label (lower-case letters, digits, '-'), received {raw!r}")
     return raw
 

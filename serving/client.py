@@ -20,7 +20,7 @@ from typing import Iterable, Optional, Sequence, Union
 import grpc
 import numpy as np
 
-from serving.tensors import from_ndarray, to_ndarray
+from serving.tensors import to_ndarray, write_ndarray
 
 log = logging.getLogger("jobctl.client")
 DEFAULT_MAX_MESSAGE_BYTES = 64 * 1024 * 1024
@@ -138,7 +138,7 @@ class PredictClient:
             self._spec(request.model_spec, self.signature)
             for name, value in inputs.items():
                 part = value if start is None else value[start : start + self.batch_size]
-                request.inputs[name].CopyFrom(from_ndarray(part))
+                write_ndarray(request.inputs[name], part)
             request.output_filter.extend(output_filter)
             response = self._call(self._predict_stub.Predict, request, timeout)
             parts.append({k: _decode(v, k) for k, v in response.outputs.items()})

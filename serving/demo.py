@@ -37,7 +37,7 @@ def run_serving_demo(
     """
     from serving.client import PredictClient
     from serving.ensemble import build_ensemble, inspect_member
-    from serving.evaluate import scores
+    from serving.evaluate import _name, scores
     from serving.server import BatchingConfig, ModelServer, ServerConfig
 
     if len(export_paths) < 1:
@@ -66,8 +66,7 @@ def run_serving_demo(
     rows = []
     for i, m in enumerate(members):
         acc, loss = scores(out["member_probabilities"][:, i, :], y)
-        name = f"{m.metadata.get('model_name') or m.path.parent.name}/{m.path.name}"
-        rows.append({"name": name, "path": str(m.path), "accuracy": acc, "loss": loss})
+        rows.append({"name": _name(m.path, m.metadata), "path": str(m.path), "accuracy": acc, "loss": loss})
     acc, loss = scores(out["probabilities"], y)
     ens = {"name": f"{output_base.name}/{ensemble_dir.name}", "path": str(ensemble_dir), "accuracy": acc, "loss": loss}
     result = {"ensemble_path": str(ensemble_dir), "target": target, "members": rows, "ensemble": ens,

@@ -83,7 +83,6 @@ class DeployOptions:
     num_versions: int = 1
     poll_seconds: int = 30
     version_labels: dict[str, int] = field(default_factory=dict)
-    max_message_bytes: int = 64 * 1024 * 1024
 
 
 def _model_path(opts: DeployOptions) -> tuple[str, bool]:
@@ -314,21 +313,6 @@ def to_yaml(objects: Iterable[dict]) -> str:
     return "".join("---\n" + yaml.safe_dump(o, sort_keys=False) for o in objects)
 
 
-def write_manifests(objects: list[dict], directory) -> list:
-    """One file per object (`NN-kind-name.yaml`), written atomically."""
-    from pathlib import Path
-
-    import yaml
-
-    from jobs.fsutil import atomic_write_text
-
-    out = []
-    for i, o in enumerate(objects):
-        path = Path(directory) / f"{i:02d}-{o['kind'].lower()}-{o['metadata']['name']}.yaml"
-        out.append(atomic_write_text(path, yaml.safe_dump(o, sort_keys=False)))
-    return out
-
-
 # ----------------------------------------------------------------------------------------------- cluster
 _API = {
     ("v1", "ConfigMap"): ("CoreV1Api", "config_map"),
@@ -349,14 +333,12 @@ def apply(objects: list[dict], api_client=None, context: Optional[str] = None) -
     from kubernetes.client.rest import ApiException
 
     if api_client is None:
+        from k8s.client import KubeError, load_api_client
+
         try:
-            kubernetes.config.load_kube_config(context=context)
-        except Exception:
-            try:
-                kubernetes.config.load_incluster_config()
-            except Exception as exc:
-                raise DeployError(f"no Kubernetes configuration (kubeconfig or in-cluster): {exc}") from None
-        api_client = kubernetes.client.ApiClient()
+            api_client, _ = load_api_client(context=context)  # the namespace comes from the objects
+        except KubeError as exc:
+            raise DeployError(str(exc)) from None
     lines = []
     for obj in objects:
         key = (obj["apiVersion"], obj["kind"])

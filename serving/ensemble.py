@@ -222,9 +222,8 @@ def build_ensemble(
             },
             "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
         }
-        tmp_meta = tmp / (METADATA_FILE + ".tmp")
-        tmp_meta.write_text(json.dumps(meta, indent=2) + "\n")
-        os.replace(tmp_meta, tmp / METADATA_FILE)
+        # The whole version directory is renamed into place below: no file in it needs its own atomic write.
+        (tmp / METADATA_FILE).write_text(json.dumps(meta, indent=2) + "\n")
         final = output_base / str(number)
         os.chmod(tmp, 0o755)  # mkdtemp makes 0700; the serving user must read it
         os.rename(tmp, final)  # atomic; fails if a concurrent writer took the number

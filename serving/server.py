@@ -159,6 +159,7 @@ class Metrics:
         )
 
         self._children: dict = {}
+        self._batch_children: dict = {}
 
     def observe(self, model: str, version: str, method: str, status: str, seconds: float) -> None:
         """One request: cached label children (labels() costs a lock and a tuple build on every call)."""
@@ -168,6 +169,14 @@ class Metrics:
             pair = self._children.setdefault(key, (self.requests.labels(*key), self.latency.labels(*key)))
         pair[0].inc()
         pair[1].observe(seconds)
+
+    def observe_batch(self, model: str, version: str, n: int) -> None:
+        """One model call of `n` examples; cached like observe()."""
+        key = (model, version)
+        child = self._batch_children.get(key)
+        if child is None:
+            child = self._batch_children.setdefault(key, self.batch_size.labels(*key))
+        child.observe(n)
 
     def text(self) -> str:
         from prometheus_client import generate_latest
@@ -446,7 +455,7 @@ class ModelManager:
                     if _batchable(sig):
                         v.batchers[key] = Batcher(
                             _runner(sig), self.cfg.batching,
-                            lambda n, _v=str(number): self.metrics.batch_size.labels(self.name, _v).observe(n),
+                            lambda n, _v=str(number): self.metrics.observe_batch(self.name, _v, n),
                         )
             if self.cfg.warmup:
                 _warmup(v.model)
@@ -859,7 +868,7 @@ class _PredictionServicer(_Instrumented):
             outputs = batcher.submit(arrays, rows, context.time_remaining())
         else:
             outputs = savedmodel.call(sig, arrays)
-            m.metrics.batch_size.labels(m.name, str(v.number)).observe(max(rows, 1))
+            m.metrics.observe_batch(m.name, str(v.number), max(rows, 1))
         return _predict_response(m, v, sig, filters, outputs)
 
     def _predict_inputs(self, request, info):
@@ -980,7 +989,7 @@ class _AsyncPredictionServicer(_PredictionServicer):
             outputs = await batcher.submit_async(arrays, rows, self.server.executor)
         else:
             outputs = await asyncio.get_running_loop().run_in_executor(self.server.executor, savedmodel.call, sig, arrays)
-            m.metrics.batch_size.labels(m.name, str(v.number)).observe(max(rows, 1))
+            m.metrics.observe_batch(m.name, str(v.number), max(rows, 1))
         return _predict_response(m, v, sig, filters, outputs)
 
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 from typing import Optional
 
 import numpy as np
-from tensorflow.core.framework import tensor_pb2, tensor_shape_pb2, types_pb2
+from tensorflow.core.framework import tensor_pb2, types_pb2
 
 # DataType enum -> (numpy dtype, TensorProto field holding typed values, TensorFlow's name)
 _DTYPES: dict[int, tuple[np.dtype, str, str]] = {

@@ -2,6 +2,17 @@
 
 import os
 
+import pytest
+
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 os.environ.setdefault("CUDA_VISIBLE_DEVICES", "")
 os.environ.setdefault("PYTHONHASHSEED", "0")
+
+
+@pytest.fixture()
+def cluster():
+    """A fresh KMock-backed Kubernetes API in namespace "ml"; modules needing another setup define their own."""
+    from tests.test_k8s_harness import FakeCluster  # imported here so tests that never use it skip kmock/aiohttp
+
+    with FakeCluster(namespace="ml") as c:
+        yield c

@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import subprocess
 import tempfile
 from pathlib import Path
 
@@ -20,11 +21,11 @@ CLASS_NAMES = [str(i) for i in range(10)]
 
 def digits(seed: int = 0):
     """sklearn digits as uint8 NHWC (pixels 0..16): (x_train, y_train, x_test, y_test)."""
-    from sklearn.datasets import load_digits
+    from jobs.data import _digits_arrays  # the same arrays as load_digits(), without importing scikit-learn
 
-    b = load_digits()
-    x = b.images.astype(np.uint8)[..., None]
-    y = b.target.astype(np.int64)
+    images, target = _digits_arrays()
+    x = images.astype(np.uint8)[..., None]
+    y = target.astype(np.int64)
     idx = np.random.default_rng(seed).permutation(len(x))
     x, y = x[idx], y[idx]
     cut = int(len(x) * 0.8)
@@ -92,12 +93,34 @@ def export_tiny_model(
 
 def copy_version(src: Path, base: Path, version: int) -> Path:
     """Publish a copy of a version directory atomically under a new number (what an exporter does)."""
+    Path(base).mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".tmp-{version}-", dir=base))
     shutil.rmtree(tmp)
     shutil.copytree(src, tmp)
     final = Path(base) / str(version)
     os.rename(tmp, final)
     return final
+
+
+def in_process(path, x) -> dict:
+    """The model's serving_default outputs for `x`, computed in this process (the reference gRPC answers match)."""
+    from serving import savedmodel
+
+    model = savedmodel.load(path)
+    return savedmodel.call(model.signatures["serving_default"], {"images": x})
+
+
+def self_signed_cert(tmp_path: Path) -> tuple[Path, Path]:
+    """(cert.pem, key.pem) for localhost and 127.0.0.1 under `tmp_path`; skips the test without openssl."""
+    import pytest
+
+    if not shutil.which("openssl"):
+        pytest.skip("openssl not installed")
+    cert, key = Path(tmp_path) / "cert.pem", Path(tmp_path) / "key.pem"
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", str(key), "-out", str(cert),
+                    "-days", "1", "-subj", "/CN=localhost", "-addext", "subjectAltName=DNS:localhost,IP:127.0.0.1"],
+                   check=True, capture_output=True, timeout=60)
+    return cert, key
 
 
 _SHARED: dict = {}

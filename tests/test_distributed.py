@@ -115,6 +115,12 @@ def epoch_lines(text: str) -> list[int]:
     return [int(line.split()[1].split("/")[0]) for line in text.splitlines() if line.startswith("epoch ")]
 
 
+def report_lines(text: str) -> list:
+    """A worker's epoch and best-epoch lines cut before the wall times, which differ between workers."""
+    return [ln.rsplit(";", 1)[0] if ln.startswith("best") else ln.split("  ")[:5]
+            for ln in text.splitlines() if ln.startswith(("epoch ", "best epoch"))]
+
+
 def all_files(root: Path) -> list[str]:
     return sorted(str(p.relative_to(root)) for p in root.rglob("*") if p.is_file())
 
@@ -155,8 +161,7 @@ def test_three_workers_agree_and_only_the_chief_writes(tmp_path, workers):
     procs = workers.cluster(3, spec, tmp_path / "art", "--run-id", "r", label="w")
     assert workers.wait(procs) == [0, 0, 0], workers.logs()
     # Same losses and accuracies everywhere (wall times differ): one model, all-reduced.
-    reports = [[ln.rsplit(";", 1)[0] if ln.startswith("best") else ln.split("  ")[:5]
-                for ln in workers.log(p).splitlines() if ln.startswith(("epoch ", "best epoch"))] for p in procs]
+    reports = [report_lines(workers.log(p)) for p in procs]
     assert len(reports[0]) == 3, workers.logs()
     assert reports[0] == reports[1] == reports[2]
     # Exactly one export, and nothing in the run dir but the chief's files: no backup left, no worker temp dirs.
@@ -204,8 +209,7 @@ def test_killed_worker_then_restart_resumes_at_the_next_epoch(tmp_path, workers)
 
     second = workers.cluster(2, spec, art, "--run-id", "r", label="b")
     assert workers.wait(second) == [0, 0], workers.logs()
-    reports = [[ln.rsplit(";", 1)[0] if ln.startswith("best") else ln.split("  ")[:5]
-                for ln in workers.log(p).splitlines() if ln.startswith(("epoch ", "best epoch"))] for p in second]
+    reports = [report_lines(workers.log(p)) for p in second]
     assert reports[0] == reports[1]  # both workers report the same losses
     for p in second:
         text = workers.log(p)

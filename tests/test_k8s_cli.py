@@ -228,11 +228,9 @@ def test_cancel(env):
 
 
 def test_unreachable_api_is_a_clear_error(tmp_path):
-    import socket
+    from bench.common import free_port
 
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
+    port = free_port()
     kubeconfig = write_kubeconfig(tmp_path / "kc", f"http://127.0.0.1:{port}")
     started = time.monotonic()
     code, out = invoke("list", "--kubeconfig", kubeconfig, "--context", "fake-ml")

@@ -21,15 +21,10 @@ from k8s.client import (
     RollbackError,
 )
 from k8s.manifests import build_job_objects
-from tests.test_k8s_harness import FakeCluster, make_pod
+from bench.common import free_port
+from tests.test_k8s_harness import make_pod
 
 SERVER_FIELDS = ("uid", "creationTimestamp", "resourceVersion", "ownerReferences")
-
-
-@pytest.fixture()
-def cluster():
-    with FakeCluster(namespace="ml") as c:
-        yield c
 
 
 def rendered(name="cifar", workers=1, **kw):
@@ -68,7 +63,7 @@ def test_submit_creates_exactly_the_rendered_objects(cluster, workers):
 
 def test_job_is_created_suspended_and_resumed_after_its_dependents(cluster):
     cluster.client().submit(rendered(workers=2))
-    calls = [(m, p.rsplit("/", 1)[-1] if m != "POST" else p.rsplit("/", 1)[-1]) for m, p, _ in cluster.requests()]
+    calls = [(m, p.rsplit("/", 1)[-1]) for m, p, _ in cluster.requests()]
     assert calls == [("POST", "jobs"), ("POST", "configmaps"), ("POST", "services"), ("PATCH", "cifar")]
     first_job = next(r for r in cluster.emulator if getattr(r.method, "value", r.method).upper() == "POST")
     assert first_job.data["spec"]["suspend"] is True
@@ -358,9 +353,7 @@ def _client_for(port: int, **kw) -> JobClient:
 
 
 def test_api_refusing_connections_is_a_clear_error_at_once():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]  # closed again: nothing listens there
+    port = free_port()  # closed again: nothing listens there
     started = time.monotonic()
     with pytest.raises(ApiUnreachableError) as info:
         _client_for(port).list()

@@ -252,12 +252,9 @@ def make_pod(
     suffix: str = "abcde",
     phase: str = "Running",
     state: Optional[dict] = None,
-    last_state: Optional[dict] = None,
     conditions: Optional[list] = None,
     node: Optional[str] = "gpu-node-1",
     restarts: int = 0,
-    reason: Optional[str] = None,
-    message: Optional[str] = None,
     created: Optional[str] = None,
 ) -> dict:
     """A pod as the Job controller creates it for `job` (as stored, with its uid and selector)."""
@@ -280,11 +277,7 @@ def make_pod(
     }
     if node:
         pod["spec"]["nodeName"] = node
-    if reason:
-        pod["status"]["reason"] = reason
-    if message:
-        pod["status"]["message"] = message
-    if state is not None or last_state is not None:
+    if state is not None:
         pod["status"]["containerStatuses"] = [
             {
                 "name": container["name"],
@@ -292,7 +285,7 @@ def make_pod(
                 "restartCount": restarts,
                 "ready": phase == "Running",
                 "state": state or {},
-                "lastState": last_state or {},
+                "lastState": {},
             }
         ]
     return pod

@@ -17,7 +17,7 @@ import numpy as np
 import pytest
 from typer.testing import CliRunner
 
-from tests.serving_fixtures import copy_version, free_port, shared_models
+from tests.serving_fixtures import copy_version, free_port, self_signed_cert, shared_models
 
 pytestmark = pytest.mark.slow
 ROOT = Path(__file__).resolve().parent.parent
@@ -30,7 +30,6 @@ def stock_like(tmp_path_factory):
 
     shared = shared_models()
     base = tmp_path_factory.mktemp("client") / "digits"
-    base.mkdir()
     copy_version(shared["ensemble"], base, 1)
     server = ModelServer(ServerConfig("digits", base, port=0, host="127.0.0.1", poll_seconds=3600,
                                       max_request_batch_size=200_000, jobctl_metadata=False)).start()
@@ -77,7 +76,6 @@ def test_retries_on_unavailable_until_the_server_is_up(tmp_path):
         assert info.value.code == grpc.StatusCode.UNAVAILABLE
 
     base = tmp_path / "ensemble"
-    base.mkdir()
     copy_version(shared["ensemble"], base, 1)
     started = {}
 
@@ -153,7 +151,6 @@ def test_serve_process_deadline_and_graceful_sigterm(tmp_path):
 
     shared = shared_models()
     base = tmp_path / "ensemble"
-    base.mkdir()
     copy_version(shared["ensemble"], base, 1)
     port, metrics_port = free_port(), free_port()
     env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3", PYTHONPATH=str(ROOT))
@@ -193,20 +190,12 @@ def test_serve_process_deadline_and_graceful_sigterm(tmp_path):
 
 
 def test_tls_channel(tmp_path):
-    import shutil as _shutil
-
     from serving.client import PredictClient, PredictError
     from serving.server import ModelServer, ServerConfig
 
-    if not _shutil.which("openssl"):
-        pytest.skip("openssl not installed")
-    cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
-    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", str(key), "-out", str(cert),
-                    "-days", "1", "-subj", "/CN=localhost", "-addext", "subjectAltName=DNS:localhost,IP:127.0.0.1"],
-                   check=True, capture_output=True, timeout=60)
+    cert, key = self_signed_cert(tmp_path)
     shared = shared_models()
     base = tmp_path / "ensemble"
-    base.mkdir()
     copy_version(shared["ensemble"], base, 1)
     server = ModelServer(ServerConfig("ensemble", base, port=0, host="127.0.0.1", poll_seconds=3600,
                                       tls_cert=cert, tls_key=key)).start()

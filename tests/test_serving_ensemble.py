@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from typer.testing import CliRunner
 
-from tests.serving_fixtures import export_tiny_model, shared_models
+from tests.serving_fixtures import export_tiny_model, in_process, shared_models
 
 pytestmark = pytest.mark.slow
 
@@ -20,17 +20,10 @@ def shared():
     return shared_models()
 
 
-def _probs(path, x):
-    from serving import savedmodel
-
-    model = savedmodel.load(path)
-    return savedmodel.call(model.signatures["serving_default"], {"images": x})
-
-
 def test_ensemble_equals_weighted_mean_of_members(shared):
     x = shared["data"][2]  # real test images
-    members = [_probs(m, x)["probabilities"] for m in shared["members"]]
-    out = _probs(shared["ensemble"], x)
+    members = [in_process(m, x)["probabilities"] for m in shared["members"]]
+    out = in_process(shared["ensemble"], x)
     expected = (members[0] + members[1] + 2 * members[2]) / 4  # weights [1, 1, 2]
     assert np.abs(out["probabilities"] - expected).max() < 1e-6
     np.testing.assert_array_equal(out["class_ids"], expected.argmax(axis=1))
@@ -55,9 +48,9 @@ def test_equal_weights_and_layout(shared, tmp_path):
     assert meta["ensemble"] and [m["weight"] for m in meta["members"]] == [0.5, 0.5]
     assert meta["input_shape"] == [8, 8, 1] and meta["input_dtype"] == "uint8"
     x = shared["data"][2][:64]
-    out = _probs(v1, x)
+    out = in_process(v1, x)
     assert "member_probabilities" not in out
-    expected = np.mean([_probs(m, x)["probabilities"] for m in shared["members"][:2]], axis=0)
+    expected = np.mean([in_process(m, x)["probabilities"] for m in shared["members"][:2]], axis=0)
     assert np.abs(out["probabilities"] - expected).max() < 1e-6
 
 
@@ -125,7 +118,7 @@ def test_cli_ensemble_and_evaluate(shared, tmp_path):
 
     x, y = shared["data"][2], shared["data"][3]
     for row, path in zip(rows, shared["members"]):
-        acc, loss = scores(_probs(path, x)["probabilities"], y)
+        acc, loss = scores(in_process(path, x)["probabilities"], y)
         assert row["accuracy"] == pytest.approx(acc) and row["loss"] == pytest.approx(loss, rel=1e-5)
     assert rows[-1]["examples"] == len(y)
 

@@ -14,7 +14,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from tests.serving_fixtures import copy_version, shared_models
+from tests.serving_fixtures import copy_version, in_process, self_signed_cert, shared_models
 
 pytestmark = pytest.mark.slow
 
@@ -25,7 +25,6 @@ def env(tmp_path_factory):
 
     shared = shared_models()
     base = tmp_path_factory.mktemp("serve") / "ensemble"
-    base.mkdir()
     copy_version(shared["ensemble"], base, 1)
     cfg = ServerConfig(
         model_name="ensemble", base_path=base, port=0, host="127.0.0.1", poll_seconds=0.1,
@@ -82,13 +81,6 @@ def rpc_error(call, req) -> grpc.RpcError:
 def still_serving(env):
     got = outputs(env["predict"].Predict(request(env["x"][:2]), timeout=10))
     assert got["probabilities"].shape == (2, 10)
-
-
-def in_process(path, x):
-    from serving import savedmodel
-
-    m = savedmodel.load(path)
-    return savedmodel.call(m.signatures["serving_default"], {"images": x})
 
 
 # ------------------------------------------------------------------------------------------------ the API
@@ -387,7 +379,6 @@ def test_warmup_requests_run_before_a_version_serves(tmp_path):
 
     shared = shared_models()
     base = tmp_path / "m"
-    base.mkdir()
     for version, input_name in ((1, "images"), (2, "pixels")):
         vdir = copy_version(shared["members"][0], base, version)
         (vdir / "assets.extra").mkdir()
@@ -411,22 +402,14 @@ def test_both_grpc_transports_answer_alike(tmp_path, batching, use_asyncio, tls)
     """Batching picks the asyncio transport by default and no batching the thread pool; forced the other way
     each still answers every concurrent caller its own rows, maps bad input to INVALID_ARGUMENT, counts metrics,
     and (asyncio over TLS) refuses a plaintext client."""
-    import subprocess
-
     from serving.server import BatchingConfig, ModelServer, ServerConfig
 
     shared = shared_models()
     base = tmp_path / "ensemble"
-    base.mkdir()
     copy_version(shared["ensemble"], base, 1)
     extra = {}
     if tls:
-        if not shutil.which("openssl"):
-            pytest.skip("openssl not installed")
-        cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
-        subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", str(key), "-out", str(cert),
-                        "-days", "1", "-subj", "/CN=localhost", "-addext", "subjectAltName=DNS:localhost,IP:127.0.0.1"],
-                       check=True, capture_output=True, timeout=60)
+        cert, key = self_signed_cert(tmp_path)
         extra = {"tls_cert": cert, "tls_key": key}
     cfg = ServerConfig("ensemble", base, port=0, host="127.0.0.1", poll_seconds=3600, grpc_asyncio=use_asyncio,
                        batching=BatchingConfig(enabled=batching, max_batch_size=8, batch_timeout_micros=2000), **extra)

@@ -18,15 +18,8 @@ from jobs.sweep_spec import load_sweep
 from k8s import common
 from k8s.common import ManifestError
 from k8s.manifests import SPEC_KEY, spec_configmap_name
-from tests.test_k8s_harness import FakeCluster
 
 BASE = {"name": "base", "data": {"dataset": "digits"}, "model": {"type": "mlp"}, "training": {"epochs": 2}}
-
-
-@pytest.fixture()
-def cluster():
-    with FakeCluster(namespace="ml") as c:
-        yield c
 
 
 def make_sweep(tmp_path, **kw):

@@ -69,10 +69,6 @@ def sweep_data(tmp_path, **kw) -> dict:
     return out
 
 
-def events(sink: list):
-    return lambda p: sink.append(p)
-
-
 # ------------------------------------------------------------------------------------------ real training
 REAL_PARAMS = {"model.kernel_size": [1, 2, 3, 5, 9]}
 # One conv layer of 8 filters with 'valid' padding on 8x8 digits: kernel 9 is a value the spec accepts and Keras
@@ -85,7 +81,7 @@ def test_real_digits_sweep_ranks_trials_records_a_failure_and_resume_skips_them(
     s = load_sweep(sweep_data(tmp_path, base=REAL_BASE, parameters=REAL_PARAMS))
     seen: list = []
     t0 = time.monotonic()
-    out = run_sweep(s, LocalBackend(s, parallelism=2), parallelism=2, on_progress=events(seen))
+    out = run_sweep(s, LocalBackend(s, parallelism=2), parallelism=2, on_progress=seen.append)
     took = time.monotonic() - t0
     assert out.counts == {"succeeded": 4, "stopped": 0, "failed": 1, "running": 0, "pending": 0, "total": 5}
     board = read_json(s.sweep_dir / "leaderboard.json")
@@ -120,7 +116,7 @@ def test_real_digits_sweep_ranks_trials_records_a_failure_and_resume_skips_them(
     mtimes = {e["trial"]: (Path(e["run_dir"]) / "metrics.json").stat().st_mtime_ns for e in board}
     seen2: list = []
     again = load_sweep(sweep_data(tmp_path, base=REAL_BASE, parameters=REAL_PARAMS))
-    out2 = run_sweep(again, LocalBackend(again, parallelism=2), parallelism=2, on_progress=events(seen2))
+    out2 = run_sweep(again, LocalBackend(again, parallelism=2), parallelism=2, on_progress=seen2.append)
     assert [p.kind for p in seen2] == ["resumed", "done"] and seen2[0].skipped == 5
     assert out2.counts["succeeded"] == 4
     assert {e["trial"]: (Path(e["run_dir"]) / "metrics.json").stat().st_mtime_ns for e in board} == mtimes
@@ -144,7 +140,7 @@ def test_ctrl_c_stops_trials_and_the_same_sweep_resumes(tmp_path, fake_command, 
     threading.Thread(target=interrupt_when_two_run, daemon=True).start()
     t0 = time.monotonic()
     with pytest.raises(SweepInterrupted) as info:
-        run_sweep(s, backend, parallelism=2, on_progress=events(seen))
+        run_sweep(s, backend, parallelism=2, on_progress=seen.append)
     assert time.monotonic() - t0 < 15, "Ctrl-C must not wait for the trials to finish"
     assert info.value.outcome.interrupted and seen[-1].kind == "interrupted"
     pids = [rec["pid"] for rec in read_json(s.sweep_dir / "sweep.json")["runs"].values()]
@@ -159,7 +155,7 @@ def test_ctrl_c_stops_trials_and_the_same_sweep_resumes(tmp_path, fake_command, 
     monkeypatch.setenv("FAKE_SLEEP", "0")
     seen2: list = []
     out = run_sweep(load_sweep(data), LocalBackend(s, command=fake_command, parallelism=2), parallelism=2,
-                    on_progress=events(seen2))
+                    on_progress=seen2.append)
     assert (seen2[0].kind, seen2[0].skipped, seen2[0].rerun) == ("resumed", 0, 2)
     assert out.counts["succeeded"] == 4
     assert out.best["trial"] == "t001"  # lr 0.01 scores best in the fake trainer
@@ -261,7 +257,7 @@ def test_a_random_sweep_can_grow_but_not_change(tmp_path, fake_command):
     grown = random_sweep(4)
     assert [t.params for t in grown.trials[:2]] == [t.params for t in first.trials]
     seen: list = []
-    out = run_sweep(grown, LocalBackend(grown, command=fake_command), parallelism=2, on_progress=events(seen))
+    out = run_sweep(grown, LocalBackend(grown, command=fake_command), parallelism=2, on_progress=seen.append)
     assert seen[0].skipped == 2 and sorted(p.trial for p in seen if p.kind == "started") == ["t002", "t003"]
     assert out.counts["succeeded"] == 4 and len(out.leaderboard) == 4
     reseeded = random_sweep(4, seed=6)
