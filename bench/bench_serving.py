@@ -6,7 +6,9 @@
 4. 10,000 requests at concurrency 32: target zero errors; the server's memory is reported.
 
 Servers are `jobctl serve` subprocesses (one with batching, one without) serving the ensemble and its members
-from one TF Serving model config file. The load generator runs in this process, as asynchronous gRPC calls (one
+from one TF Serving model config file. A third process, bench/grpc_floor.py, answers Predict with an empty handler:
+measured with the same client in the same run, it shows how much of the latency and of the CPU per request is
+Python gRPC itself, which no Python server can remove. The load generator runs in this process, as asynchronous gRPC calls (one
 channel, 32 calls in flight, each answer sends the next): it costs about 0.2 ms of CPU per request, where 32
 client processes making blocking calls cost 0.6 ms (measured; docs/serving.md). On a 2-core machine every
 millisecond the clients spend is taken from the servers, so the cheaper client is the fairer measurement.
@@ -144,6 +146,54 @@ class ServerHandle:
             self.server.stop(grace=1)
             return
         if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+
+
+class FloorHandle:
+    """bench/grpc_floor.py (Predict with an empty handler) as a process, or in this process for smoke runs: the
+    same interface as ServerHandle."""
+
+    def __init__(self, root: Path, in_process: bool = False):
+        from bench import grpc_floor
+
+        self.in_process = in_process
+        if in_process:
+            self.server, port = grpc_floor.start(0, WORKERS["grpc_workers"])
+            self.pid, self.target = os.getpid(), f"127.0.0.1:{port}"
+            return
+        port = _free_port()
+        env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3", PYTHONPATH=str(ROOT), CUDA_VISIBLE_DEVICES="")
+        self.log = root / "floor.log"
+        self.proc = subprocess.Popen([sys.executable, "-m", "bench.grpc_floor", "--port", str(port), "--workers",
+                                      str(WORKERS["grpc_workers"])], cwd=ROOT, env=env, stdout=open(self.log, "w"),
+                                     stderr=subprocess.STDOUT)
+        self.pid, self.target = self.proc.pid, f"127.0.0.1:{port}"
+
+    def wait_ready(self, caller: "Caller", req, timeout: float = 60.0):
+        import grpc
+
+        deadline = time.monotonic() + timeout
+        while True:
+            self.check()
+            try:
+                return caller.call(req, timeout=5)
+            except grpc.RpcError:
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(0.2)
+
+    def check(self):
+        if not self.in_process and self.proc.poll() is not None:
+            raise RuntimeError(f"the floor server exited with {self.proc.returncode}; log: {self.log.read_text()[-2000:]}")
+
+    def stop(self):
+        if self.in_process:
+            self.server.stop(grace=1)
+        elif self.proc.poll() is None:
             self.proc.send_signal(signal.SIGTERM)
             try:
                 self.proc.wait(timeout=30)
@@ -307,6 +357,8 @@ def run(quick: bool = False, out: Path | None = None, prebuilt: tuple | None = N
         procs.append(plain)
         batched = ServerHandle(root, bases, batching=True, in_process=in_process)
         procs.append(batched)
+        floor = FloorHandle(root, in_process=in_process)
+        procs.append(floor)
         plain_target, batched_target = plain.target, batched.target
 
         rng = np.random.default_rng(0)
@@ -316,17 +368,20 @@ def run(quick: bool = False, out: Path | None = None, prebuilt: tuple | None = N
             with PredictClient(target, "ensemble") as c:
                 c.wait_until_available(timeout=300)
         sig = savedmodel.load(members[0]).signatures["serving_default"]
-        caller, bcaller = Caller(plain_target), Caller(batched_target)
+        caller, bcaller, fcaller = Caller(plain_target), Caller(batched_target), Caller(floor.target)
         req_m0, req_ens = Caller.request("m0", x1), Caller.request("ensemble", x1)
+        floor.wait_ready(fcaller, req_m0)
         reqs = [Caller.request(m, x1) for m in MEMBERS]
 
         # Repetitions interleave baseline and candidate (bench/common.py conventions): load bursts from other
         # processes land on both sides of each ratio; the median and the spread are reported.
-        inproc_s, grpc_s, off_runs, on_runs, fused_s, separate_s = [], [], [], [], [], []
+        inproc_s, grpc_s, floor_s, off_runs, on_runs, floor_runs, fused_s, separate_s = [], [], [], [], [], [], [], []
         for rep in range(reps):
-            # 1. batch 1, one member: the same SavedModel in-process vs through gRPC
+            # 1. batch 1, one member: the same SavedModel in-process vs through gRPC; and the same request to the
+            # empty handler, the part of the round trip that is Python gRPC alone
             inproc_s.append(p50_ms(lambda: savedmodel.call(sig, {"images": x1}), n_lat))
             grpc_s.append(p50_ms(lambda: caller.call(req_m0), n_lat))
+            floor_s.append(p50_ms(lambda: fcaller.call(req_m0), n_lat))
             # 2. 32 concurrent batch-1 clients on one member: batching off vs on (order alternates)
             pair = {}
             for which in (("off", "on") if rep % 2 == 0 else ("on", "off")):
@@ -334,13 +389,18 @@ def run(quick: bool = False, out: Path | None = None, prebuilt: tuple | None = N
                 pair[which] = measured(handle.pid, lambda: load(c, req_m0, n_tput, 32))
             off_runs.append(pair["off"])
             on_runs.append(pair["on"])
+            floor_runs.append(measured(floor.pid, lambda: load(fcaller, req_m0, n_tput, 32)))
             # 3. the fused ensemble vs its 3 members requested one after the other, batch 1
             fused_s.append(p50_ms(lambda: caller.call(req_ens), n_lat))
             separate_s.append(p50_ms(lambda: [caller.call(r) for r in reqs], n_lat))
 
         overhead = Stat.of([g - i for g, i in zip(grpc_s, inproc_s)])
+        # The overhead split in two: Python gRPC itself (the empty handler's round trip) and the rest (the model
+        # called inside a server, between requests, instead of back to back; this server's own code).
+        beyond_floor = Stat.of([g - f - i for g, f, i in zip(grpc_s, floor_s, inproc_s)])
         r1 = {"in_process_p50_ms": Stat.of(inproc_s).as_dict(3), "grpc_p50_ms": Stat.of(grpc_s).as_dict(3),
               "overhead_ms": overhead.as_dict(3), "value": round(overhead.median, 3),
+              "empty_handler_p50_ms": Stat.of(floor_s).as_dict(3), "overhead_beyond_empty_handler_ms": beyond_floor.as_dict(3),
               "target": "gRPC p50 <= in-process p50 + 1 ms", "met": overhead.median <= 1.0}
         ratio2 = paired_ratio([r["rps"] for r in on_runs], [r["rps"] for r in off_runs])
         # What bounds the ratio: batching only shrinks the model's share of a request's CPU. With 2 cores shared
@@ -352,8 +412,15 @@ def run(quick: bool = False, out: Path | None = None, prebuilt: tuple | None = N
         mB = model_cpu_ms_per_image(sig, shape, mb, 5 if quick else 30)
         cpu_on = Stat.of([r["server_cpu_ms_per_request"] + r["client_cpu_ms_per_request"] for r in on_runs]).median
         cpu_off = Stat.of([r["server_cpu_ms_per_request"] + r["client_cpu_ms_per_request"] for r in off_runs]).median
+        # The empty handler under the same load: the CPU per request (server + client) that Python gRPC costs
+        # before any work. Two servers costing only that plus the model would give (m1 + o) / (mB + o): the measured
+        # ratio is above it only as far as the unbatched server wastes CPU on 32 concurrent model calls.
+        o_floor = Stat.of([r["server_cpu_ms_per_request"] + r["client_cpu_ms_per_request"] for r in floor_runs]).median
         bound = {"model_cpu_ms_per_image_batch_1": round(m1, 3), f"model_cpu_ms_per_image_batch_{mb}": round(mB, 3),
                  "model_only_ratio": round(m1 / mB, 2), "max_overhead_ms_for_3x": round(max(0.0, (m1 - 3 * mB) / 2), 3),
+                 "empty_handler_cpu_ms_per_request": round(o_floor, 3),
+                 "empty_handler_rps": Stat.of([r["rps"] for r in floor_runs]).as_dict(1),
+                 "ratio_with_servers_as_cheap_as_the_empty_handler": round((m1 + o_floor) / (mB + o_floor), 2),
                  "overhead_ms_per_request_on": round(cpu_on - mB, 3), "overhead_ms_per_request_off": round(cpu_off - m1, 3),
                  "cpu_ms_per_request_off_over_on": round(cpu_off / cpu_on, 2) if cpu_on else None}
         r2 = {"batching_off": off_runs, "batching_on": on_runs, "mean_batch_size": batched.mean_batch_size(),
@@ -412,7 +479,8 @@ def main(argv=None) -> int:
     print(f"model: {result['model']}, {result['cpus']} CPUs, load average {result['load_average'][0]:.1f}")
     print(f"1. batch-1 p50: in-process {r1['in_process_p50_ms']['median']:.3f} ms, gRPC {r1['grpc_p50_ms']['median']:.3f} ms "
           f"(+{r1['value']:.3f} ms, spread {r1['overhead_ms']['min']:.3f}..{r1['overhead_ms']['max']:.3f}; "
-          f"target +1 ms: {mark(r1['met'])})")
+          f"target +1 ms: {mark(r1['met'])}); empty handler {r1['empty_handler_p50_ms']['median']:.3f} ms, "
+          f"leaving {r1['overhead_beyond_empty_handler_ms']['median']:+.3f} ms to the server")
     print(f"2. 32 clients: batching off {r2['rps_off']['median']:.0f} req/s, on {r2['rps_on']['median']:.0f} req/s "
           f"= {r2['ratio']:.2f}x (spread {r2['ratio_stat']['min']:.2f}..{r2['ratio_stat']['max']:.2f}; target 3x: "
           f"{mark(r2['met'])}); server CPU per request {r2['server_cpu_ms_per_request_off']['median']:.2f} ms off, "
@@ -423,6 +491,9 @@ def main(argv=None) -> int:
           f"({b['model_only_ratio']:.2f}x); 3x needs <= {b['max_overhead_ms_for_3x']:.3f} ms of other CPU per request, "
           f"measured {b['overhead_ms_per_request_on']:.3f} ms on (server + client), {b['overhead_ms_per_request_off']:.3f} ms off; "
           f"client CPU {r2['client_cpu_ms_per_request_on']['median']:.2f} ms/request")
+    print(f"   an empty Python gRPC handler costs {b['empty_handler_cpu_ms_per_request']:.3f} ms of CPU per request (server + "
+          f"client): two servers costing only that plus the model would give "
+          f"{b['ratio_with_servers_as_cheap_as_the_empty_handler']:.2f}x")
     print(f"3. ensemble fused {r3['fused_p50_ms']['median']:.3f} ms vs 3 requests {r3['three_requests_p50_ms']['median']:.3f} ms "
           f"= {r3['ratio']:.2f}x (spread {r3['ratio_stat']['min']:.2f}..{r3['ratio_stat']['max']:.2f}; target 2x: {mark(r3['met'])})")
     print(f"4. {r4['requests']} requests at concurrency 32: {r4['errors']} errors, {r4['rps']:.0f} req/s, "
