@@ -33,6 +33,8 @@ def test_bench_serving_quick(tmp_path):
     o, m1, mb = b["empty_handler_cpu_ms_per_request"], b["model_cpu_ms_per_image_batch_1"], b["model_cpu_ms_per_image_batch_32"]
     assert o > 0 and b["empty_handler_rps"]["median"] > 0
     assert b["ratio_with_servers_as_cheap_as_the_empty_handler"] == pytest.approx((m1 + o) / (mb + o), abs=0.02)
+    c = r2["client_cpu_ms_per_request_on"]["median"]
+    assert b["ratio_with_servers_that_cost_nothing"] == pytest.approx((m1 + c) / (mb + c), abs=0.02)
     assert r2["ratio"] == pytest.approx(r2["rps_on"]["median"] / r2["rps_off"]["median"], rel=0.02)
     assert r2["mean_batch_size"] >= 1  # the batched server did batch (examples per model call)
     assert r3["ratio"] == pytest.approx(r3["three_requests_p50_ms"]["median"] / r3["fused_p50_ms"]["median"], rel=0.02)
