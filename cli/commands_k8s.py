@@ -13,7 +13,7 @@ from typing import List, Optional
 
 import typer
 
-from cli.common import console, err_console, fail, load_spec_or_exit, parse_overrides
+from cli.common import check_output_dir, console, err_console, fail, load_spec_or_exit, parse_overrides
 from jobs import exit_codes
 
 NamespaceOpt = typer.Option(None, "--namespace", "-n", help="default: the kubeconfig context's namespace, or 'default'")
@@ -60,6 +60,7 @@ def render(
     run_id: Optional[str] = typer.Option(None, "--run-id", help="run directory name (default: UTC now)"),
 ) -> None:
     """Write the job's Kubernetes manifests (one YAML file per object). Contacts nothing."""
+    check_output_dir(out, "-o/--out")
     from k8s.manifests import write_manifests
 
     objects = _objects(spec_path, overrides, run_id=run_id, name=name, namespace=namespace, image=image)

@@ -13,7 +13,7 @@ from typing import Optional
 
 import typer
 
-from cli.common import console, fail
+from cli.common import check_output_dir, check_output_file, console, fail
 from jobs import exit_codes
 
 
@@ -30,7 +30,7 @@ def _labels(pairs: Optional[list[str]]) -> dict[str, int]:
 def ensemble(
     exports: Optional[list[Path]] = typer.Argument(None, help="member exports: version dirs or model base paths"),
     output: Path = typer.Option(..., "-o", "--output", help="the ensemble's model base path (TF Serving layout)"),
-    sweep: Optional[Path] = typer.Option(None, "--sweep", help="a sweep directory (with leaderboard.json)"),
+    sweep: Optional[Path] = typer.Option(None, "--sweep", help="a sweep: its directory, spec file or name"),
     top: Optional[int] = typer.Option(None, "--top", min=1, help="with --sweep: the best K trials"),
     weights: Optional[list[str]] = typer.Option(None, "--weights", help="one per member: 1,1,2 or repeat; normalized"),
     member_outputs: bool = typer.Option(True, "--member-outputs/--no-member-outputs",
@@ -40,6 +40,7 @@ def ensemble(
     """Fuse members into one SavedModel whose serving_default returns their (weighted) mean probabilities."""
     if bool(exports) == bool(sweep):
         fail("give member EXPORT paths or --sweep SWEEP (not both, not neither)", exit_codes.BAD_SPEC)
+    check_output_dir(output, "-o/--output")
     if top is not None and not sweep:
         fail("--top applies to --sweep; with explicit EXPORT paths, list the members you want", exit_codes.BAD_SPEC)
     parsed: Optional[list[float]] = None
@@ -48,6 +49,14 @@ def ensemble(
             parsed = [float(w) for item in weights for w in item.split(",") if w.strip()]
         except ValueError:
             fail(f"--weights: expected numbers (e.g. 1,1,2), received {weights}", exit_codes.BAD_SPEC)
+    if sweep:
+        from jobs.spec import SpecError
+        from jobs.sweep_results import SweepError, resolve_sweep_dir
+
+        try:  # as `jobctl results` and `best` take it: a directory, a sweep spec file or a sweep name
+            sweep = resolve_sweep_dir(sweep)
+        except (SweepError, SpecError) as exc:
+            fail(f"--sweep: {exc}", exit_codes.BAD_SPEC)
     from serving.ensemble import EnsembleError, build_ensemble, resolve_members
 
     try:
@@ -69,16 +78,21 @@ def evaluate(
     """Test accuracy and loss of each member and of the ensemble, side by side."""
     if bool(data) == bool(npz):
         fail("give --data SPEC or --npz FILE", exit_codes.BAD_SPEC)
+    if json_out and str(json_out) != "-":
+        check_output_file(json_out, "--json")
     from serving.evaluate import evaluate_models, test_split
     from serving.savedmodel import ModelError
 
     if data:
+        from jobs.data import DataUnavailable
         from jobs.spec import SpecError
 
         try:
             x, y, _ = test_split(data)
         except SpecError as exc:
             fail(exc.render(), exit_codes.BAD_SPEC)
+        except DataUnavailable as exc:
+            fail(str(exc), exit_codes.DATA_UNAVAILABLE)
     else:
         x, y = _read_npz(npz)
         if y is None:
@@ -109,7 +123,7 @@ def serve(
     base_path: Optional[Path] = typer.Argument(None, help="model base path: <base>/<integer version>/saved_model.pb"),
     model_config_file: Optional[Path] = typer.Option(None, "--model-config-file",
                                                      help="TF Serving ModelServerConfig text proto (several models)"),
-    port: int = typer.Option(8500, "--port", help="gRPC port (TF Serving's default 8500)"),
+    port: int = typer.Option(8500, "--port", min=0, max=65535, help="gRPC port (TF Serving's default 8500; 0: any free)"),
     host: str = typer.Option("0.0.0.0", "--host"),
     model_name: Optional[str] = typer.Option(None, "--model-name", help="default: the base path's last component"),
     batching: bool = typer.Option(False, "--enable-batching/--no-batching", help="server-side batching"),
@@ -122,7 +136,8 @@ def serve(
     poll_seconds: float = typer.Option(1.0, "--poll-seconds", min=0.05, help="how often to look for new versions"),
     num_versions: int = typer.Option(1, "--num-versions", min=1, help="serve the latest N versions"),
     label: Optional[list[str]] = typer.Option(None, "--label", help="version label LABEL=VERSION (repeat)"),
-    metrics_port: Optional[int] = typer.Option(None, "--metrics-port", help="Prometheus /metrics port (off by default)"),
+    metrics_port: Optional[int] = typer.Option(None, "--metrics-port", min=0, max=65535,
+                                               help="Prometheus /metrics port (off by default)"),
     grace: float = typer.Option(10.0, "--grace-seconds", help="SIGTERM: time in-flight requests get to finish"),
     workers: int = typer.Option(64, "--workers", min=1, help="gRPC worker threads"),
     intra_op_threads: int = typer.Option(0, "--intra-op-threads", min=0, help="TensorFlow intra-op threads (0: default)"),
@@ -136,6 +151,9 @@ def serve(
     if base_path is not None and not base_path.is_dir():
         fail(f"BASE_PATH {base_path} is not a directory; expected a model base path with integer version "
              "directories (e.g. artifacts/models/ensemble)", exit_codes.BAD_SPEC)
+    if base_path is not None and (base_path / "saved_model.pb").is_file():
+        fail(f"BASE_PATH {base_path} is a SavedModel version directory; expected the model base path that holds "
+             f"the versions, as TF Serving's --model_base_path: {base_path.resolve().parent}", exit_codes.BAD_SPEC)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     from serving.server import BatchingConfig, ServerConfig, read_model_config, serve_forever
 
@@ -173,17 +191,26 @@ def serve(
 
 
 def _read_npz(path: Path):
+    """(images, labels or None) from an .npz (x_test/x/images and y_test/y/labels) or an .npy of images."""
     import numpy as np
 
     try:
-        data = np.load(path)
-    except (OSError, ValueError) as exc:
-        fail(f"--npz {path}: cannot read ({exc})", exit_codes.BAD_SPEC)
+        data = np.load(path, allow_pickle=False)
+    except OSError as exc:
+        fail(f"--npz {path}: cannot read ({exc.strerror or exc})", exit_codes.BAD_SPEC)
+    except ValueError:  # numpy's text suggests allow_pickle, which is not what a wrong file needs
+        fail(f"--npz {path}: not a NumPy .npz or .npy file of arrays", exit_codes.BAD_SPEC)
+    if isinstance(data, np.ndarray):  # an .npy: the images alone
+        return data, None
     xk = next((k for k in ("x_test", "x", "images") if k in data.files), None)
     if xk is None:
         fail(f"--npz {path}: expected an array named x_test, x or images; found {data.files}", exit_codes.BAD_SPEC)
     yk = next((k for k in ("y_test", "y", "labels") if k in data.files), None)
-    return data[xk], (data[yk] if yk else None)
+    x, y = data[xk], (data[yk] if yk else None)
+    if y is not None and len(y) != len(x):
+        fail(f"--npz {path}: {xk} holds {len(x)} images but {yk} holds {len(y)} labels; expected one label per image",
+             exit_codes.BAD_SPEC)
+    return x, y
 
 
 def predict(
@@ -207,6 +234,8 @@ def predict(
         fail("give IMAGE files or --npz FILE", exit_codes.BAD_SPEC)
     if version is not None and version_label:
         fail("give --version or --version-label, not both", exit_codes.BAD_SPEC)
+    if ":" not in target:  # gRPC would quietly use port 443
+        fail(f"--target: expected HOST:PORT (TF Serving's gRPC port is 8500), received {target!r}", exit_codes.BAD_SPEC)
     import numpy as np
 
     from serving.client import PredictClient, PredictError, load_images
@@ -279,6 +308,8 @@ def deploy(
     context: Optional[str] = typer.Option(None, "--context", help="kubeconfig context"),
 ) -> None:
     """Deployment + Service (+ headless Service, HPA) running the stock TF Serving image on BASE_PATH."""
+    if output_dir:
+        check_output_dir(output_dir, "-o/--output-dir")
     from k8s.manifests import write_manifests
     from serving.deploy import DeployError, DeployOptions, apply, build_manifests, to_yaml
     from k8s.common import ManifestError

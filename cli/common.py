@@ -46,3 +46,25 @@ def load_spec_or_exit(path: Path, overrides: Optional[dict[str, Any]] = None):
     except SpecError as exc:
         err_console.print(exc.render(), highlight=False, markup=False)
         raise typer.Exit(exit_codes.BAD_SPEC)
+
+
+def _first_existing_parent_must_be_a_dir(path: Path, option: str) -> None:
+    for parent in path.parents:
+        if parent.exists():
+            if not parent.is_dir():
+                fail(f"{option} {path}: {parent} is a file, not a directory", exit_codes.BAD_SPEC)
+            return
+
+
+def check_output_dir(path: Path, option: str) -> None:
+    """An output directory option, checked before any work: an existing file there is an error, not a traceback."""
+    if path.exists() and not path.is_dir():
+        fail(f"{option} {path}: is a file; expected a directory (created when missing)", exit_codes.BAD_SPEC)
+    _first_existing_parent_must_be_a_dir(path, option)
+
+
+def check_output_file(path: Path, option: str) -> None:
+    """An output file option, checked before any work: an existing directory there is an error."""
+    if path.is_dir():
+        fail(f"{option} {path}: is a directory; expected a file path", exit_codes.BAD_SPEC)
+    _first_existing_parent_must_be_a_dir(path, option)

@@ -479,17 +479,30 @@ def validation_problems(exc: ValidationError, model: type[BaseModel] = JobSpec) 
     return problems
 
 
+_SWEEP_ONLY_FIELDS = ("base", "parameters", "objective", "algorithm")
+
+
 def parse_spec(data: Any, source: str = "spec") -> JobSpec:
+    if data is None:
+        raise SpecError(["(top level): the spec is empty; expected a mapping of fields (name, data, model, training, "
+                         "...; `jobctl init` writes a commented one)"], source)
     if not isinstance(data, dict):
         raise SpecError([f"(top level): expected a mapping of fields, received {type(data).__name__}"], source)
     try:
         return JobSpec.model_validate(data)
     except ValidationError as exc:
-        raise SpecError(validation_problems(exc), source) from None
+        problems = validation_problems(exc)
+        sweep_fields = [f for f in _SWEEP_ONLY_FIELDS if f in data]
+        if len(sweep_fields) >= 2 and "model" not in data:
+            problems.insert(0, f"(top level): this is a sweep spec (it has {', '.join(sweep_fields)}), not a job "
+                               "spec: run it with `jobctl sweep`")
+        raise SpecError(problems, source) from None
 
 
 def read_yaml(path: Union[str, Path]) -> Any:
     path = Path(path)
+    if path.is_dir():
+        raise SpecError([f"{str(path)!r} is a directory; expected a YAML file"], str(path))
     if not path.is_file():
         raise SpecError([f"file not found: {str(path)!r}"], str(path))
     try:

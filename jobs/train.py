@@ -432,6 +432,12 @@ def run(
 
     run_id = kwargs.pop("run_id", None) or new_run_id()
     root = Path(kwargs.get("artifacts_dir") or spec.artifacts_dir)
+    fresh = not (root / "runs" / spec.name / run_id).exists()
+    if fresh and kwargs.get("export", True) and isinstance(spec.export.version, int):
+        # A fixed version that is already taken would fail the export after the whole training: refuse it first.
+        from jobs.export import next_version
+
+        next_version(root / "models" / spec.model_name, spec.export.version)
     try:
         return _run(spec, run_id=run_id, **kwargs)
     except BaseException as exc:
@@ -760,6 +766,7 @@ def run_with_exit_code(spec: JobSpec, **kwargs) -> int:
     """Map failures to the documented exit codes (the pod failure policy depends on them)."""
     from jobs.data import DataUnavailable
     from jobs.distribute import Preempted, is_peer_failure
+    from jobs.export import ExportError
 
     try:
         run(spec, **kwargs)
@@ -771,7 +778,7 @@ def run_with_exit_code(spec: JobSpec, **kwargs) -> int:
     except DataUnavailable as exc:
         print(f"error: {exc}", file=sys.stderr)
         return exit_codes.DATA_UNAVAILABLE
-    except (ValueError, SpecError) as exc:
+    except (ValueError, SpecError, ExportError) as exc:
         # Problems the spec could not catch alone (e.g. a train_size larger than the dataset).
         print(f"error: {exc}", file=sys.stderr)
         return exit_codes.BAD_SPEC

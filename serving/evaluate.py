@@ -38,9 +38,14 @@ def scores(probabilities: np.ndarray, labels: np.ndarray) -> tuple[float, float]
 def _predict(version_dir: Path, x: np.ndarray, batch: int = 512) -> np.ndarray:
     from serving import savedmodel
 
+    from serving.tensors import shape_mismatch
+
     model = savedmodel.load(version_dir)
     sig = model.signatures[savedmodel.DEFAULT_SIGNATURE]
     dtype = sig.inputs["images"].numpy_dtype
+    mismatch = shape_mismatch("images", sig.inputs["images"].shape, x.shape)
+    if mismatch:
+        raise ValueError(f"{version_dir}: {mismatch}; the test images must have the shape the model was trained on")
     outs = [savedmodel.call(sig, {"images": x[i : i + batch].astype(dtype)})["probabilities"] for i in range(0, len(x), batch)]
     return np.concatenate(outs) if outs else np.zeros((0, 0), np.float32)
 

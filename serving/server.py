@@ -37,7 +37,7 @@ import numpy as np
 
 from serving import savedmodel
 from serving.savedmodel import DEFAULT_SIGNATURE, LoadedModel, Signature
-from serving.tensors import TensorError, dtype_name, format_shape, to_ndarray, write_ndarray
+from serving.tensors import TensorError, dtype_name, format_shape, shape_mismatch, to_ndarray, write_ndarray
 
 log = logging.getLogger("jobctl.serving")
 
@@ -585,14 +585,9 @@ def validate_inputs(sig: Signature, raw: dict, max_rows: int) -> tuple[dict[str,
         except TensorError as exc:
             raise ServingError(grpc.StatusCode.INVALID_ARGUMENT, str(exc)) from None
         want = info.shape
-        if want is not None:
-            ok = arr.ndim == len(want) and all(w < 0 or w == g for w, g in zip(want, arr.shape))
-            if not ok:
-                raise ServingError(
-                    grpc.StatusCode.INVALID_ARGUMENT,
-                    f"input {name!r}: expected shape {format_shape(want)}, received {format_shape(list(arr.shape))}"
-                    + (" (a batch of images: add the batch dimension)" if arr.ndim == len(want) - 1 else ""),
-                )
+        mismatch = shape_mismatch(name, want, arr.shape)
+        if mismatch:
+            raise ServingError(grpc.StatusCode.INVALID_ARGUMENT, mismatch)
         if arr.ndim >= 1 and want is not None and len(want) >= 1 and want[0] < 0:
             n = int(arr.shape[0])
             if rows is not None and n != rows:

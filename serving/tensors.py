@@ -132,3 +132,20 @@ def format_shape(shape: Optional[list]) -> str:
     if shape is None:
         return "<unknown rank>"
     return "[" + ",".join("?" if d is None or d < 0 else str(d) for d in shape) + "]"
+
+
+def _fits(want: list, got: tuple) -> bool:
+    return len(want) == len(got) and all(w is None or w < 0 or w == g for w, g in zip(want, got))
+
+
+def shape_mismatch(name: str, want: Optional[list], got: tuple) -> Optional[str]:
+    """None when `got` fits `want` (-1: any size); else an error naming both shapes, with a hint when the fix is
+    plain: one example sent without its batch dimension, or grayscale images without their channel axis."""
+    if want is None or _fits(want, got):
+        return None
+    message = f"input {name!r}: expected shape {format_shape(want)}, received {format_shape(list(got))}"
+    if len(got) == len(want) - 1 and _fits(want[1:], got):
+        message += " (one example: add the batch dimension)"
+    elif len(got) == len(want) - 1 and want[-1] == 1 and _fits(want[:-1], got):
+        message += " (images without their channel axis: add a last dimension of size 1)"
+    return message

@@ -148,3 +148,22 @@ def test_cli_evaluate_with_a_job_spec(shared, tmp_path):
     assert all(row["examples"] == len(data.y_test) for row in rows)
     r = CliRunner().invoke(app, ["evaluate", str(shared["members"][0]), "--data", str(tmp_path / "missing.yaml")])
     assert r.exit_code == 2
+
+
+def test_cli_evaluate_with_images_of_another_shape_or_missing_data(shared, tmp_path):
+    """A test set the model was not trained for is a clear error (exit 2), not a TensorFlow traceback; a spec
+    whose dataset files are missing exits 3, as `jobctl train` does."""
+    from cli.main import app
+
+    npz = tmp_path / "wrong.npz"
+    np.savez(npz, x_test=np.zeros((3, 28, 28), np.uint8), y_test=np.zeros(3, np.int64))
+    r = CliRunner().invoke(app, ["evaluate", str(shared["members"][0]), "--npz", str(npz)])
+    assert r.exit_code == 2, r.output
+    assert "input 'images': expected shape [?,8,8,1], received [3,28,28]" in r.output
+    assert "Traceback" not in r.output and "TypeError" not in r.output
+
+    spec = tmp_path / "spec.yaml"
+    spec.write_text(f"name: fm\ndata:\n  dataset: fashion_mnist\n  path: {tmp_path / 'no-such-cache'}\n")
+    r = CliRunner().invoke(app, ["evaluate", str(shared["members"][0]), "--data", str(spec)])
+    assert r.exit_code == 3, r.output
+    assert "error: data.path:" in r.output and "is not a folder" in r.output

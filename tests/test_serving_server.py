@@ -185,7 +185,10 @@ BAD = [
     (dict(images=np.zeros((1, 8, 8, 1), np.float32)), grpc.StatusCode.INVALID_ARGUMENT,
      "Expects arg[0] to be uint8 but float is provided (input 'images')"),
     (dict(images=np.zeros((2, 8, 8), np.uint8)), grpc.StatusCode.INVALID_ARGUMENT,
-     "input 'images': expected shape [?,8,8,1], received [2,8,8]"),
+     "input 'images': expected shape [?,8,8,1], received [2,8,8] (images without their channel axis: add a last "
+     "dimension of size 1)"),
+    (dict(images=np.zeros((8, 8, 1), np.uint8)), grpc.StatusCode.INVALID_ARGUMENT,
+     "received [8,8,1] (one example: add the batch dimension)"),
     (dict(images=np.zeros((2, 28, 28, 1), np.uint8)), grpc.StatusCode.INVALID_ARGUMENT,
      "expected shape [?,8,8,1], received [2,28,28,1]"),
     (dict(images=np.zeros((0, 8, 8, 1), np.uint8)), grpc.StatusCode.INVALID_ARGUMENT, "empty batch"),
@@ -198,7 +201,7 @@ BAD = [
 ]
 
 
-@pytest.mark.parametrize("kwargs, code, message", BAD, ids=[b[2][:40] for b in BAD])
+@pytest.mark.parametrize("kwargs, code, message", BAD, ids=[f"{i}-{b[2][:40]}" for i, b in enumerate(BAD)])
 def test_bad_requests_get_tf_serving_status_codes(env, kwargs, code, message):
     err = rpc_error(env["predict"].Predict, request(**kwargs))
     assert err.code() == code
@@ -443,3 +446,16 @@ def test_both_grpc_transports_answer_alike(tmp_path, batching, use_asyncio, tls)
     finally:
         channel.close()
         server.stop(grace=0)
+
+
+@pytest.mark.parametrize("got, hint", [
+    ((3, 28, 28), ""),  # wrong size: no hint (it is not a missing axis)
+    ((3, 8, 8), " (images without their channel axis: add a last dimension of size 1)"),
+    ((8, 8, 1), " (one example: add the batch dimension)"),
+])
+def test_a_shape_hint_is_given_only_when_the_fix_is_a_missing_axis(got, hint):
+    from serving.tensors import shape_mismatch
+
+    message = shape_mismatch("images", [-1, 8, 8, 1], got)
+    assert message == f"input 'images': expected shape [?,8,8,1], received [{','.join(map(str, got))}]{hint}"
+    assert shape_mismatch("images", [-1, 8, 8, 1], (5, 8, 8, 1)) is None
