@@ -13,7 +13,7 @@ from typing import Optional
 
 import typer
 
-from cli.common import console, err_console, fail
+from cli.common import check_output_file, console, err_console, fail
 from jobs import exit_codes
 
 INTERRUPTED = 130  # the shell's code for SIGINT
@@ -50,6 +50,20 @@ def _load_sweep_or_exit(path: Path, sweep_dir: Optional[Path], artifacts_dir: Op
     if sweep_dir:
         sweep.sweep_dir = sweep_dir
     return sweep
+
+
+def _refuse_a_different_sweep(sweep) -> None:
+    """What the real run checks first (`SweepState.open`): a sweep directory holding another sweep, or trials
+    recorded with other parameters, is refused with the same message and exit code. Writes nothing: with a
+    sweep.json present, `open` only reads and compares."""
+    from jobs.sweep_results import STATE, SweepError, SweepState
+
+    if not (sweep.sweep_dir / STATE).is_file():
+        return
+    try:
+        SweepState.open(sweep)
+    except SweepError as exc:
+        fail(str(exc), exit_codes.BAD_SPEC)
 
 
 def _progress_printer(metric: str, hyperband: bool):
@@ -111,6 +125,8 @@ def sweep_command(
         highlight=False,
     )
     if dry_run:
+        if not restart:
+            _refuse_a_different_sweep(sweep)
         if backend == BackendName.k8s:
             from jobs.sweep_k8s import K8sBackend
             from k8s.common import ManifestError
@@ -215,16 +231,33 @@ def results_command(
     metric: Optional[str] = typer.Option(None, "--metric", help="plot this metrics.json key instead of the objective (e.g. test_loss)"),
 ) -> None:
     """The leaderboard, best first: each trial's parameters, objective and metrics; a PNG of objective vs parameters."""
-    from jobs.sweep_results import plot_objective, to_csv
+    from jobs.sweep_results import METRIC_KEYS, plot_objective, to_csv
 
+    # Arguments first, before any work; all of them exit 2 (bad arguments).
     if as_json and as_csv:
         fail("choose one of --json and --csv", exit_codes.BAD_SPEC)
+    if metric is not None and metric not in METRIC_KEYS:
+        fail(f"--metric {metric}: not a metric a trial records; expected one of {', '.join(METRIC_KEYS)}",
+             exit_codes.BAD_SPEC)
+    if plot:
+        check_output_file(plot, "--plot")
     d, entries = _leaderboard_or_exit(sweep)
     written = None
     if not no_plot:
-        written = plot_objective(entries, plot or d / (f"{metric}.png" if metric else "objective.png"), metric)
-        if written is None and metric:
-            fail(f"--metric {metric}: no finished trial reports it; expected a key of metrics.json such as test_loss")
+        if metric:
+            finished = [e for e in entries if e.get("status") in ("succeeded", "stopped")]
+            reported = sorted({k for e in finished for k, v in (e.get("metrics") or {}).items()
+                               if isinstance(v, (int, float)) and not isinstance(v, bool)})
+            if finished and metric not in reported:
+                fail(f"--metric {metric}: no finished trial of this sweep reports it; expected one of "
+                     f"{', '.join(reported) or '(none reported)'}", exit_codes.BAD_SPEC)
+        target = plot or d / (f"{metric}.png" if metric else "objective.png")
+        try:
+            target.parent.mkdir(parents=True, exist_ok=True)
+            written = plot_objective(entries, target, metric)
+        except OSError as exc:
+            fail(f"{'--plot ' if plot else 'plot '}{target}: cannot write it ({exc.strerror or exc})",
+                 exit_codes.BAD_SPEC if plot else exit_codes.FAILURE)
     if as_json:
         sys.stdout.write(json.dumps(entries, indent=2) + "\n")
     elif as_csv:

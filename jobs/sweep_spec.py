@@ -25,7 +25,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal, Optional, Union
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator
 
 from jobs.spec import (
     DNS1123_LABEL,
@@ -79,6 +79,16 @@ class ChoiceParam(_Strict):
         return [_yaml_number(x) for x in v]
 
 
+# Range checks are field validators (each reads the fields validated before it, `info.data`), not a model
+# validator: a model validator runs only once every field passed, so one bad field would hide the others.
+def _empty_range(v, info: ValidationInfo, *, allow_equal: bool):
+    lo = info.data.get("min")  # absent when min itself was rejected: that problem is reported instead
+    if lo is not None and (lo > v or (lo == v and not allow_equal)):
+        raise ValueError(f"empty range: received min {lo} {'>' if lo > v else '>='} max {v}; "
+                         f"expected min {'<=' if allow_equal else '<'} max")
+    return v
+
+
 class IntParam(_Strict):
     type: Literal["int"] = "int"
     min: int
@@ -87,13 +97,18 @@ class IntParam(_Strict):
     scale: Literal["linear", "log"] = "linear"
     grid_points: Optional[int] = Field(default=None, ge=2, description="log scale in a grid: how many values")
 
-    @model_validator(mode="after")
-    def _range(self) -> "IntParam":
-        if self.min > self.max:
-            raise ValueError(f"empty range: received min {self.min} > max {self.max}; expected min <= max")
-        if self.scale == "log" and self.min < 1:
-            raise ValueError(f"log scale needs min >= 1, received min {self.min}")
-        return self
+    @field_validator("max")
+    @classmethod
+    def _range(cls, v, info: ValidationInfo):
+        return _empty_range(v, info, allow_equal=True)
+
+    @field_validator("scale")
+    @classmethod
+    def _log_min(cls, v, info: ValidationInfo):
+        lo = info.data.get("min")
+        if v == "log" and lo is not None and lo < 1:
+            raise ValueError(f"log scale needs min >= 1, received min {lo}; expected min >= 1 or scale linear")
+        return v
 
 
 class FloatParam(_Strict):
@@ -103,15 +118,20 @@ class FloatParam(_Strict):
     scale: Literal["linear", "log"] = "linear"
     grid_points: Optional[int] = Field(default=None, ge=2, description="grid search: evenly spaced values (on the scale)")
 
-    @model_validator(mode="after")
-    def _range(self) -> "FloatParam":
-        if not (math.isfinite(self.min) and math.isfinite(self.max)):
-            raise ValueError(f"expected finite bounds, received min {self.min}, max {self.max}")
-        if self.min >= self.max:
-            raise ValueError(f"empty range: received min {self.min} >= max {self.max}; expected min < max")
-        if self.scale == "log" and self.min <= 0:
-            raise ValueError(f"log scale needs min > 0, received min {self.min}")
-        return self
+    @field_validator("min", "max")
+    @classmethod
+    def _finite(cls, v, info: ValidationInfo):
+        if not math.isfinite(v):
+            raise ValueError(f"expected a finite number, received {v}")
+        return _empty_range(v, info, allow_equal=False) if info.field_name == "max" else v
+
+    @field_validator("scale")
+    @classmethod
+    def _log_min(cls, v, info: ValidationInfo):
+        lo = info.data.get("min")
+        if v == "log" and lo is not None and lo <= 0:
+            raise ValueError(f"log scale needs min > 0, received min {lo}; expected min > 0 or scale linear")
+        return v
 
 
 Param = Union[ChoiceParam, IntParam, FloatParam]
@@ -223,7 +243,11 @@ class Sweep:
 
 # ---------------------------------------------------------------------------------------------- loading
 def load_sweep(path: Union[str, Path, dict], *, source: Optional[str] = None) -> Sweep:
-    """Read and validate a sweep spec (a file or a mapping); raises SpecError listing every problem."""
+    """Read and validate a sweep spec (a file or a mapping); raises SpecError listing every problem.
+
+    One pass: each check runs when the fields it reads are valid, whatever else is wrong (a bad objective or
+    algorithm does not hide a bad parameter). Only what needs a valid search space waits for it: the grid's size
+    against max_trials, enough distinct random configurations, and every trial's resolved spec."""
     if isinstance(path, dict):
         data, src, root = path, source or "sweep", Path.cwd()
     else:
@@ -231,84 +255,127 @@ def load_sweep(path: Union[str, Path, dict], *, source: Optional[str] = None) ->
         data, src, root = read_yaml(path), source or str(path), path.parent
     if not isinstance(data, dict):
         raise SpecError([f"(top level): expected a mapping of fields, received {type(data).__name__}"], src)
-    try:
-        spec = SweepSpec.model_validate(data)
-    except ValidationError as exc:
-        raise SpecError(validation_problems(exc, SweepSpec), src) from None
-
     problems: list[str] = []
-    base_data = _load_base(spec.base, root, problems)
-    base_ok = not problems
-    for path_, value in spec.fixed.items():
-        if not field_exists(path_):
-            problems.append(f"fixed.{path_}: unknown job spec field; expected a dotted path such as training.epochs")
-        elif path_ in spec.parameters:
-            problems.append(f"fixed.{path_}: also a parameter; expected a field either fixed or searched, not both")
-    if spec.fixed and not problems:
-        base_data = apply_overrides(base_data, {k: _yaml_number(v) for k, v in spec.fixed.items()})
-    params = _parse_parameters(spec.parameters, problems)
+    spec, bad = _validate_fields(data, src, problems)
+
+    # The base job spec, with `fixed` applied.
+    base_data: dict = {}
+    base_ok = "base" not in bad
     if base_ok:
-        _validate_boundaries(spec, base_data, params, problems)
-    if problems:
-        raise SpecError(problems, src)
-    spec.parameters = params
+        before = len(problems)
+        base_data = _load_base(spec.base, root, problems)
+        base_ok = len(problems) == before
+    fixed_ok = "fixed" not in bad
+    if fixed_ok:
+        before = len(problems)
+        for path_, value in spec.fixed.items():
+            if not field_exists(path_):
+                problems.append(f"fixed.{path_}: unknown job spec field; expected a dotted path such as training.epochs")
+            elif path_ in spec.parameters:
+                problems.append(f"fixed.{path_}: also a parameter; expected a field either fixed or searched, not both")
+        fixed_ok = len(problems) == before
+        if spec.fixed and fixed_ok and base_ok:
+            base_data = apply_overrides(base_data, {k: _yaml_number(v) for k, v in spec.fixed.items()})
 
     from jobs import sweep_search
 
-    if spec.algorithm.type == "grid":
-        for k, p in params.items():
-            if p.type == "float" and not p.grid_points:
-                problems.append(f"parameters.{k}.grid_points: a float range in a grid search needs grid_points "
-                                "(how many evenly spaced values), received none; or use algorithm random")
-    if problems:
-        raise SpecError(problems, src)
+    # The search space: each parameter, each of its values alone on the base, what the algorithm needs of it.
+    before = len(problems)
+    params: dict[str, Param] = {}
+    alg, alg_type = spec.algorithm, _algorithm_type(data, spec, bad)
+    if "parameters" not in bad:
+        params = _parse_parameters(spec.parameters, problems, alg_type)
+    if base_ok:
+        _validate_boundaries(spec.name, base_data, params, problems)
+    space_ok = "parameters" not in bad and len(problems) == before
 
-    trials: list[Trial] = []
     plan = None
-    base_epochs = (base_data.get("training") or {}).get("epochs", TrainingSpec().epochs)
-    if spec.algorithm.type == "hyperband":
-        if "training.epochs" in params:
+    if alg_type == "hyperband":
+        before = len(problems)
+        if "training.epochs" in spec.parameters:
             problems.append("parameters.training.epochs: hyperband uses epochs as its budget; remove this parameter "
                             "and set algorithm.min_epochs / algorithm.max_epochs")
-        max_epochs = spec.algorithm.max_epochs or base_epochs
-        if max_epochs <= spec.algorithm.min_epochs:
-            problems.append(f"algorithm.max_epochs: expected more than min_epochs ({spec.algorithm.min_epochs}), "
+        max_epochs = alg.max_epochs if "algorithm" not in bad else None
+        if max_epochs is None and "algorithm" not in bad and base_ok and fixed_ok:
+            max_epochs = (base_data.get("training") or {}).get("epochs", TrainingSpec().epochs)
+            if not isinstance(max_epochs, int) or isinstance(max_epochs, bool):
+                problems.append(f"algorithm.max_epochs: not given, and the base spec's training.epochs is not a whole "
+                                f"number (received {max_epochs!r}); expected an integer in either")
+                max_epochs = None
+        if max_epochs is not None and max_epochs <= alg.min_epochs:
+            problems.append(f"algorithm.max_epochs: expected more than min_epochs ({alg.min_epochs}), "
                             f"received {max_epochs}")
-        if problems:
-            raise SpecError(problems, src)
-        spec.algorithm.max_epochs = max_epochs
-        plan = sweep_search.hyperband_plan(spec.algorithm.min_epochs, max_epochs, spec.algorithm.eta)
-        n = sum(b.n_configs for b in plan)
-        if spec.max_trials is not None and n > spec.max_trials:
-            raise SpecError([f"max_trials: hyperband with min_epochs {spec.algorithm.min_epochs}, max_epochs "
-                             f"{max_epochs}, eta {spec.algorithm.eta} samples {n} configurations "
-                             f"({', '.join(str(b.n_configs) for b in plan)} per bracket), received max_trials "
-                             f"{spec.max_trials}; raise max_trials, lower max_epochs or raise eta"], src)
-        configs = sweep_search.random_configs(params, n, spec.algorithm.seed, problems)
-        brackets = [i for i, b in enumerate(plan) for _ in range(b.n_configs)]
-        trials = [Trial(_trial_id(i, n), c, brackets[i]) for i, c in enumerate(configs)]
-    elif spec.algorithm.type == "grid":
-        size = sweep_search.grid_size(params)
-        if spec.max_trials is not None and size > spec.max_trials:
-            dims = " x ".join(f"{len(sweep_search.grid_values(p))} ({k})" for k, p in params.items())
-            raise SpecError([f"max_trials: the grid has {size} trials ({dims}), received max_trials "
-                             f"{spec.max_trials}; raise max_trials, shrink the grid or use algorithm random"], src)
-        configs = sweep_search.grid_configs(params)
-        trials = [Trial(_trial_id(i, len(configs)), c) for i, c in enumerate(configs)]
-    else:
-        n = spec.max_trials or 10
-        configs = sweep_search.random_configs(params, n, spec.algorithm.seed, problems)
-        trials = [Trial(_trial_id(i, n), c) for i, c in enumerate(configs)]
-    if problems:
-        raise SpecError(problems, src)
+        elif max_epochs is not None:
+            alg.max_epochs = max_epochs
+            plan = sweep_search.hyperband_plan(alg.min_epochs, max_epochs, alg.eta)
+            n = sum(b.n_configs for b in plan)
+            if "max_trials" not in bad and spec.max_trials is not None and n > spec.max_trials:
+                problems.append(f"max_trials: hyperband with min_epochs {alg.min_epochs}, max_epochs {max_epochs}, "
+                                f"eta {alg.eta} samples {n} configurations "
+                                f"({', '.join(str(b.n_configs) for b in plan)} per bracket), received max_trials "
+                                f"{spec.max_trials}; raise max_trials, lower max_epochs or raise eta")
+        if len(problems) > before:
+            plan = None
 
+    # The trials: only from a valid space and algorithm.
+    trials: list[Trial] = []
+    if space_ok and "algorithm" not in bad and "max_trials" not in bad and (alg_type != "hyperband" or plan):
+        before = len(problems)
+        if alg_type == "hyperband":
+            n = sum(b.n_configs for b in plan)
+            configs = sweep_search.random_configs(params, n, alg.seed, problems)
+            brackets = [i for i, b in enumerate(plan) for _ in range(b.n_configs)]
+            trials = [Trial(_trial_id(i, n), c, brackets[i]) for i, c in enumerate(configs)]
+        elif alg_type == "grid":
+            size = sweep_search.grid_size(params)
+            if spec.max_trials is not None and size > spec.max_trials:
+                dims = " x ".join(f"{len(sweep_search.grid_values(p))} ({k})" for k, p in params.items())
+                problems.append(f"max_trials: the grid has {size} trials ({dims}), received max_trials "
+                                f"{spec.max_trials}; raise max_trials, shrink the grid or use algorithm random")
+            else:
+                configs = sweep_search.grid_configs(params)
+                trials = [Trial(_trial_id(i, len(configs)), c) for i, c in enumerate(configs)]
+        else:
+            n = spec.max_trials or 10
+            configs = sweep_search.random_configs(params, n, alg.seed, problems)
+            trials = [Trial(_trial_id(i, n), c) for i, c in enumerate(configs)]
+        if len(problems) > before:
+            trials = []
+
+    spec.parameters = params
     artifacts = Path(spec.artifacts_dir or base_data.get("artifacts_dir") or "artifacts")
     sweep_dir = Path(spec.sweep_dir) if spec.sweep_dir else artifacts / "sweeps" / spec.name
     sweep = Sweep(spec, base_data, trials, src, sweep_dir, artifacts, plan)
-    _validate_values(sweep, params, problems)
+    if trials and base_ok and fixed_ok and "name" not in bad:
+        _validate_values(sweep, params, problems)
     if problems:
         raise SpecError(problems, src)
     return sweep
+
+
+def _validate_fields(data: dict, src: str, problems: list[str]) -> tuple[SweepSpec, set[str]]:
+    """The sweep spec's own fields. With problems: they are added to `problems`, and the spec returned holds the
+    valid fields, the others (named in the returned set) at their defaults or stand-ins, so that every check which
+    reads only valid fields still runs."""
+    try:
+        return SweepSpec.model_validate(data), set()
+    except ValidationError as exc:
+        problems.extend(validation_problems(exc, SweepSpec))
+        bad = {str(err["loc"][0]) for err in exc.errors(include_url=False) if err["loc"]}
+    stand_in = {"name": "sweep", "base": {}, "parameters": {}}
+    try:
+        return SweepSpec.model_validate({**stand_in, **{k: v for k, v in data.items() if str(k) not in bad}}), bad
+    except ValidationError:
+        raise SpecError(problems, src) from None
+
+
+def _algorithm_type(data: dict, spec: SweepSpec, bad: set[str]) -> Optional[str]:
+    """The algorithm's type when it is known: also when another algorithm field is wrong."""
+    if "algorithm" not in bad:
+        return spec.algorithm.type
+    raw = data.get("algorithm")
+    kind = raw.get("type", "grid") if isinstance(raw, dict) else None
+    return kind if isinstance(kind, str) and kind in ("grid", "random", "hyperband") else None
 
 
 def _trial_id(i: int, n: int) -> str:
@@ -332,7 +399,8 @@ def _load_base(base, root: Path, problems: list[str]) -> dict:
     return data
 
 
-def _parse_parameters(raw: dict[str, Any], problems: list[str]) -> dict[str, Param]:
+def _parse_parameters(raw: dict[str, Any], problems: list[str], algorithm: Optional[str] = None) -> dict[str, Param]:
+    """Each parameter as its model; `algorithm` (when known) lets a range check what that search needs of it."""
     out: dict[str, Param] = {}
     if not raw:
         problems.append("parameters: expected at least one field path to search over, received none")
@@ -372,11 +440,15 @@ def _parse_parameters(raw: dict[str, Any], problems: list[str]) -> dict[str, Par
         try:
             out[path] = cls.model_validate({**value, "type": kind})
         except ValidationError as exc:
-            for err in exc.errors(include_url=False):
-                loc = ".".join(str(p) for p in err["loc"] if p != "type")
-                msg = err["msg"].removeprefix("Value error, ")
-                problems.append(f"{where}{'.' + loc if loc else ''}: {msg}"
-                                + ("" if "received" in msg else f"; received {err.get('input')!r}"))
+            # Worded as the job spec's problems are (jobs/spec.py), under the parameter's own path.
+            for text in validation_problems(exc, cls):
+                problems.append(where + (text.removeprefix("(top level)") if text.startswith("(top level):")
+                                         else "." + text))
+        # Also when the range has other problems: they are independent. A parsed range stays in `out` so that
+        # its values are still checked against the job spec; the trials wait for the problems to be fixed.
+        if algorithm == "grid" and kind == "float" and value.get("grid_points") is None:
+            problems.append(f"{where}.grid_points: a float range in a grid search needs grid_points (how many "
+                            "evenly spaced values), received none; or use algorithm random")
     return out
 
 
@@ -421,11 +493,11 @@ def _check(data: dict, blame: dict[str, Any], where: str, problems: list[str], *
                 problems.append(msg)
 
 
-def _validate_boundaries(spec: SweepSpec, base_data: dict, params: dict[str, Param], problems: list[str]) -> None:
+def _validate_boundaries(sweep_name: str, base_data: dict, params: dict[str, Param], problems: list[str]) -> None:
     """Every choice and both ends of every range, each alone on the base spec."""
     from jobs import sweep_search
 
-    name = {"name": f"{spec.name}-t000"}
+    name = {"name": f"{sweep_name}-t000"}
     for path, p in params.items():
         for v in sweep_search.boundary_values(p):
             _check(apply_overrides(base_data, {**name, path: v}), {path: v}, "base", problems, alone=True)

@@ -280,7 +280,7 @@ def test_cli_results_and_best(tmp_path, fake_command):
     r = runner.invoke(app, ["results", str(s.sweep_dir), "--metric", "best_val_loss"])
     assert r.exit_code == 0 and (s.sweep_dir / "best_val_loss.png").read_bytes()[:4] == b"\x89PNG"
     r = runner.invoke(app, ["results", str(s.sweep_dir), "--metric", "nope"])
-    assert r.exit_code == 1 and "--metric nope" in r.stderr
+    assert r.exit_code == 2 and "--metric nope" in r.stderr
 
     r = runner.invoke(app, ["results", str(s.sweep_dir), "--csv", "--no-plot"])
     lines = r.stdout.splitlines()
@@ -295,6 +295,63 @@ def test_cli_results_and_best(tmp_path, fake_command):
     assert r.exit_code == 1 and "only 3 succeeded trials" in r.stderr
     r = runner.invoke(app, ["results", str(tmp_path / "nowhere")])
     assert r.exit_code == 2 and "not a sweep directory" in r.stderr
+
+
+def test_cli_results_argument_errors_exit_2_and_output_paths_are_checked(tmp_path, fake_command):
+    s = load_sweep(sweep_data(tmp_path, parameters={"training.learning_rate": [0.1, 0.01]}))
+    run_sweep(s, LocalBackend(s, command=fake_command), parallelism=2)
+    runner = CliRunner()
+    d = str(s.sweep_dir)
+
+    def invoke(*args):
+        r = runner.invoke(app, list(args))
+        assert r.exception is None or isinstance(r.exception, SystemExit), r.exception  # never a traceback
+        return r
+
+    r = invoke("results", d, "--metric", "bogus")
+    assert r.exit_code == 2 and "--metric bogus" in r.stderr and "test_loss" in r.stderr
+    r = invoke("results", d, "--metric", "test_loss")  # a metrics.json key the fake trainer never writes
+    assert r.exit_code == 2 and "no finished trial of this sweep reports it" in r.stderr and "best_val_loss" in r.stderr
+    r = invoke("best", d, "--top", "0")
+    assert r.exit_code == 2
+
+    a_file = tmp_path / "spec.yaml"
+    a_file.write_text("name: x\n")
+    r = invoke("results", d, "--plot", str(a_file / "x.png"))
+    assert r.exit_code == 2 and f"--plot {a_file / 'x.png'}: {a_file} is a file, not a directory" in r.stderr
+    r = invoke("results", d, "--plot", str(tmp_path))
+    assert r.exit_code == 2 and "is a directory; expected a file path" in r.stderr
+    r = invoke("results", d, "--plot", str(tmp_path / "new" / "dir" / "lr.png"))
+    assert r.exit_code == 0 and (tmp_path / "new" / "dir" / "lr.png").read_bytes()[:4] == b"\x89PNG"
+
+    # --json and --csv print to stdout: a directory after them is an extra argument, or not a sweep.
+    r = invoke("results", d, "--csv", str(tmp_path))
+    assert r.exit_code == 2
+    r = invoke("results", "--json", str(tmp_path))
+    assert r.exit_code == 2 and "not a sweep directory" in r.stderr
+
+
+def test_cli_dry_run_refuses_a_directory_holding_a_different_sweep_as_the_run_does(tmp_path, fake_command, monkeypatch):
+    import jobs.sweep_local as local
+
+    monkeypatch.setattr(local, "train_command", fake_command)
+    spec = tmp_path / "sweep.yaml"
+    spec.write_text(json.dumps(sweep_data(tmp_path, parameters={"training.learning_rate": [0.1, 0.01]})))
+    runner = CliRunner()
+    assert runner.invoke(app, ["sweep", str(spec)]).exit_code == 0
+    state = (tmp_path / "sweep" / "sweep.json").read_bytes()
+    r = runner.invoke(app, ["sweep", str(spec), "--dry-run"])  # the same sweep: resumable, listed
+    assert r.exit_code == 0 and "t001: training.learning_rate=0.01" in r.stdout
+
+    spec.write_text(json.dumps(sweep_data(tmp_path, parameters={"training.learning_rate": [0.1, 0.02]})))
+    dry = runner.invoke(app, ["sweep", str(spec), "--dry-run"])
+    assert dry.exit_code == 2 and "holds a different sweep" in dry.stderr and "--restart" in dry.stderr
+    assert "t001:" not in dry.stdout
+    real = runner.invoke(app, ["sweep", str(spec)])
+    assert real.exit_code == 2 and real.stderr == dry.stderr
+    r = runner.invoke(app, ["sweep", str(spec), "--dry-run", "--restart"])
+    assert r.exit_code == 0 and "t001: training.learning_rate=0.02" in r.stdout
+    assert (tmp_path / "sweep" / "sweep.json").read_bytes() == state  # dry runs write nothing
 
 
 def test_cli_sweep_rejects_bad_input_before_any_trial_runs(tmp_path):

@@ -34,7 +34,7 @@ def test_unknown_field_path_is_named_with_a_suggestion():
 def test_empty_ranges_and_choices_are_rejected():
     ps = problems(sweep(parameters={
         "training.batch_size": {"min": 64, "max": 16},
-        "training.learning_rate": {"min": 0.1, "max": 0.1},
+        "training.learning_rate": {"min": 0.1, "max": 0.1, "grid_points": 2},
         "model.dropout": [],
     }))
     assert any(p.startswith("parameters.training.batch_size") and "empty range" in p and "64" in p for p in ps)
@@ -84,6 +84,54 @@ def test_sweep_names_reserved_fields_and_unknown_keys():
     assert any(p.startswith("paralelism: unknown field") and "parallelism" in p for p in ps)
     ps = problems(sweep(parameters={"export.model_name": ["a", "b"]}))
     assert "each trial has its own name" in ps[0]
+
+
+# ------------------------------------------------------------------------------------- every problem at once
+def test_a_bad_objective_does_not_hide_the_parameter_problems():
+    ps = problems(sweep(objective={"metric": "best_val_acc"}, parameters={
+        "training.learnin_rate": [0.1],
+        "training.batch_size": {"min": 9, "max": 3},
+        "model.dropout": [0.1, 2.0],
+    }))
+    assert [p.split(":")[0] for p in ps] == [
+        "objective.metric", "parameters.training.learnin_rate", "parameters.training.batch_size.max",
+        "parameters.model.dropout",
+    ]
+    assert "received 'best_val_acc'" in ps[0] and "value 2.0 is rejected" in ps[3]
+
+
+def test_field_errors_log_ranges_and_missing_grid_points_come_out_together():
+    # The walkthrough's spec took three runs: the fields, then the log scale, then grid_points.
+    ps = problems(sweep(algorithm={"type": "grid", "seed": -1}, max_trials=0, parallelism=0, parameters={
+        "training.learning_rate": {"min": 0.0, "max": 0.1, "scale": "log"},
+        "model.dropout": {"min": 0.0, "max": 0.5},
+    }))
+    assert [p.split(":")[0] for p in ps] == [
+        "algorithm.seed", "max_trials", "parallelism", "parameters.training.learning_rate.scale",
+        "parameters.training.learning_rate.grid_points", "parameters.model.dropout.grid_points",
+    ]
+    assert "log scale needs min > 0, received min 0.0" in ps[3] and "received none" in ps[5]
+
+
+def test_a_range_reports_each_of_its_problems():
+    ps = problems(sweep(algorithm={"type": "random"}, parameters={
+        "training.learning_rate": {"min": 0.0, "max": -1.0, "scale": "log", "grid_points": 1},
+        "training.batch_size": {"min": 0, "max": 64, "scale": "log", "stepp": 2},
+    }))
+    assert [p.split(":")[0] for p in ps] == [
+        "parameters.training.learning_rate.max", "parameters.training.learning_rate.scale",
+        "parameters.training.learning_rate.grid_points", "parameters.training.batch_size.scale",
+        "parameters.training.batch_size.stepp",
+    ]
+    assert "empty range: received min 0.0 > max -1.0" in ps[0] and "expected greater than or equal to 2" in ps[2]
+    assert "log scale needs min >= 1" in ps[3] and "did you mean 'step'" in ps[4]
+
+
+def test_hyperband_problems_come_with_the_others():
+    ps = problems(sweep(objective={"metric": "acc"}, algorithm={"type": "hyperband", "max_epochs": 9}, max_trials=5,
+                        parameters={"training.epochs": [1, 2]}))
+    assert [p.split(":")[0] for p in ps] == ["objective.metric", "parameters.training.epochs", "max_trials"]
+    assert "samples 17 configurations" in ps[2]
 
 
 # ------------------------------------------------------------------------------------------- good input
