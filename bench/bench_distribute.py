@@ -63,7 +63,7 @@ def _model_and_data(info, n: int, batch: int):
                       metrics=[keras.metrics.CategoricalAccuracy(name="accuracy")])
     # As jobs.train feeds fit: a repeated dataset with steps per epoch (one iterator for the whole fit),
     # distributed without prefetch to device on CPU replicas.
-    ds = make_dataset(x, y, 10, batch, training=True, seed=1)
+    ds = make_dataset(x, y, 10, batch, training=True, seed=1, from_epoch=None if info.legacy_keras else 0)
     steps = None
     if not info.legacy_keras:
         ds, steps = repeat_for_fit(ds, n, batch)

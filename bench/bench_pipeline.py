@@ -161,15 +161,16 @@ def steady_epoch(fit: Callable[..., Any]) -> Callable[[], float]:
     return run
 
 
-def _jobctl_dataset(spec, x, y, num_classes, batch_size, prefetch=None):
-    """jobctl's training pipeline; `prefetch`: a fixed depth to compare with the default (None: AUTOTUNE)."""
+def _jobctl_dataset(spec, x, y, num_classes, batch_size, prefetch=None, from_epoch=None):
+    """jobctl's training pipeline; `prefetch`: a fixed depth to compare with the default (None: AUTOTUNE);
+    `from_epoch` 0: every epoch's pass, endlessly, as jobs/train.py gives Keras 3's fit (None: one pass)."""
     import tensorflow as tf
 
     from jobs.pipeline import make_dataset
 
     return make_dataset(x, y, num_classes, batch_size, training=True, seed=spec.seed, augmentation=spec.augmentation,
                         shuffle_buffer=spec.training.shuffle_buffer,
-                        prefetch=tf.data.AUTOTUNE if prefetch is None else prefetch)
+                        prefetch=tf.data.AUTOTUNE if prefetch is None else prefetch, from_epoch=from_epoch)
 
 
 def composed_affine_dataset(spec, x, y, num_classes, batch_size):
@@ -225,7 +226,7 @@ def bench_recipe(name: str, images: int, reps: int, warmup: int = 1) -> dict[str
     x_float = x.astype("float32")  # the seeds convert the whole array up front (x_train / 255.0)
     y_onehot = keras.utils.to_categorical(y, num_classes)
 
-    ds = _jobctl_dataset(spec, x, y, num_classes, batch)
+    ds = _jobctl_dataset(spec, x, y, num_classes, batch, from_epoch=0)
     if augmented:
         flow = image_data_generator(spec.augmentation).flow(x_float, y_onehot, batch_size=batch, shuffle=True, seed=spec.seed)
         steps = len(flow)
@@ -348,7 +349,7 @@ def bench_defaults(images: int, reps: int, warmup: int = 1, quick: bool = False)
     for label, b, depth, per_call in configs:
         m = compiled_model(spec, shape, num_classes, pixel_max,
                            steps_per_execution=per_call or jobctl_steps_per_call(spec, n, b))
-        d, steps = repeat_for_fit(_jobctl_dataset(spec, x, y, num_classes, b, prefetch=depth), n, b)
+        d, steps = repeat_for_fit(_jobctl_dataset(spec, x, y, num_classes, b, prefetch=depth, from_epoch=0), n, b)
         variants[label] = steady_epoch(lambda m=m, d=d, steps=steps, **kw: m.fit(d, steps_per_epoch=steps, **kw))
     times = interleaved(variants, reps, warmup=0, measure=lambda fn: fn())
     default_per_call = jobctl_steps_per_call(spec, n, 32)

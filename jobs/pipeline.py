@@ -74,16 +74,21 @@ def augmentation_fn(aug: AugmentationSpec, seed: int) -> Optional[Callable[[tf.T
 
 
 def _batched_order(n: int, batch_size: int, *, training: bool, seed: int, shuffle_buffer: Optional[int],
-                   drop_remainder: bool) -> tf.data.Dataset:
+                   drop_remainder: bool, from_epoch: Optional[int] = None) -> tf.data.Dataset:
     """Batches of example indices, one element per batch.
 
     The default (`shuffle_buffer` None or >= n) is a uniform permutation per pass, as Keras' `fit(x, y,
     shuffle=True)` does: one stateless shuffle of n indices, cut into batches without a per-example tf.data op.
-    Each pass (each `repeat`) draws a new permutation from `Dataset.random`, the same on every worker (same seed),
-    so workers sharding the batches never see one example twice. A smaller buffer keeps tf.data's windowed shuffle
-    of indices (1: the order as stored).
+    A smaller buffer keeps tf.data's windowed shuffle of indices (1: the order as stored).
+
+    `from_epoch` None: one pass, and each new iteration of it (a `repeat`, a fresh iterator) draws a new order from
+    `Dataset.random`. An epoch number: every pass from that epoch on, endlessly, each pass's order a function of
+    (seed, epoch) alone, so a run resumed at epoch k trains on the orders an uninterrupted run would have used.
+    Either way every worker draws the same order (same seed), so workers sharding the batches never see one
+    example twice.
     """
-    if training and (shuffle_buffer is None or shuffle_buffer >= n):
+    full_shuffle = training and (shuffle_buffer is None or shuffle_buffer >= n)
+    if full_shuffle:
         full = n - n % batch_size
         tail = full < n and not drop_remainder  # a partial last batch
 
@@ -93,14 +98,27 @@ def _batched_order(n: int, batch_size: int, *, training: bool, seed: int, shuffl
             batches = tf.data.Dataset.from_tensor_slices(tf.reshape(order[:full], [-1, batch_size]))
             return batches.concatenate(tf.data.Dataset.from_tensors(order[full:])) if tail else batches
 
+        if from_epoch is not None:
+            return tf.data.Dataset.range(from_epoch, _NO_END).flat_map(one_pass)
         # flat_map hides the count; Keras (progress, steps per epoch of a finite dataset) reads it.
         count = full // batch_size + int(tail)
         return (tf.data.Dataset.random(seed=seed, rerandomize_each_iteration=True).take(1).flat_map(one_pass)
                 .apply(tf.data.experimental.assert_cardinality(count)))
+    if from_epoch is not None:
+        def windowed_pass(epoch):
+            order = tf.data.Dataset.range(n)
+            if training and shuffle_buffer > 1:
+                order = order.shuffle(shuffle_buffer, seed=tf.constant(seed, tf.int64) * 1_000_003 + epoch)
+            return order.batch(batch_size, drop_remainder=drop_remainder)
+
+        return tf.data.Dataset.range(from_epoch, _NO_END).flat_map(windowed_pass)
     order = tf.data.Dataset.range(n)
     if training and shuffle_buffer > 1:
         order = order.shuffle(shuffle_buffer, seed=seed, reshuffle_each_iteration=True)
     return order.batch(batch_size, drop_remainder=drop_remainder)
+
+
+_NO_END = 2**62  # epochs: "forever" for Dataset.range
 
 
 def make_dataset(
@@ -116,8 +134,13 @@ def make_dataset(
     deterministic: bool = False,
     drop_remainder: bool = False,
     prefetch: int = tf.data.AUTOTUNE,
+    from_epoch: Optional[int] = None,
 ) -> tf.data.Dataset:
     """(images float32, one-hot labels) batches of in-memory arrays; `shuffle_buffer` None: a full shuffle per pass.
+
+    `from_epoch` None: one pass (reshuffled on each new iteration). An epoch number: the passes of every epoch from
+    that one on, endlessly, each pass's order fixed by (seed, epoch): what `fit` with `steps_per_epoch` takes, and
+    what makes a resumed run see the orders of an uninterrupted one.
 
     The arrays stay as they are stored (uint8 images: 4x less memory than float32) in two tensors; each batch is a
     gather of its indices, cast inside the map. Per batch, not per example: no tf.data op runs once per image.
@@ -125,7 +148,7 @@ def make_dataset(
     images = tf.constant(x)
     labels = tf.constant(np.asarray(y).astype("int64"))
     order = _batched_order(len(x), batch_size, training=training, seed=seed, shuffle_buffer=shuffle_buffer,
-                           drop_remainder=drop_remainder)
+                           drop_remainder=drop_remainder, from_epoch=from_epoch)
     aug = augmentation_fn(augmentation, seed) if (training and augmentation is not None) else None
 
     def to_model_inputs(indices):
@@ -154,7 +177,8 @@ def repeat_for_fit(dataset: tf.data.Dataset, examples: int, batch_size: int) -> 
     Keras keeps one iterator for the whole fit when it knows the steps per epoch, instead of building a new one
     each epoch (under MirroredStrategy that rebuilds a multi-device iterator and retraces its functions: about
     0.1 s per epoch, seen in a profiler trace). Each pass of the repeated dataset is one epoch, reshuffled,
-    partial last batch included: the same batches per epoch as a fresh iterator.
+    partial last batch included: the same batches per epoch as a fresh iterator. An endless dataset
+    (`make_dataset(from_epoch=...)`, what jobs/train.py builds) never reaches the repeat.
     """
     return dataset.repeat(), -(-examples // batch_size)
 

@@ -21,6 +21,8 @@ from pathlib import Path
 from types import SimpleNamespace
 from typing import Any, Optional
 
+import numpy as np
+
 from jobs import exit_codes
 from jobs.fsutil import atomic_write_json, atomic_write_text
 from jobs.spec import JobSpec, SpecError, load_spec, parse_override_pairs
@@ -390,6 +392,63 @@ class BestWeights:
         return _Best()
 
 
+class SeedStates:
+    """The layers' random-seed states (dropout masks), kept beside Keras 3's BackupAndRestore backup.
+
+    BackupAndRestore saves the weights and the optimizer, not the seed generators' states, so a resumed run would
+    draw the masks of epoch 1 again. The states after each epoch are written just before Keras writes that epoch's
+    backup, keeping the previous epoch's too (a SIGTERM can land between the two writes), and the ones matching the
+    epoch Keras restored are put back: with the input order fixed by (seed, epoch), a resumed run then trains
+    exactly as an uninterrupted one (tests/test_distributed.py).
+    """
+
+    def __init__(self, backup_dir: Path):
+        self.path = backup_dir / "seed_states.json"
+        self.metadata = backup_dir / "training_metadata.json"
+
+    @staticmethod
+    def _variables(model) -> list:
+        weights = {id(v) for v in model.weights}
+        return [v for v in model.variables if id(v) not in weights]
+
+    def _saved(self) -> dict:
+        try:
+            saved = json.loads(self.path.read_text())
+        except (OSError, ValueError):
+            return {}
+        return saved if isinstance(saved, dict) else {}
+
+    def writer(self, keras):
+        """Goes before BackupAndRestore in the callback list."""
+        states = self
+
+        class _WriteSeedStates(keras.callbacks.Callback):
+            def on_epoch_end(self, epoch, logs=None):
+                values = [np.asarray(v).tolist() for v in SeedStates._variables(self.model)]
+                kept = {k: v for k, v in states._saved().items() if k == str(epoch)}  # the previous backup's
+                atomic_write_json(states.path, {**kept, str(epoch + 1): values})
+
+        return _WriteSeedStates()
+
+    def restorer(self, keras):
+        """Goes after BackupAndRestore, whose on_train_begin restores the weights and names the epoch."""
+        states = self
+
+        class _RestoreSeedStates(keras.callbacks.Callback):
+            def on_train_begin(self, logs=None):
+                try:
+                    restored = str(int(json.loads(states.metadata.read_text())["epoch"]))
+                except (OSError, ValueError, KeyError, TypeError):
+                    return
+                values = states._saved().get(restored)
+                variables = SeedStates._variables(self.model)
+                if isinstance(values, list) and len(values) == len(variables):
+                    for v, value in zip(variables, values):
+                        v.assign(np.asarray(value, dtype=v.dtype))
+
+        return _RestoreSeedStates()
+
+
 def _replay_early_stopping(callback, history: dict[str, list[float]]) -> None:
     """Bring EarlyStopping's patience counter to where it was before the restart (weights are not needed)."""
     values = history.get(callback.monitor, [])
@@ -457,6 +516,14 @@ def run(
                  "epochs_finished": _finished_epochs(run_dir)},
             )
         raise
+
+
+def _backed_up_epochs(backup_dir: Path) -> int:
+    """The epochs Keras 3's BackupAndRestore will restore (its training_metadata.json), 0 for a fresh run."""
+    try:
+        return int(json.loads((backup_dir / "training_metadata.json").read_text())["epoch"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return 0
 
 
 def _read_metrics(run_dir: Path) -> dict:
@@ -585,9 +652,14 @@ def _train(spec: JobSpec, info, root: Path, shared_run_dir: Path, run_dir: Path,
         with _precision_policy(keras3, t.mixed_precision):
             twin = build_model(spec.model, spec.preprocessing, data.input_shape, data.num_classes, data.pixel_max, **build_kwargs)
 
+    # Keras 3 takes every epoch's pass from one endless dataset, each pass's order fixed by (seed, epoch): a run
+    # resumed from its backup starts at the backed-up epoch and sees the orders an uninterrupted run would have.
+    # (tf-keras, multi-worker, takes a fresh one-pass iterator per epoch: a new random order each time.)
+    first_epoch = None if info.legacy_keras else _backed_up_epochs(shared_run_dir / "backup")
     train_ds = make_dataset(
         data.x_train, data.y_train, data.num_classes, global_batch, training=True, seed=spec.seed,
         augmentation=spec.augmentation, shuffle_buffer=t.shuffle_buffer, deterministic=t.deterministic,
+        from_epoch=first_epoch,
     )
     val_ds = make_dataset(data.x_val, data.y_val, data.num_classes, global_batch, training=False, seed=spec.seed)
     steps = {}
@@ -622,6 +694,10 @@ def _train(spec: JobSpec, info, root: Path, shared_run_dir: Path, run_dir: Path,
     schedule = lr_callbacks(spec, learning_rate, keras)
 
     def on_resume(epoch: int, history: dict) -> None:
+        if first_epoch is not None and epoch != first_epoch:  # Keras fell back to the previous backup
+            print(f"note: resumed at epoch {epoch + 1}, but the input order was set up for epoch {first_epoch + 1} "
+                  "(the last backup was unreadable): shuffling stays uniform, not the uninterrupted run's order",
+                  file=out, flush=True)
         if epoch == 0:
             return
         print(f"resumed: epochs 1-{epoch} restored from {shared_run_dir / 'backup'}", file=out, flush=True)
@@ -648,10 +724,16 @@ def _train(spec: JobSpec, info, root: Path, shared_run_dir: Path, run_dir: Path,
             )
         )
     # Last: an epoch in the backup is in the journal and the best checkpoint already. The backup dir holds
-    # nothing else; every worker names the shared one (tf-keras sends the others to temporary sub-directories).
+    # nothing else but the seed states (Keras 3); every worker names the shared one (tf-keras sends the others to
+    # temporary sub-directories).
     backup_dir = shared_run_dir / "backup"
     backup_kwargs = {} if info.legacy_keras else {"double_checkpoint": True}  # Keras 3 overwrites in place
+    seed_states = None if info.legacy_keras else SeedStates(backup_dir)
+    if seed_states is not None:
+        callbacks.append(seed_states.writer(keras))
     callbacks.append(keras.callbacks.BackupAndRestore(str(backup_dir), delete_checkpoint=False, **backup_kwargs))
+    if seed_states is not None:
+        callbacks.append(seed_states.restorer(keras))
 
     fit_start = time.perf_counter()
     if journal.complete:

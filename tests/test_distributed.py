@@ -255,6 +255,36 @@ def test_sigterm_saves_exits_75_and_the_retry_resumes(tmp_path, workers):
     assert [p.name for p in (art / "models" / "term").iterdir()] == ["1"]
 
 
+def test_a_resumed_run_trains_exactly_as_an_uninterrupted_one(tmp_path, workers):
+    """SIGTERM after the first backed-up epoch, then the retry: the same losses, epoch by epoch, as a run that was
+    never stopped. The input order of each epoch is fixed by (seed, epoch) and the dropout masks' seed states are
+    kept beside the backup, so nothing restarts from epoch 1's randomness."""
+    epochs = 30  # enough that the signal lands mid-run
+    spec = tiny_spec(tmp_path, "exact", **{"data.max_train_examples": 600, "training.epochs": epochs,
+                                           "training.deterministic": True, "model.dropout": 0.3})
+    whole = workers.start(spec, tmp_path / "whole", "--run-id", "r", label="whole")
+    assert workers.wait([whole]) == [0], workers.logs()
+
+    art = tmp_path / "stopped"
+    proc = workers.start(spec, art, "--run-id", "r", label="stopped")
+    marker = art / "runs" / "exact" / "r" / "backup" / "training_metadata.json"
+    deadline = time.monotonic() + HARD_TIMEOUT
+    while not marker.exists():
+        assert time.monotonic() < deadline and proc.poll() is None, workers.logs()
+        time.sleep(0.02)
+    proc.send_signal(signal.SIGTERM)
+    assert workers.wait([proc], timeout=60) == [exit_codes.PREEMPTED], workers.logs()
+    retry = workers.start(spec, art, "--run-id", "r", label="retry")
+    assert workers.wait([retry]) == [0], workers.logs()
+    assert "resumed: epochs 1-" in workers.log(retry)
+
+    h_whole = json.loads((tmp_path / "whole" / "runs" / "exact" / "r" / "history.json").read_text())
+    h_resumed = json.loads((art / "runs" / "exact" / "r" / "history.json").read_text())
+    assert h_resumed["epochs"] == list(range(1, epochs + 1))
+    for key in ("loss", "accuracy", "val_loss", "val_accuracy"):
+        assert h_resumed[key] == pytest.approx(h_whole[key], rel=1e-6, abs=1e-7), key
+
+
 def test_each_worker_reads_its_own_examples(tmp_path, workers):
     """The pipeline's auto-shard policy under two workers: every example once per epoch, none on both."""
     probe = tmp_path / "probe.py"

@@ -215,3 +215,24 @@ def test_mixed_precision_label_smoothing_and_plateau_train_and_export(tmp_path):
     assert not (result.export_path / "assets.extra").exists()
     import keras
     assert keras.mixed_precision.global_policy().name == "float32"  # the policy does not leak into later runs
+
+
+def test_epoch_indexed_passes_start_anywhere_with_the_same_orders():
+    """from_epoch=k: the passes of epochs k, k+1, ... with the orders an endless dataset from epoch 0 gives them;
+    each pass a whole permutation, reshuffled between epochs. What lets a resumed run see the uninterrupted orders,
+    for the full shuffle and for a windowed one alike."""
+    from jobs.pipeline import make_dataset
+
+    n, batch = 23, 5  # a partial last batch: 5 batches per epoch
+    x = np.arange(n, dtype=np.uint8).reshape(n, 1, 1, 1)
+    for kw in ({}, {"shuffle_buffer": 4}):
+        def epochs(first, count, **extra):
+            ds = make_dataset(x, np.zeros(n), 2, batch, training=True, seed=3, from_epoch=first, **kw, **extra)
+            flat = np.concatenate([b[0].numpy().ravel() for b in ds.take(5 * count)]).astype(int)
+            return flat.reshape(count, n)
+
+        from_zero = epochs(0, 4)
+        assert all(sorted(e) == list(range(n)) for e in from_zero.tolist())
+        assert not np.array_equal(from_zero[0], from_zero[1])
+        np.testing.assert_array_equal(epochs(2, 2), from_zero[2:])
+        np.testing.assert_array_equal(epochs(0, 4, deterministic=True), from_zero)  # seeded: the same every run

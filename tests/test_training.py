@@ -194,3 +194,32 @@ def test_cli_help_does_not_import_tensorflow():
             "print('tensorflow' in sys.modules)")
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, timeout=60)
     assert proc.stdout.strip() == "False", proc.stderr
+
+
+def test_seed_states_are_kept_for_the_last_two_backups_and_restored_for_the_epoch_keras_restores(tmp_path):
+    """A SIGTERM between the seed-state write and Keras' own backup leaves Keras one epoch behind: the states of
+    that epoch are still there. A backup with no matching states changes nothing."""
+    import keras
+
+    from jobs.train import SeedStates
+
+    model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(3), keras.layers.Dropout(0.5)])
+    (state,) = SeedStates._variables(model)
+    states = SeedStates(tmp_path)
+    writer, restorer = states.writer(keras), states.restorer(keras)
+    writer.set_model(model)
+    restorer.set_model(model)
+    seen = {}
+    for epoch in range(3):
+        state.assign([epoch + 10, epoch + 20])
+        seen[epoch + 1] = [epoch + 10, epoch + 20]
+        writer.on_epoch_end(epoch)
+    assert sorted(json.loads((tmp_path / "seed_states.json").read_text())) == ["2", "3"]
+    for restored in (3, 2):
+        (tmp_path / "training_metadata.json").write_text(json.dumps({"epoch": restored, "batch": 0}))
+        state.assign([0, 0])
+        restorer.on_train_begin()
+        assert np.asarray(state).tolist() == seen[restored]
+    (tmp_path / "training_metadata.json").write_text(json.dumps({"epoch": 1, "batch": 0}))
+    restorer.on_train_begin()
+    assert np.asarray(state).tolist() == seen[2]  # unchanged: epoch 1's states are gone
