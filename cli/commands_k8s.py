@@ -37,17 +37,41 @@ def _objects(spec_path: Path, overrides, *, run_id, name, namespace, image):
 def _client(namespace, context, kubeconfig):
     from k8s.client import JobClient
 
+    if namespace is not None:
+        _checked_namespace(namespace)
+
     return JobClient(namespace, context=context, kubeconfig=kubeconfig)
 
 
 def _run(fn):
-    """Call `fn`; a KubeError becomes a one-paragraph error and exit code 1."""
-    from k8s.client import KubeError
+    """Call `fn`; a KubeError becomes a one-paragraph error and exit code 1 (2 for a name no object can have)."""
+    from k8s.client import InvalidNameError, KubeError
 
     try:
         return fn()
+    except InvalidNameError as exc:
+        fail(str(exc), exit_codes.BAD_SPEC)
     except KubeError as exc:
         fail(str(exc), exit_codes.FAILURE)
+
+
+def _checked_namespace(namespace: str) -> str:
+    from k8s.common import ManifestError, validate_dns1123
+
+    try:
+        return validate_dns1123(namespace, "--namespace")
+    except ManifestError as exc:
+        fail(str(exc), exit_codes.BAD_SPEC)
+
+
+def _job_name(job: str) -> str:
+    """JOB checked before any client exists: an empty name would address every Job in the namespace."""
+    from k8s.client import InvalidNameError, check_object_name
+
+    try:
+        return check_object_name(job, "JOB")
+    except InvalidNameError as exc:
+        fail(str(exc), exit_codes.BAD_SPEC)
 
 
 def render(
@@ -79,7 +103,7 @@ def submit(
     dry_run: bool = typer.Option(False, "--dry-run", help="server-side dry run: checks everything, creates nothing"),
     wait: bool = typer.Option(False, "--wait/--detach", help="wait for the result, streaming the chief's logs"),
     replace: bool = typer.Option(False, "--replace", help="delete a Job of the same name first"),
-    timeout: Optional[float] = typer.Option(None, "--timeout", help="with --wait: give up after this many seconds"),
+    timeout: Optional[float] = typer.Option(None, "--timeout", min=0.001, help="with --wait: give up after this many seconds"),
     namespace: Optional[str] = NamespaceOpt,
     context: Optional[str] = ContextOpt,
     kubeconfig: Optional[str] = KubeconfigOpt,
@@ -162,6 +186,7 @@ def status(
     kubeconfig: Optional[str] = KubeconfigOpt,
 ) -> None:
     """The Job's conditions and, for each pod: phase, restarts, node, and why it is not running."""
+    _job_name(job)
     client = _client(namespace, context, kubeconfig)
     report = _run(lambda: client.status(job))
     if as_json:
@@ -208,9 +233,9 @@ def list_jobs(
 def logs(
     job: str = typer.Argument(..., help="the Job name"),
     follow: bool = typer.Option(False, "--follow", "-f", help="stream, and continue with the new pod after a retry"),
-    worker: Optional[int] = typer.Option(None, "--worker", help="this worker's logs (default: 0, the chief)"),
+    worker: Optional[int] = typer.Option(None, "--worker", min=0, help="this worker's logs (default: 0, the chief)"),
     all_workers: bool = typer.Option(False, "--all", help="every worker's logs, each line prefixed"),
-    tail: Optional[int] = typer.Option(None, "--tail", help="only the last N lines"),
+    tail: Optional[int] = typer.Option(None, "--tail", min=1, help="only the last N lines"),
     namespace: Optional[str] = NamespaceOpt,
     context: Optional[str] = ContextOpt,
     kubeconfig: Optional[str] = KubeconfigOpt,
@@ -218,15 +243,17 @@ def logs(
     """Print (or stream) a job's logs, prefixed with the worker when there are several."""
     if worker is not None and all_workers:
         fail("--worker and --all: choose one", exit_codes.BAD_SPEC)
+    _job_name(job)
     client = _client(namespace, context, kubeconfig)
 
     def show():
         workers = None
-        if all_workers:
+        if all_workers or worker is not None:
             total = int((client.get("Job", job).get("spec") or {}).get("completions") or 1)
-            workers = list(range(total))
-        elif worker is not None:
-            workers = [worker]
+            workers = list(range(total)) if all_workers else [worker]
+            if worker is not None and worker >= total:
+                fail(f"--worker {worker}: job {job!r} has {total} worker{'s' if total != 1 else ''} "
+                     f"(expected 0..{total - 1})", exit_codes.BAD_SPEC)
         prefix = all_workers and len(workers or []) > 1
         for index, line in client.logs(job, follow=follow, workers=workers, tail_lines=tail):
             console.print(f"[worker {index}] {line}" if prefix else line, highlight=False, markup=False, soft_wrap=True)
@@ -244,6 +271,7 @@ def cancel(
     kubeconfig: Optional[str] = KubeconfigOpt,
 ) -> None:
     """Delete the Job, its pods (foreground propagation), its spec ConfigMap and Service. Artifacts stay."""
+    _job_name(job)
     client = _client(namespace, context, kubeconfig)
     _run(lambda: client.delete(job))
     console.print(f"deleted job/{job} in namespace {client.namespace} (pods are terminating)", highlight=False)

@@ -292,7 +292,8 @@ def deploy(
     output_dir: Optional[Path] = typer.Option(None, "-o", "--output-dir", help="write one YAML per object here"),
     model_name: Optional[str] = typer.Option(None, "--model-name", help="default: the base path's last component"),
     name: Optional[str] = typer.Option(None, "--name", help="Deployment/Service name (default: <model>-serving)"),
-    namespace: str = typer.Option("default", "--namespace", "-n"),
+    namespace: Optional[str] = typer.Option(None, "--namespace", "-n",
+                                            help="default: the kubeconfig context's namespace, else 'default'"),
     image: str = typer.Option("ghcr.io/your-org/jobctl-serve:latest", "--image", help="built from Dockerfile.serve"),
     artifacts_dir: str = typer.Option("artifacts", "--artifacts-dir", help="local path the artifacts PVC holds"),
     pvc: str = typer.Option("jobctl-artifacts", "--pvc", help="artifacts PersistentVolumeClaim"),
@@ -306,6 +307,8 @@ def deploy(
     batching: bool = typer.Option(True, "--enable-batching/--no-batching"),
     label: Optional[list[str]] = typer.Option(None, "--label", help="version label LABEL=VERSION (repeat)"),
     context: Optional[str] = typer.Option(None, "--context", help="kubeconfig context"),
+    kubeconfig: Optional[str] = typer.Option(None, "--kubeconfig",
+                                             help="kubeconfig file (default: $KUBECONFIG, ~/.kube/config, in-cluster)"),
 ) -> None:
     """Deployment + Service (+ headless Service, HPA) running the stock TF Serving image on BASE_PATH."""
     if output_dir:
@@ -314,6 +317,16 @@ def deploy(
     from serving.deploy import DeployError, DeployOptions, apply, build_manifests, to_yaml
     from k8s.common import ManifestError
 
+    api_client = None
+    if namespace is None:  # as the training commands: the context's namespace
+        from k8s.client import KubeError, load_api_client
+
+        try:
+            api_client, namespace = load_api_client(context=context, kubeconfig=kubeconfig)
+        except KubeError as exc:
+            if not (dry_run or output_dir):  # nothing to talk to: a real deploy needs the configuration
+                fail(str(exc), exit_codes.FAILURE)
+        namespace = namespace or "default"
     try:
         opts = DeployOptions(
             base_path=base_path, model_name=model_name, name=name, namespace=namespace, replicas=replicas,
@@ -334,8 +347,8 @@ def deploy(
     if output_dir:
         return
     try:
-        for line in apply(objects, context=context):
-            console.print(line)
+        for line in apply(objects, api_client=api_client, context=context, kubeconfig=kubeconfig):
+            console.print(line, highlight=False)
     except DeployError as exc:
         fail(str(exc), exit_codes.FAILURE)
 

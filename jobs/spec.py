@@ -20,6 +20,14 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 DNS1123_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
 QUANTITY = re.compile(r"^([+-]?[0-9.]+)([eEinumkKMGTP]*[-+]?[0-9]*)$")
 
+
+def quantity_is_positive(v: str) -> bool:
+    """A request or limit of zero or less is refused by the API server (or means no resources at all)."""
+    try:
+        return float(QUANTITY.fullmatch(v).group(1)) > 0
+    except (AttributeError, ValueError):
+        return False
+
 DATASETS = ("digits", "mnist", "fashion_mnist", "cifar10", "cifar100", "image_folder", "npz")
 TRANSFER_BASES = ("vgg16", "mobilenet_v2", "resnet50", "efficientnet_b0")
 
@@ -311,6 +319,8 @@ class ResourcesSpec(_Strict):
             v = str(v)
         if not isinstance(v, str) or not QUANTITY.fullmatch(v):
             raise ValueError(f"expected a Kubernetes quantity such as '2', '500m', '16Gi', received {v!r}")
+        if not quantity_is_positive(v):
+            raise ValueError(f"expected a quantity above zero such as '2', '500m', '16Gi', received {v!r}")
         return v
 
 

@@ -14,6 +14,7 @@ import copy
 import json
 import os
 import queue
+import re
 import threading
 import time
 from dataclasses import asdict, dataclass, field
@@ -65,6 +66,11 @@ class KubeError(Exception):
         self.reason = reason
 
 
+class InvalidNameError(KubeError):
+    """A name that no Kubernetes object can have. Never sent: an empty one would address the whole collection
+    (a DELETE of it deletes every Job in the namespace)."""
+
+
 class ApiUnreachableError(KubeError):
     pass
 
@@ -104,10 +110,23 @@ def forbidden_message(verb: str, group: str, resource: str, namespace: str, serv
     return (
         f'forbidden: {actor} cannot {verb} "{resource}" (API group "{group}") in namespace "{namespace}".\n'
         f'The RBAC rule missing: {{apiGroups: ["{group}"], resources: ["{resource}"], verbs: ["{verb}"]}}.\n'
-        f"The Role jobctl-submitter in k8s/base/rbac.yaml grants every permission jobctl needs: "
+        f"The Role jobctl-submitter in k8s/base/rbac.yaml grants every permission jobctl's training commands need: "
         f"`kubectl apply -k k8s/base -n {namespace}` and bind it to {actor} (docs/kubernetes.md, Permissions)."
         + (f"\nAPI server: {server_message}" if server_message else "")
     )
+
+
+_OBJECT_NAME = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
+
+
+def check_object_name(name: str, what: str) -> str:
+    """`name` when it can name a Kubernetes object (a DNS-1123 subdomain); InvalidNameError otherwise."""
+    if not isinstance(name, str) or not name or len(name) > 253 or not _OBJECT_NAME.fullmatch(name):
+        raise InvalidNameError(
+            f"{what}: expected a Kubernetes object name (lower-case letters, digits, '-' and '.', starting and "
+            f"ending with a letter or digit, 1 to 253 characters), received {name!r}"
+        )
+    return name
 
 
 # ----------------------------------------------------------------------------------------- configuration
@@ -121,16 +140,22 @@ def load_api_client(
     from kubernetes import client, config
 
     cfg = client.Configuration()
-    path = kubeconfig or os.environ.get("KUBECONFIG", "").split(os.pathsep)[0] or os.path.expanduser("~/.kube/config")
+    # $KUBECONFIG may list several files, merged as kubectl merges them (the client's KubeConfigMerger does).
+    path = kubeconfig or os.environ.get("KUBECONFIG", "") or os.path.expanduser("~/.kube/config")
+    files = [f for f in path.split(os.pathsep) if f] if not kubeconfig else [kubeconfig]
     namespace = None
-    if kubeconfig or context or os.path.exists(path):
-        if not os.path.exists(path):
+    if kubeconfig or context or any(os.path.exists(f) for f in files):
+        if not any(os.path.exists(f) for f in files):
             raise KubeError(f"kubeconfig {path!r} does not exist; expected a kubeconfig file (see `kubectl config view`)")
         try:
             config.load_kube_config(config_file=path, context=context, client_configuration=cfg)
             contexts, active = config.list_kube_config_contexts(config_file=path)
         except config.ConfigException as exc:
             raise KubeError(f"kubeconfig {path!r}: {exc}") from None
+        except Exception as exc:  # noqa: BLE001 - not YAML, or YAML of the wrong shape: the client has no own error
+            raise KubeError(f"kubeconfig {path!r} is not a valid kubeconfig ({exc.__class__.__name__}: "
+                            f"{str(exc).splitlines()[0] if str(exc) else ''}); expected the YAML `kubectl config "
+                            "view` prints") from None
         chosen = next((c for c in contexts if c["name"] == context), active) if context else active
         namespace = (chosen or {}).get("context", {}).get("namespace")
     elif os.environ.get("KUBERNETES_SERVICE_HOST"):
@@ -412,7 +437,8 @@ class JobClient:
     def _path(self, kind: str, name: Optional[str] = None, subresource: Optional[str] = None) -> str:
         prefix, plural, _ = RESOURCES[kind]
         path = f"{prefix}/namespaces/{self.namespace}/{plural}"
-        if name:
+        if name is not None:
+            check_object_name(name, f"{kind} name")
             path += f"/{name}"
         if subresource:
             path += f"/{subresource}"

@@ -106,12 +106,22 @@ def _model_path(opts: DeployOptions) -> tuple[str, bool]:
     return str(PurePosixPath(ARTIFACTS_MOUNT) / rel), False
 
 
+def _number(text: str) -> float:
+    try:
+        return float(text)
+    except ValueError:
+        return float("nan")
+
+
 def _check(opts: DeployOptions) -> None:
     problems = []
     for fname in ("cpu", "memory"):
         v = getattr(opts, fname)
-        if not isinstance(v, str) or not _QUANTITY.match(v):
+        m = _QUANTITY.match(v) if isinstance(v, str) else None
+        if not m:
             problems.append(f"--{fname}: expected a Kubernetes quantity (e.g. '500m', '2', '1Gi'), received {v!r}")
+        elif not _number(m.group(1)) > 0:
+            problems.append(f"--{fname}: expected a quantity above zero (e.g. '500m', '2', '1Gi'), received {v!r}")
     if opts.replicas < 1:
         problems.append(f"--replicas: expected >= 1, received {opts.replicas}")
     if opts.hpa_max_replicas is not None and opts.hpa_max_replicas < opts.replicas:
@@ -323,43 +333,130 @@ _API = {
 }
 
 
-def apply(objects: list[dict], api_client=None, context: Optional[str] = None) -> list[str]:
-    """Create each object, or patch it with the whole object when it exists (409): `jobctl deploy` twice rolls out the new spec.
+_TIMEOUT = (5.0, 30.0)  # seconds to connect, to answer: a dead API server is an error within seconds
+_GROUPS = {"v1": "", "apps/v1": "apps", "policy/v1": "policy", "autoscaling/v2": "autoscaling"}
+# (verb, API group, resource) of every request `apply` sends: k8s/base's jobctl-deployer Role grants these.
+DEPLOY_PERMISSIONS = tuple(
+    (verb, _GROUPS[api_version], kind.lower() + ("es" if kind.endswith("s") else "s"))
+    for (api_version, kind) in _API
+    for verb in ("create", "patch", "list", "delete")
+)
+
+
+def _api_message(exc) -> str:
+    """The API server's own sentence from an ApiException (its body is a Status object), not the raw JSON."""
+    try:
+        body = json.loads(exc.body or "")
+        message = body.get("message") if isinstance(body, dict) else None
+    except ValueError:
+        message = None
+    return f"{message or (exc.body or '').strip()[:300] or exc.reason} (HTTP {exc.status})"
+
+
+def apply(objects: list[dict], api_client=None, context: Optional[str] = None, kubeconfig: Optional[str] = None,
+          prune: bool = True) -> list[str]:
+    """Create each object, or patch it with the whole object when it exists (409): `jobctl deploy` twice rolls out
+    the new spec. All or nothing for what this call creates: on an error, the objects it created are deleted
+    again (updated ones stay updated). `prune`: objects of this deployment (its instance label) that the new set
+    no longer has, e.g. an HPA after `--hpa-max` is dropped, are deleted once everything else is applied.
 
     `api_client`: a `kubernetes.client.ApiClient` (tests pass one pointed at a mock server); created lazily
     from kubeconfig or the in-cluster config otherwise.
     """
     import kubernetes
+    import urllib3
     from kubernetes.client.rest import ApiException
 
     if api_client is None:
         from k8s.client import KubeError, load_api_client
 
         try:
-            api_client, _ = load_api_client(context=context)  # the namespace comes from the objects
+            api_client, _ = load_api_client(context=context, kubeconfig=kubeconfig)  # the objects carry the namespace
         except KubeError as exc:
             raise DeployError(str(exc)) from None
-    lines = []
-    for obj in objects:
+    host = getattr(api_client.configuration, "host", "?")
+
+    def api_for(obj):
         key = (obj["apiVersion"], obj["kind"])
         if key not in _API:
             raise DeployError(f"cannot apply {obj['apiVersion']} {obj['kind']}")
         api_name, suffix = _API[key]
-        api = getattr(kubernetes.client, api_name)(api_client)
-        ns, name = obj["metadata"]["namespace"], obj["metadata"]["name"]
+        return getattr(kubernetes.client, api_name)(api_client), suffix
+
+    def call(what: str, fn, *args):
         try:
-            getattr(api, f"create_namespaced_{suffix}")(ns, obj)
-            lines.append(f"created {obj['kind']} {ns}/{name}")
-        except ApiException as exc:
-            if exc.status != 409:
-                raise DeployError(f"create {obj['kind']} {ns}/{name}: HTTP {exc.status} {exc.reason}: {exc.body}") from None
+            return fn(*args, _request_timeout=_TIMEOUT)
+        except (urllib3.exceptions.HTTPError, OSError) as exc:
+            raise DeployError(f"{what}: cannot reach the Kubernetes API at {host} ({exc.__class__.__name__}); check "
+                              "the kubeconfig context (--context, --kubeconfig) and `kubectl cluster-info`") from None
+
+    lines: list[str] = []
+    created: list[dict] = []
+    try:
+        for obj in objects:
+            api, suffix = api_for(obj)
+            ns, name, kind = obj["metadata"]["namespace"], obj["metadata"]["name"], obj["kind"]
+            try:
+                call(f"create {kind} {ns}/{name}", getattr(api, f"create_namespaced_{suffix}"), ns, obj)
+                created.append(obj)
+                lines.append(f"created {kind} {ns}/{name}")
+                continue
+            except ApiException as exc:
+                if exc.status != 409:
+                    raise DeployError(f"create {kind} {ns}/{name}: {_api_message(exc)}"
+                                      + (_FORBIDDEN_HINT.format(ns=ns) if exc.status == 403 else "")) from None
             try:
                 # A patch with the whole object (strategic merge for built-in kinds): fields jobctl sets are
                 # updated, server-set fields (a Service's clusterIP, status) are kept.
-                getattr(api, f"patch_namespaced_{suffix}")(name, ns, obj)
-                lines.append(f"updated {obj['kind']} {ns}/{name}")
-            except ApiException as exc2:
-                raise DeployError(f"update {obj['kind']} {ns}/{name}: HTTP {exc2.status} {exc2.reason}: {exc2.body}") from None
+                call(f"update {kind} {ns}/{name}", getattr(api, f"patch_namespaced_{suffix}"), name, ns, obj)
+                lines.append(f"updated {kind} {ns}/{name}")
+            except ApiException as exc:
+                raise DeployError(f"update {kind} {ns}/{name}: {_api_message(exc)}"
+                                  + (_FORBIDDEN_HINT.format(ns=ns) if exc.status == 403 else "")) from None
+    except DeployError as exc:
+        undone = []
+        for obj in reversed(created):
+            api, suffix = api_for(obj)
+            ns, name = obj["metadata"]["namespace"], obj["metadata"]["name"]
+            try:
+                call("rollback", getattr(api, f"delete_namespaced_{suffix}"), name, ns)
+                undone.append(f"{obj['kind']} {name}")
+            except (ApiException, DeployError):
+                pass
+        raise DeployError(f"{exc}" + (f"; rolled back what this deploy had created: {', '.join(undone)}" if undone else "")) from None
+    if prune and objects:
+        lines += _prune(objects, api_for)
+    return lines
+
+
+_FORBIDDEN_HINT = ("; the kubeconfig's user needs create, get, patch and delete on configmaps, services, deployments, "
+                   "poddisruptionbudgets and horizontalpodautoscalers in namespace {ns!r} (k8s/base's "
+                   "jobctl-deployer Role)")
+
+
+def _prune(objects: list[dict], api_for) -> list[str]:
+    """Delete this deployment's objects (same instance label) of the kinds jobctl deploys that `objects` lacks."""
+    from kubernetes.client.rest import ApiException
+
+    instance = objects[0]["metadata"]["labels"][common.LABEL_INSTANCE]
+    ns = objects[0]["metadata"]["namespace"]
+    wanted = {(o["kind"], o["metadata"]["name"]) for o in objects}
+    selector = f"{common.LABEL_INSTANCE}={instance},{common.LABEL_COMPONENT}={COMPONENT}"
+    lines = []
+    for (api_version, kind) in _API:
+        api, suffix = api_for({"apiVersion": api_version, "kind": kind})
+        try:
+            found = getattr(api, f"list_namespaced_{suffix}")(ns, label_selector=selector, _request_timeout=_TIMEOUT)
+        except (ApiException, OSError):
+            continue  # pruning is tidying: a kind the user may not list is left alone
+        for item in found.items or []:
+            name = item.metadata.name
+            if (kind, name) not in wanted:
+                try:
+                    getattr(api, f"delete_namespaced_{suffix}")(name, ns, _request_timeout=_TIMEOUT)
+                    lines.append(f"deleted {kind} {ns}/{name} (no longer part of this deployment)")
+                except (ApiException, OSError):
+                    lines.append(f"could not delete {kind} {ns}/{name}, which is no longer part of this deployment")
     return lines
 
 

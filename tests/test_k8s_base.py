@@ -59,7 +59,7 @@ def test_role_grants_every_request_jobctl_makes():
     """Each (verb, group, resource) the client sends must be in the Role, or users meet a 403 mid-submit."""
     from k8s.client import REQUIRED_PERMISSIONS
 
-    role = next(o for o in build(ROOT / "k8s/base") if o["kind"] == "Role")
+    role = next(o for o in build(ROOT / "k8s/base") if o["kind"] == "Role" and o["metadata"]["name"] == "jobctl-submitter")
     granted = {
         (verb, group, resource)
         for rule in role["rules"]
@@ -72,3 +72,16 @@ def test_role_grants_every_request_jobctl_makes():
     # Beyond what jobctl sends, only read-only verbs (kubectl get -w, describe) for the same people.
     extra = {p for p in granted - set(REQUIRED_PERMISSIONS) if p[0] not in ("get", "list", "watch")}
     assert not extra, f"k8s/base/rbac.yaml grants more than jobctl uses: {sorted(extra)}"
+
+
+@needs_kubectl
+def test_deployer_role_grants_what_jobctl_deploy_sends_and_nothing_more():
+    from serving.deploy import DEPLOY_PERMISSIONS
+
+    objects = build(ROOT / "k8s/base")
+    role = next(o for o in objects if o["kind"] == "Role" and o["metadata"]["name"] == "jobctl-deployer")
+    granted = {(v, g, r) for rule in role["rules"] for v in rule["verbs"] for g in rule["apiGroups"] for r in rule["resources"]}
+    assert not set(DEPLOY_PERMISSIONS) - granted
+    assert not {p for p in granted - set(DEPLOY_PERMISSIONS) if p[0] not in ("get", "list", "watch")}
+    binding = next(o for o in objects if o["kind"] == "RoleBinding" and o["metadata"]["name"] == "jobctl-deployers")
+    assert binding["roleRef"]["name"] == "jobctl-deployer"

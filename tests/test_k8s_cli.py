@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import json
 import subprocess
 import sys
@@ -304,3 +305,56 @@ def test_render_is_fast_in_a_fresh_process(tmp_path):
     assert proc.returncode == 0, proc.stderr
     # The target is 1 s (bench/bench_render.py measures it); 3 s here tolerates a machine shared with other tests.
     assert elapsed < 3.0, elapsed
+
+
+def test_an_empty_or_invalid_job_name_is_refused_before_any_request(env):
+    """`jobctl cancel ''` would otherwise DELETE the Jobs collection: every Job in the namespace."""
+    cluster, kube, _ = env
+    for command in ("cancel", "status", "logs"):
+        for name in ("", "Bad_Name", "x" * 254):
+            code, out = invoke(command, name, *kube)
+            assert code == exit_codes.BAD_SPEC, (command, name, out)
+            assert "JOB: expected a Kubernetes object name" in out and "Traceback" not in out
+    assert cluster.requests() == []
+
+
+def test_the_client_never_sends_an_empty_name():
+    from k8s.client import InvalidNameError, JobClient
+
+    client = JobClient("ml", api_client=object())
+    with pytest.raises(InvalidNameError, match="Job name: expected a Kubernetes object name"):
+        client._path("Job", "")
+    assert client._path("Job").endswith("/namespaces/ml/jobs")
+
+
+def test_logs_worker_and_tail_ranges(env):
+    cluster, kube, tmp_path = env
+    assert invoke("submit", write_spec(tmp_path / "job.yaml", workers=2), *kube)[0] == 0
+    code, out = invoke("logs", "cifar", "--worker", "9", *kube)
+    assert code == exit_codes.BAD_SPEC and "--worker 9: job 'cifar' has 2 workers (expected 0..1)" in out
+    for args in (["--worker", "-1"], ["--tail", "0"]):
+        assert invoke("logs", "cifar", *args, *kube)[0] == exit_codes.BAD_SPEC
+
+
+def test_a_bad_namespace_is_refused_before_contacting_the_cluster(env):
+    cluster, kube, tmp_path = env
+    code, out = invoke("submit", write_spec(tmp_path / "job.yaml"), "-n", "Bad_NS", "--dry-run", *kube)
+    assert code == exit_codes.BAD_SPEC and "--namespace: expected a DNS-1123 label" in out
+    assert cluster.requests() == []
+
+
+def test_kubeconfigs_that_are_not_yaml_and_kubeconfig_lists(env, monkeypatch):
+    cluster, _, tmp_path = env
+    garbage = tmp_path / "garbage"
+    garbage.write_text("garbage: [")
+    scalar = tmp_path / "scalar"
+    scalar.write_text("just a string\n")
+    for bad in (garbage, scalar):
+        code, out = invoke("list", "--kubeconfig", str(bad))
+        assert code == exit_codes.FAILURE and f"kubeconfig '{bad}' is not a valid kubeconfig" in out, out
+        assert "Traceback" not in out
+    # $KUBECONFIG lists files as kubectl merges them: a missing first entry does not hide the second.
+    good = write_kubeconfig(tmp_path / "kubeconfig-2", cluster.url)
+    monkeypatch.setenv("KUBECONFIG", f"{tmp_path / 'missing'}{os.pathsep}{good}")
+    code, out = invoke("list", "--context", "fake-ml")
+    assert code == 0, out

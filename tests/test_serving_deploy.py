@@ -111,6 +111,8 @@ def test_models_config_is_a_valid_tf_serving_config():
         (DeployOptions("/data/models/x"), "is not under --artifacts-dir 'artifacts'"),
         (DeployOptions("ftp://host/models/x"), "expected a path under --artifacts-dir or a gs:// or s3:// URI"),
         (DeployOptions("artifacts/models/x", cpu="lots"), "--cpu: expected a Kubernetes quantity"),
+        (DeployOptions("artifacts/models/x", cpu="-1"), "--cpu: expected a quantity above zero"),
+        (DeployOptions("artifacts/models/x", memory="0"), "--memory: expected a quantity above zero"),
         (DeployOptions("artifacts/models/x", replicas=3, hpa_max_replicas=2), "--hpa-max: expected >= --replicas (3)"),
         (DeployOptions("artifacts/models/x", name="Bad_Name"), "--name: expected a DNS-1123 label"),
         (DeployOptions("artifacts/models/x", object_store_secret="s"), "applies to gs:// or s3://"),
@@ -150,11 +152,58 @@ def test_apply_creates_then_updates_through_the_api(cluster):
     dep = next(o for o in cluster.objects() if o.get("kind") == "Deployment")
     assert dep["spec"]["replicas"] == 3
 
+    # Deploying again without the HPA and the headless Service removes them: a leftover HPA would scale the
+    # Deployment back up. Objects of another deployment in the namespace are not touched.
+    other = DeployOptions("artifacts/models/other", namespace="ml", hpa_max_replicas=3)
+    apply(build_manifests(other), api_client=cluster.api_client())
+    opts.hpa_max_replicas, opts.headless, opts.replicas = None, False, 1
+    lines = apply(build_manifests(opts), api_client=cluster.api_client())
+    assert "deleted HorizontalPodAutoscaler ml/ensemble-serving (no longer part of this deployment)" in lines
+    assert "deleted Service ml/ensemble-serving-headless (no longer part of this deployment)" in lines
+    names = {(o["kind"], o["metadata"]["name"]) for o in cluster.objects()}
+    assert ("HorizontalPodAutoscaler", "ensemble-serving") not in names
+    assert ("Service", "ensemble-serving-headless") not in names
+    assert ("HorizontalPodAutoscaler", "other-serving") in names and ("Deployment", "ensemble-serving") in names
+
 
 def test_apply_reports_api_errors(cluster):
     cluster.emulator.failures[("create", "configmaps")] = (403, "Forbidden", 'configmaps is forbidden: User "alice"')
-    with pytest.raises(DeployError, match="create ConfigMap ml/ensemble-serving-config: HTTP 403"):
+    with pytest.raises(DeployError) as info:
         apply(build_manifests(DeployOptions("artifacts/models/ensemble", namespace="ml")), api_client=cluster.api_client())
+    message = str(info.value)
+    assert message.startswith('create ConfigMap ml/ensemble-serving-config: configmaps is forbidden: User "alice" (HTTP 403)')
+    assert "jobctl-deployer Role" in message and '"kind"' not in message  # the server's sentence, not its JSON
+
+
+def test_a_failed_deploy_removes_what_it_created(cluster):
+    cluster.emulator.failures[("create", "services")] = (500, "InternalError", "etcdserver: request timed out")
+    with pytest.raises(DeployError) as info:
+        apply(build_manifests(DeployOptions("artifacts/models/ensemble", namespace="ml")), api_client=cluster.api_client())
+    assert "create Service ml/ensemble-serving: etcdserver: request timed out (HTTP 500)" in str(info.value)
+    assert "rolled back what this deploy had created: Deployment ensemble-serving, ConfigMap ensemble-serving-config" in str(info.value)
+    assert not [o for o in cluster.objects() if o.get("kind") in ("ConfigMap", "Deployment")]
+
+
+def test_an_unreachable_api_server_is_one_clear_error():
+    from kubernetes import client
+
+    cfg = client.Configuration()
+    cfg.host = "http://127.0.0.1:1"
+    cfg.retries = 0
+    with pytest.raises(DeployError, match=r"create ConfigMap ml/ensemble-serving-config: cannot reach the Kubernetes API at http://127.0.0.1:1"):
+        apply(build_manifests(DeployOptions("artifacts/models/ensemble", namespace="ml")), api_client=client.ApiClient(cfg))
+
+
+def test_cli_deploy_uses_the_kubeconfig_context_and_its_namespace(cluster, tmp_path):
+    from cli.main import app
+    from tests.test_k8s_cli import write_kubeconfig
+
+    kubeconfig = write_kubeconfig(tmp_path / "kubeconfig", cluster.url)
+    r = CliRunner().invoke(app, ["deploy", "artifacts/models/ensemble", "--kubeconfig", str(kubeconfig), "--context", "fake-ml"])
+    assert r.exit_code == 0, r.output
+    assert "created Deployment ml/ensemble-serving" in r.output
+    r = CliRunner().invoke(app, ["deploy", "artifacts/models/ensemble", "--kubeconfig", str(tmp_path / "none")])
+    assert r.exit_code == 1 and "does not exist" in r.output
 
 
 def test_cli_deploy_dry_run_and_output_dir(tmp_path):

@@ -144,3 +144,9 @@ def test_default_spec_is_plain_typed_objects():
     spec = JobSpec(name="x")
     assert spec.callbacks.checkpoint.monitor == "val_accuracy" and spec.callbacks.checkpoint.resolved_mode() == "max"
     assert spec.data.dataset == "digits" and spec.model_name == "x"
+
+
+@pytest.mark.parametrize("field, value", [("cpu", "-1"), ("cpu", 0), ("memory", "0"), ("shm_size", "-1Gi")])
+def test_resources_must_be_above_zero(field, value):
+    with pytest.raises(SpecError, match=rf"resources\.{field}: expected a quantity above zero"):
+        parse_spec({"name": "x", "resources": {field: value}})
