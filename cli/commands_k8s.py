@@ -88,8 +88,11 @@ def render(
     from k8s.manifests import write_manifests
 
     objects = _objects(spec_path, overrides, run_id=run_id, name=name, namespace=namespace, image=image)
-    for path in write_manifests(objects, out):
-        console.print(f"wrote {path}", highlight=False)
+    try:
+        for path in write_manifests(objects, out):
+            console.print(f"wrote {path}", highlight=False)
+    except OSError as exc:
+        fail(f"-o/--out {out}: cannot write the manifests ({exc.strerror or exc})", exit_codes.FAILURE)
     console.print(
         f"apply with: kubectl apply -k k8s/base{' -n ' + namespace if namespace else ''}  (once per namespace), "
         f"then kubectl apply -f {out}",
@@ -116,9 +119,12 @@ def submit(
     client = _client(namespace, context, kubeconfig)
     created = _run(lambda: client.submit(objects, replace=replace, dry_run=dry_run))
     job_name = objects[-1]["metadata"]["name"]
+    from k8s.client import WOULD_REPLACE
+
     verb = "would create" if dry_run else "created"
     for obj in created:
-        console.print(f"{verb} {obj.get('kind', '?').lower()}/{obj['metadata']['name']} in namespace {client.namespace}", highlight=False)
+        this = "would replace" if obj.get(WOULD_REPLACE) else verb
+        console.print(f"{this} {obj.get('kind', '?').lower()}/{obj['metadata']['name']} in namespace {client.namespace}", highlight=False)
     if dry_run:
         return
     if not wait:

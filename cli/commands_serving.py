@@ -294,7 +294,8 @@ def deploy(
     name: Optional[str] = typer.Option(None, "--name", help="Deployment/Service name (default: <model>-serving)"),
     namespace: Optional[str] = typer.Option(None, "--namespace", "-n",
                                             help="default: the kubeconfig context's namespace, else 'default'"),
-    image: str = typer.Option("ghcr.io/your-org/jobctl-serve:latest", "--image", help="built from Dockerfile.serve"),
+    image: Optional[str] = typer.Option(None, "--image",
+                                        help="built from Dockerfile.serve (default: jobctl-serve:<jobctl version>)"),
     artifacts_dir: str = typer.Option("artifacts", "--artifacts-dir", help="local path the artifacts PVC holds"),
     pvc: str = typer.Option("jobctl-artifacts", "--pvc", help="artifacts PersistentVolumeClaim"),
     object_store_secret: Optional[str] = typer.Option(None, "--object-store-secret",
@@ -330,16 +331,19 @@ def deploy(
     try:
         opts = DeployOptions(
             base_path=base_path, model_name=model_name, name=name, namespace=namespace, replicas=replicas,
-            image=image, artifacts_dir=artifacts_dir, pvc=pvc, object_store_secret=object_store_secret,
+            artifacts_dir=artifacts_dir, pvc=pvc, object_store_secret=object_store_secret,
             headless=headless, hpa_max_replicas=hpa_max, hpa_cpu_percent=hpa_cpu, cpu=cpu, memory=memory,
-            batching=batching, version_labels=_labels(label),
+            batching=batching, version_labels=_labels(label), **({"image": image} if image is not None else {}),
         )
         objects = build_manifests(opts)
     except (DeployError, ManifestError) as exc:
         fail(str(exc), exit_codes.BAD_SPEC)
     if output_dir:
-        for p in write_manifests(objects, output_dir):
-            console.print(f"wrote {p}")
+        try:
+            for p in write_manifests(objects, output_dir):
+                console.print(f"wrote {p}")
+        except OSError as exc:
+            fail(f"-o/--output-dir {output_dir}: cannot write the manifests ({exc.strerror or exc})", exit_codes.FAILURE)
     if dry_run:
         if not output_dir:
             print(to_yaml(objects), end="")

@@ -57,6 +57,10 @@ TERMINAL = ("Succeeded", "Failed")
 
 
 # ------------------------------------------------------------------------------------------------ errors
+# Marks, in `submit(dry_run=True, replace=True)`'s answer, an object that exists and that the real run replaces.
+WOULD_REPLACE = "jobctl.io/would-replace"
+
+
 class KubeError(Exception):
     """A Kubernetes request failed; `str()` says what, why, and what to do."""
 
@@ -518,6 +522,14 @@ class JobClient:
         if status == 401:
             return KubeError(f"unauthorized: the API server rejected the credentials of the kubeconfig ({message})", status=401)
         if status == 404:
+            if payload.get("kind") != "Status":  # not the API server's answer: a proxy, a wrong URL
+                return KubeError(f"{method} {what}: the server at {self.host} answered HTTP 404 without a Kubernetes "
+                                 f"Status ({message[:200]!r}); expected a Kubernetes API server: check the kubeconfig's "
+                                 "cluster server and `kubectl cluster-info`", status=404)
+            if f'namespaces "{self.namespace}" not found' in message:
+                return NotFoundError(f"namespace {self.namespace!r} does not exist; expected an existing namespace "
+                                     "(`kubectl get namespaces`), set by -n or the kubeconfig context",
+                                     status=404, reason=reason)
             return NotFoundError(f"{what} not found in namespace {self.namespace!r}", status=404, reason=reason)
         if status == 409:
             return ConflictError(f"{what} already exists in namespace {self.namespace!r}: {message}", status=409, reason=reason)
@@ -566,12 +578,15 @@ class JobClient:
             try:
                 created.append(self.request("POST", "Job", body=body, query=query))
             except ConflictError:
-                raise ConflictError(
-                    f"a Job named {name!r} already exists in namespace {self.namespace!r}; "
-                    f"expected a new name: `jobctl submit ... --replace` deletes the old one first, or change "
-                    f"`name` in the spec (or --set name=...). See it with `jobctl status {name}`.",
-                    status=409,
-                ) from None
+                if dry_run and replace:  # the real run deletes it first
+                    created.append({**body, WOULD_REPLACE: True})
+                else:
+                    raise ConflictError(
+                        f"a Job named {name!r} already exists in namespace {self.namespace!r}; "
+                        f"expected a new name: `jobctl submit ... --replace` deletes the old one first, or change "
+                        f"`name` in the spec (or --set name=...). See it with `jobctl status {name}`.",
+                        status=409,
+                    ) from None
             uid = (created[0].get("metadata") or {}).get("uid")
             for dep in dependents:
                 if uid:
@@ -581,6 +596,9 @@ class JobClient:
                 try:
                     created.append(self.request("POST", dep["kind"], body=dep, query=query))
                 except ConflictError:
+                    if dry_run and replace:
+                        created.append({**dep, WOULD_REPLACE: True})
+                        continue
                     raise ConflictError(
                         f"a {dep['kind']} named {dep['metadata']['name']!r} already exists in namespace "
                         f"{self.namespace!r} (left by an earlier job?); delete it (`kubectl delete "

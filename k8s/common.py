@@ -135,3 +135,16 @@ def container_security_context(read_only_root: bool = True) -> dict:
         "capabilities": {"drop": ["ALL"]},
         "seccompProfile": {"type": "RuntimeDefault"},
     }
+
+
+_IMAGE_REFERENCE = re.compile(r"^[a-z0-9]+([._/:@-][A-Za-z0-9_]+)*([:@][A-Za-z0-9_.:-]+)?$")
+
+
+def validate_image(ref: str, field: str) -> str:
+    """A container image reference (registry/repository[:tag][@sha256:digest]); an empty one or one with spaces
+    would only fail at pull time, on a node."""
+    if not isinstance(ref, str) or not ref or len(ref) > 512 or any(c.isspace() for c in ref) \
+            or not _IMAGE_REFERENCE.fullmatch(ref):
+        raise ManifestError(f"{field}: expected an image reference such as ghcr.io/org/name:1.0 or "
+                            f"name@sha256:<digest>, received {ref!r}")
+    return ref

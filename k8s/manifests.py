@@ -188,7 +188,9 @@ def build_job_objects(
             labels,
             run_id=run_id,
             namespace=namespace,
-            image=image or spec.resources.image or default_image(),
+            image=common.validate_image(image, "--image") if image is not None else
+            common.validate_image(spec.resources.image, "resources.image") if spec.resources.image is not None else
+            default_image(),
             artifacts_claim=artifacts_claim,
             service_account=service_account,
             ttl_seconds_after_finished=ttl_seconds_after_finished,

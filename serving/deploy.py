@@ -34,7 +34,19 @@ REST_PORT = 8501
 CONFIG_DIR = "/etc/jobctl-serving"
 ARTIFACTS_MOUNT = "/artifacts"
 ARTIFACTS_CLAIM = "jobctl-artifacts"  # the kustomize base's PVC (k8s/base/artifacts-pvc.yaml)
-DEFAULT_IMAGE = "ghcr.io/your-org/jobctl-serve:latest"
+DEFAULT_IMAGE_REPOSITORY = "ghcr.io/your-org/jobctl-serve"
+GCS_KEY_DIR, GCS_KEY = "/var/run/secrets/object-store", "key.json"
+
+
+def default_image() -> str:
+    """The serving image `make image` builds and pushes for this jobctl version (as the training image's tag)."""
+    try:
+        from importlib.metadata import version
+
+        tag = version("jobctl")
+    except Exception:  # a checkout that was never installed
+        tag = "dev"
+    return f"{DEFAULT_IMAGE_REPOSITORY}:{tag}"
 COMPONENT = "serving"
 OBJECT_STORE = re.compile(r"^(gs|s3)://[^/]+(/.*)?$")
 _QUANTITY = re.compile(r"^([+-]?[0-9.]+)([eEinumkKMGTP]*[-+]?[0-9]*)$")
@@ -69,7 +81,7 @@ class DeployOptions:
     name: Optional[str] = None
     namespace: str = "default"
     replicas: int = 2
-    image: str = DEFAULT_IMAGE
+    image: str = field(default_factory=default_image)
     artifacts_dir: str = "artifacts"
     pvc: str = ARTIFACTS_CLAIM
     object_store_secret: Optional[str] = None
@@ -128,6 +140,10 @@ def _check(opts: DeployOptions) -> None:
         problems.append(f"--hpa-max: expected >= --replicas ({opts.replicas}), received {opts.hpa_max_replicas}")
     if not 1 <= opts.hpa_cpu_percent <= 100:
         problems.append(f"--hpa-cpu: expected 1..100, received {opts.hpa_cpu_percent}")
+    try:
+        common.validate_image(opts.image, "--image")
+    except common.ManifestError as exc:
+        problems.append(str(exc))
     if opts.object_store_secret is not None and "://" not in opts.base_path:
         problems.append("--object-store-secret applies to gs:// or s3:// base paths; the model is on the artifacts volume")
     if problems:
@@ -139,7 +155,11 @@ def names(opts: DeployOptions) -> tuple[str, str]:
     of --model_name with --model_base_path)."""
     model = opts.model_name or PurePosixPath(opts.base_path.rstrip("/").split("://")[-1]).name
     if not re.fullmatch(r"[A-Za-z0-9_.-]+", model or ""):
-        raise DeployError(f"--model-name: expected letters, digits, '_', '.', '-', received {model!r}")
+        if opts.model_name:
+            raise DeployError(f"--model-name: expected letters, digits, '_', '.', '-', received {model!r}")
+        raise DeployError(f"BASE_PATH {opts.base_path!r}: its last component {model!r} names the model, and a model "
+                          "name is letters, digits, '_', '.', '-'; expected a path such as artifacts/models/ensemble "
+                          "or gs://bucket/models/ensemble, or give --model-name")
     name = opts.name or f"{model.lower().replace('_', '-').replace('.', '-')}-serving"
     common.validate_dns1123(name, "--name", max_length=54)  # room for "-headless"
     common.validate_dns1123(opts.namespace, "--namespace")
@@ -260,8 +280,16 @@ def _deployment(opts, name, model, remote, lbl, selector, meta) -> dict:
     if remote:
         if opts.object_store_secret:
             common.validate_dns1123(opts.object_store_secret, "--object-store-secret", max_length=253)
-            # AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY/AWS_REGION/S3_ENDPOINT, or GOOGLE_APPLICATION_CREDENTIALS
-            container["envFrom"] = [{"secretRef": {"name": opts.object_store_secret}}]
+            if opts.base_path.startswith("gs://"):
+                # Google's client reads a key *file*: the Secret's key.json, mounted read-only (the root file
+                # system is read-only, and an environment variable cannot hold a file).
+                container["volumeMounts"].append({"name": "object-store-key", "mountPath": GCS_KEY_DIR, "readOnly": True})
+                volumes.append({"name": "object-store-key", "secret": {"secretName": opts.object_store_secret,
+                                                                        "items": [{"key": GCS_KEY, "path": GCS_KEY}]}})
+                container.setdefault("env", []).append(
+                    {"name": "GOOGLE_APPLICATION_CREDENTIALS", "value": f"{GCS_KEY_DIR}/{GCS_KEY}"})
+            else:  # s3://: AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY, AWS_REGION, S3_ENDPOINT as the Secret's keys
+                container["envFrom"] = [{"secretRef": {"name": opts.object_store_secret}}]
     else:
         common.validate_dns1123(opts.pvc, "--pvc", max_length=253)
         container["volumeMounts"].append({"name": "artifacts", "mountPath": ARTIFACTS_MOUNT, "readOnly": True})

@@ -122,3 +122,13 @@ def test_every_file_the_readme_and_docs_commands_name_exists():
     assert named  # the pattern still finds the tour's commands
     missing = sorted((doc, m) for doc, m in named if not (root / m).is_file())
     assert not missing, missing
+
+
+def test_manifests_that_cannot_be_written_and_a_base_path_without_a_model_name(tmp_path):
+    # /proc takes no new directories, whoever runs the test (root included).
+    for args in (["render", "examples/digits-cnn.yaml", "-o", "/proc/jobctl-test/out"],
+                 ["deploy", "artifacts/models/ensemble", "--dry-run", "-o", "/proc/jobctl-test/out"]):
+        r = run(args)
+        assert r.exit_code == 1 and "cannot write the manifests" in r.output and "Traceback" not in r.output, r.output
+    r = run(["deploy", "s3://", "--dry-run"])
+    assert r.exit_code == 2 and "BASE_PATH 's3://'" in r.output and "--model-name" in r.output

@@ -358,3 +358,25 @@ def test_kubeconfigs_that_are_not_yaml_and_kubeconfig_lists(env, monkeypatch):
     monkeypatch.setenv("KUBECONFIG", f"{tmp_path / 'missing'}{os.pathsep}{good}")
     code, out = invoke("list", "--context", "fake-ml")
     assert code == 0, out
+
+
+def test_a_missing_namespace_and_a_server_that_is_not_kubernetes(env, tmp_path):
+    from k8s.client import JobClient
+
+    cluster, _, _ = env
+    client = cluster.client()
+    status = '{"kind": "Status", "apiVersion": "v1", "status": "Failure", "reason": "NotFound", "code": 404, "message": "namespaces \\"nope\\" not found"}'
+    err = JobClient("nope", api_client=client.api)._api_error("POST", "Job", None, None, 404, status)
+    assert "namespace 'nope' does not exist" in str(err)
+    err = client._api_error("GET", "Job", "x", None, 404, "<html>404 page not found</html>")
+    assert "answered HTTP 404 without a Kubernetes Status" in str(err) and "cluster-info" in str(err)
+
+
+def test_submit_replace_dry_run_reports_what_it_would_replace(env):
+    cluster, kube, tmp_path = env
+    spec = write_spec(tmp_path / "job.yaml")
+    assert invoke("submit", spec, *kube)[0] == 0
+    code, out = invoke("submit", spec, "--replace", "--dry-run", *kube)
+    assert code == 0, out
+    assert "would replace job/cifar in namespace ml" in out
+    assert len(cluster.objects("Job")) == 1  # a dry run changes nothing

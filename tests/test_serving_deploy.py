@@ -88,7 +88,14 @@ def test_options_shape_the_objects():
     remote = build_manifests(CASES["object-store"])
     pod = by_kind(remote, "Deployment")["spec"]["template"]["spec"]
     assert not any("persistentVolumeClaim" in v for v in pod["volumes"])
-    assert pod["containers"][0]["envFrom"] == [{"secretRef": {"name": "gcs-creds"}}]
+    # gs://: Google's client reads a key file, so the Secret's key.json is mounted and pointed at
+    container = pod["containers"][0]
+    assert "envFrom" not in container
+    assert {"name": "GOOGLE_APPLICATION_CREDENTIALS", "value": "/var/run/secrets/object-store/key.json"} in container["env"]
+    assert {"name": "object-store-key", "mountPath": "/var/run/secrets/object-store", "readOnly": True} in container["volumeMounts"]
+    assert {"name": "object-store-key", "secret": {"secretName": "gcs-creds", "items": [{"key": "key.json", "path": "key.json"}]}} in pod["volumes"]
+    s3 = by_kind(build_manifests(DeployOptions("s3://bucket/models/digits", object_store_secret="aws-creds")), "Deployment")
+    assert s3["spec"]["template"]["spec"]["containers"][0]["envFrom"] == [{"secretRef": {"name": "aws-creds"}}]
     assert 'base_path: "gs://bucket/models/digits"' in by_kind(remote, "ConfigMap")["data"]["models.config"]
     assert not any(o["kind"] == "PodDisruptionBudget" for o in remote)  # one replica: a PDB would block drains
 
@@ -113,6 +120,8 @@ def test_models_config_is_a_valid_tf_serving_config():
         (DeployOptions("artifacts/models/x", cpu="lots"), "--cpu: expected a Kubernetes quantity"),
         (DeployOptions("artifacts/models/x", cpu="-1"), "--cpu: expected a quantity above zero"),
         (DeployOptions("artifacts/models/x", memory="0"), "--memory: expected a quantity above zero"),
+        (DeployOptions("artifacts/models/x", image="bad image"), "--image: expected an image reference"),
+        (DeployOptions("artifacts/models/x", image=""), "--image: expected an image reference"),
         (DeployOptions("artifacts/models/x", replicas=3, hpa_max_replicas=2), "--hpa-max: expected >= --replicas (3)"),
         (DeployOptions("artifacts/models/x", name="Bad_Name"), "--name: expected a DNS-1123 label"),
         (DeployOptions("artifacts/models/x", object_store_secret="s"), "applies to gs:// or s3://"),
