@@ -27,7 +27,10 @@ def init(
         fail(f"--name: expected a DNS-1123 label (lower-case letters, digits, '-'), received {name!r}", exit_codes.BAD_SPEC)
     if path.exists() and not force:
         fail(f"{path} already exists; use --force to overwrite it", exit_codes.BAD_SPEC)
-    atomic_write_text(path, render_template(name, str(path)))
+    try:
+        atomic_write_text(path, render_template(name, str(path)))
+    except OSError as exc:
+        fail(f"{path}: cannot write it ({exc.strerror or exc})", exit_codes.FAILURE)
     console.print(f"wrote {path}; next: jobctl validate {path} && jobctl train {path}", highlight=False)
 
 

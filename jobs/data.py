@@ -140,6 +140,20 @@ def _where(path: Path) -> str:
     return str(path.expanduser())
 
 
+def _open_npz(source, what: str, expected: str) -> np.lib.npyio.NpzFile:
+    """np.load(source) as an .npz archive, or a ValueError saying `what` is not one (pickle is never allowed)."""
+    try:
+        npz = np.load(source, allow_pickle=False)
+    except (ValueError, EOFError, OSError, zipfile.BadZipFile) as exc:
+        # A file that is neither a zip nor a .npy is tried as a pickle, and numpy's refusal suggests loading it
+        # unsafely: never pass that on. Zip and I/O errors say what is wrong, so they are quoted.
+        why = "" if isinstance(exc, (ValueError, EOFError)) else f" ({exc})"
+        raise ValueError(f"{what} is not a NumPy .npz archive{why}; {expected}") from None
+    if not isinstance(npz, np.lib.npyio.NpzFile):
+        raise ValueError(f"{what} holds a single array, not an .npz archive; {expected}")
+    return npz
+
+
 # ------------------------------------------------------------------------------------------------- digits
 def _digits_arrays() -> tuple[np.ndarray, np.ndarray]:
     """scikit-learn's bundled digits: the CSV `load_digits()` reads, read without importing scikit-learn (~2 s)."""
@@ -533,14 +547,19 @@ CIFAR100_COARSE_CLASSES = [
 
 def _load_mnist(spec: DataSpec, seed: int) -> _Raw:
     read = _keras_files(KERAS_SOURCES["mnist"], spec)
-    try:
-        with np.load(io.BytesIO(read("mnist.npz")), allow_pickle=False) as f:
+    expected = "expected an .npz with x_train, y_train, x_test, y_test"
+    with _open_npz(io.BytesIO(read("mnist.npz")), "data.dataset: 'mnist': mnist.npz", expected) as f:
+        try:
             arrays = {k: f[k] for k in ("x_train", "y_train", "x_test", "y_test")}
-    except (KeyError, ValueError, zipfile.BadZipFile, OSError) as exc:
-        raise ValueError(
-            f"data.dataset: 'mnist': mnist.npz is not the Keras MNIST file ({exc}); expected an .npz with "
-            "x_train, y_train, x_test, y_test"
-        ) from None
+        except (KeyError, ValueError) as exc:
+            raise ValueError(f"data.dataset: 'mnist': mnist.npz is not the Keras MNIST file ({exc}); {expected}") from None
+    for split in ("train", "test"):
+        x, y = arrays[f"x_{split}"], arrays[f"y_{split}"]
+        if len(x) != len(y):
+            raise ValueError(
+                f"data.dataset: 'mnist': mnist.npz has {len(x)} images in 'x_{split}' but {len(y)} labels in "
+                f"'y_{split}'; expected one label per image"
+            )
     return _Raw(arrays["x_train"], arrays["y_train"], arrays["x_test"], arrays["y_test"], list(MNIST_CLASSES))
 
 
@@ -755,6 +774,11 @@ def _load_image_folder(spec: DataSpec, seed: int) -> _Raw:
         raise ValueError(f"data.path: {spec.path!r} is a file, not a folder; {layout_hint}")
     notes: list[str] = []
     split_layout = (root / "train").is_dir() and (root / "test").is_dir()
+    if (root / "test").is_dir() and not split_layout:
+        raise ValueError(
+            f"data.path: {spec.path!r} has a test/ sub-folder but no train/; expected both train/ and test/ "
+            "(root/train/<class>/<image>, root/test/<class>/<image>) or neither (root/<class>/<image>)"
+        )
     train_root = root / "train" if split_layout else root
     found = _class_dirs(train_root)
     if len(found) < 2:
@@ -871,6 +895,21 @@ def _npz_images(x: np.ndarray, key: str, file: str, notes: list[str]) -> np.ndar
 
 def _npz_labels(y: np.ndarray, key: str, file: str, n: int, notes: list[str]) -> np.ndarray:
     if y.ndim == 2 and y.shape[1] > 1:
+        if y.dtype.kind not in "biuf":
+            raise ValueError(f"data.path: {file} array {key!r} has dtype {y.dtype}; expected one-hot numbers")
+        one_hot = np.all((y == 0) | (y == 1), axis=1) & (np.count_nonzero(y == 1, axis=1) == 1)
+        if not np.all(one_hot):
+            i = int(np.argmin(one_hot))
+            row = y[i]
+            if row.size <= 10:
+                shown = f"is {row.tolist()}"
+            else:
+                nonzero = {int(c): row[c].item() for c in np.flatnonzero(row)[:10]}
+                shown = f"has nonzero values {nonzero} (column: value)"
+            raise ValueError(
+                f"data.path: {file} array {key!r} has shape {list(y.shape)} but row {i} {shown}; expected one-hot "
+                "rows (a single 1, zeros elsewhere) or [N] integer class indices"
+            )
         notes.append(f"{key}: one-hot labels converted to class indices")
         y = np.argmax(y, axis=1)
     y = y.reshape(-1) if y.ndim == 2 else y
@@ -894,12 +933,7 @@ def _load_npz(spec: DataSpec, seed: int) -> _Raw:
             f"data.path: {spec.path!r} {'is a folder' if path.is_dir() else 'does not exist'}; expected an .npz "
             f"file ({expected}); write one with numpy.savez(path, x_train=..., y_train=...)"
         )
-    try:
-        npz = np.load(path, allow_pickle=False)
-    except (ValueError, OSError, zipfile.BadZipFile) as exc:
-        raise ValueError(f"data.path: {file} is not a numpy .npz file ({exc}); {expected}") from None
-    if not isinstance(npz, np.lib.npyio.NpzFile):
-        raise ValueError(f"data.path: {file} holds a single array, not an .npz archive; {expected}")
+    npz = _open_npz(path, f"data.path: {file}", f"{expected}; write one with numpy.savez(path, x_train=..., y_train=...)")
     with npz:
         keys = sorted(npz.files)
 
@@ -922,6 +956,10 @@ def _load_npz(spec: DataSpec, seed: int) -> _Raw:
         notes: list[str] = []
         x_train = _npz_images(get("x_train"), "x_train", file, notes)
         y_train = _npz_labels(get("y_train"), "y_train", file, len(x_train), notes)
+        train_classes = np.unique(y_train)
+        if len(train_classes) < 2:
+            found = f"only label {int(train_classes[0])}" if len(train_classes) else "no labels"
+            raise ValueError(f"data.path: {file} array 'y_train' has {found}; expected at least 2 classes")
         if has_xt:
             x_test = _npz_images(get("x_test"), "x_test", file, notes)
             y_test = _npz_labels(get("y_test"), "y_test", file, len(x_test), notes)
@@ -929,6 +967,13 @@ def _load_npz(spec: DataSpec, seed: int) -> _Raw:
                 raise ValueError(
                     f"data.path: {file} x_test images are {list(x_test.shape[1:])} but x_train images are "
                     f"{list(x_train.shape[1:])}; expected the same shape"
+                )
+            unseen = np.setdiff1d(y_test, train_classes)
+            if unseen.size:
+                more = f" ... ({unseen.size} in all)" if unseen.size > 20 else ""
+                raise ValueError(
+                    f"data.path: {file} array 'y_test' has labels {unseen[:20].tolist()}{more} that 'y_train' lacks; "
+                    "expected the test classes to be among the training classes"
                 )
         else:
             train_idx, test_idx = _stratified_holdout(y_train, spec.test_fraction, np.random.default_rng(seed))

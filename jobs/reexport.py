@@ -1,4 +1,7 @@
-"""Re-export a finished run's best checkpoint (`jobctl export RUN_DIR`) without reloading its dataset."""
+"""Re-export a finished run's best checkpoint (`jobctl export RUN_DIR`) without reloading its dataset.
+
+The TF Serving warmup records come from the run's first export (the same test images), so every version of a
+model is warmed up alike."""
 
 from __future__ import annotations
 
@@ -41,5 +44,24 @@ def reexport_run(run_dir: Union[str, Path], export_root: Optional[Union[str, Pat
     return export_model(
         model, root, spec.model_name, class_names=metrics["class_names"], input_shape=input_shape,
         input_dtype=spec.export.input_dtype, version=version, pixel_max=metrics["pixel_max"],
+        warmup_samples=_warmup_samples(metrics.get("export_path")),
         metadata=run_metadata(spec.spec_hash(), run_dir, metrics),
     )
+
+
+def _warmup_samples(export_path: Optional[str]):
+    """The images of an earlier export's warmup records, or None when it has none (or is gone)."""
+    import numpy as np
+    import tensorflow as tf
+    from tensorflow_serving.apis import prediction_log_pb2
+
+    from jobs.export import INPUT_NAME, WARMUP_FILE
+
+    records = Path(export_path or "") / "assets.extra" / WARMUP_FILE
+    if not export_path or not records.is_file():
+        return None
+    images = []
+    for raw in tf.data.TFRecordDataset(str(records)):
+        log = prediction_log_pb2.PredictionLog.FromString(raw.numpy())
+        images.append(tf.make_ndarray(log.predict_log.request.inputs[INPUT_NAME]))
+    return np.concatenate(images) if images else None

@@ -18,6 +18,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 DNS1123_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
+MAX_IMAGE_SIDE = 4096
 QUANTITY = re.compile(r"^([+-]?[0-9.]+)([eEinumkKMGTP]*[-+]?[0-9]*)$")
 
 
@@ -87,6 +88,9 @@ class DataSpec(_Strict):
     def _positive_size(cls, v):
         if v is not None and (v[0] < 1 or v[1] < 1):
             raise ValueError(f"expected [height, width] with both >= 1, received {list(v)}")
+        if v is not None and (v[0] > MAX_IMAGE_SIDE or v[1] > MAX_IMAGE_SIDE):
+            # Every image is held in memory at this size: 100000x100000 RGB is 30 GB an image.
+            raise ValueError(f"expected [height, width] with both <= {MAX_IMAGE_SIDE}, received {list(v)}")
         return v
 
     @field_validator("class_names")
@@ -238,26 +242,56 @@ class TrainingSpec(_Strict):
     )
 
     @model_validator(mode="after")
-    def _nesterov_needs_sgd(self) -> "TrainingSpec":
+    def _settings_the_optimizer_and_schedule_use(self) -> "TrainingSpec":
+        # A setting that would be silently ignored is a mistake the user should hear about.
         if self.nesterov and self.optimizer != "sgd":
             raise ValueError(f"nesterov applies to optimizer 'sgd' only, received optimizer {self.optimizer!r}")
+        if self.momentum and self.optimizer not in ("sgd", "rmsprop"):
+            raise ValueError(f"momentum applies to optimizers 'sgd' and 'rmsprop', received optimizer "
+                             f"{self.optimizer!r} with momentum {self.momentum}")
+        sch = self.schedule
+        if sch.warmup_epochs and sch.type == "plateau":
+            raise ValueError("schedule.warmup_epochs applies to the constant, step and cosine schedules, not to "
+                             f"plateau; received warmup_epochs {sch.warmup_epochs}")
+        if sch.warmup_epochs >= self.epochs:
+            raise ValueError(f"schedule.warmup_epochs: expected fewer than epochs ({self.epochs}), received "
+                             f"{sch.warmup_epochs}")
+        if sch.min_learning_rate >= self.learning_rate and sch.type != "constant":
+            raise ValueError(f"schedule.min_learning_rate: expected below learning_rate ({self.learning_rate}), "
+                             f"received {sch.min_learning_rate}")
         return self
 
 
 # ----------------------------------------------------------------------------------------------- callbacks
+# What every epoch logs (the loss and the one compiled metric, on training and validation data): a monitor must
+# be one of them, or the run would train to the end and only then find nothing to choose the best epoch by.
+Monitor = Literal["val_accuracy", "val_loss", "accuracy", "loss"]
+
+
+def _direction(monitor: str) -> str:
+    return "max" if "accuracy" in monitor else "min"
+
+
 class CheckpointSpec(_Strict):
-    monitor: str = "val_accuracy"
+    monitor: Monitor = "val_accuracy"
     mode: Literal["auto", "min", "max"] = "auto"
+
+    @model_validator(mode="after")
+    def _mode_matches_the_monitor(self) -> "CheckpointSpec":
+        if self.mode != "auto" and self.mode != _direction(self.monitor):
+            raise ValueError(f"mode {self.mode!r} with monitor {self.monitor!r} keeps the worst epoch; expected "
+                             f"mode {_direction(self.monitor)!r} or 'auto'")
+        return self
 
     def resolved_mode(self) -> str:
         if self.mode != "auto":
             return self.mode
-        return "max" if ("acc" in self.monitor or "auc" in self.monitor) else "min"
+        return _direction(self.monitor)
 
 
 class EarlyStoppingSpec(_Strict):
     enabled: bool = False
-    monitor: str = "val_loss"
+    monitor: Monitor = "val_loss"
     patience: int = Field(default=3, ge=0)
     min_delta: float = Field(default=0.0, ge=0.0)
     restore_best_weights: bool = True
@@ -509,6 +543,25 @@ def parse_spec(data: Any, source: str = "spec") -> JobSpec:
         raise SpecError(problems, source) from None
 
 
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """safe_load, except that a key given twice in one mapping is an error: PyYAML keeps the last one silently, so
+    a pasted `learning_rate:` line would override the first without a word."""
+
+
+def _unique_mapping(loader: _UniqueKeyLoader, node: yaml.MappingNode, deep: bool = False):
+    seen = set()
+    for key_node, _ in node.value:
+        key = loader.construct_object(key_node, deep=deep)
+        if key in seen:
+            raise yaml.constructor.ConstructorError(None, None, f"key {key!r} appears twice in one mapping",
+                                                    key_node.start_mark)
+        seen.add(key)
+    return loader.construct_mapping(node, deep=deep)
+
+
+_UniqueKeyLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _unique_mapping)
+
+
 def read_yaml(path: Union[str, Path]) -> Any:
     path = Path(path)
     if path.is_dir():
@@ -516,7 +569,7 @@ def read_yaml(path: Union[str, Path]) -> Any:
     if not path.is_file():
         raise SpecError([f"file not found: {str(path)!r}"], str(path))
     try:
-        return yaml.safe_load(path.read_text())
+        return yaml.load(path.read_text(), Loader=_UniqueKeyLoader)
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark else ""

@@ -13,6 +13,7 @@ import json
 import logging
 import os
 import random
+import re
 import sys
 import time
 from contextlib import contextmanager
@@ -35,6 +36,9 @@ class RunResult:
     run_dir: Path
     export_path: Optional[Path]
     metrics: dict[str, Any]
+
+
+RUN_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,99}")
 
 
 def new_run_id() -> str:
@@ -190,7 +194,8 @@ class EpochLine:
     """One line per epoch a person can follow; builds a Keras callback lazily (keras imported late)."""
 
     @staticmethod
-    def make(total_epochs: int, monitor: str, mode: str, train_count: int, out=sys.stdout, keras=None):
+    def make(total_epochs: int, monitor: str, mode: str, train_count: int, out=None, keras=None):
+        out = out or sys.stdout
         if keras is None:
             import keras
 
@@ -237,11 +242,12 @@ def batch_and_learning_rate(t, replicas: int) -> tuple[int, float]:
     devices); `replica` multiplies it. `scale_learning_rate` applies the linear scaling rule.
     """
     global_batch = t.batch_size * (replicas if t.batch_size_per == "replica" else 1)
-    if global_batch < replicas:
+    if global_batch < replicas or global_batch % replicas:
+        # MirroredStrategy splits every batch evenly: 32 over 3 replicas fails inside TensorFlow (AddN shapes).
         raise ValueError(
-            f"training.batch_size: a global batch of {global_batch} cannot be split across {replicas} replicas. "
-            f"Received: batch_size={t.batch_size}, batch_size_per={t.batch_size_per!r}; expected a global batch "
-            f">= {replicas} (or batch_size_per: replica)"
+            f"training.batch_size: a global batch of {global_batch} cannot be split evenly across {replicas} "
+            f"replicas. Received: batch_size={t.batch_size}, batch_size_per={t.batch_size_per!r}; expected a "
+            f"multiple of {replicas} (or batch_size_per: replica)"
         )
     return global_batch, t.learning_rate * (replicas if t.scale_learning_rate else 1)
 
@@ -490,6 +496,10 @@ def run(
     from jobs.distribute import Preempted, is_chief_process
 
     run_id = kwargs.pop("run_id", None) or new_run_id()
+    if not RUN_ID.fullmatch(run_id) or ".." in run_id:
+        # It names a directory under runs/<name>/: a '/' or '..' would put the run somewhere `jobctl runs` never looks.
+        raise SpecError([f"--run-id: expected letters, digits, '.', '_', '-' (1 to 100, no '..'), received {run_id!r}"],
+                        "arguments")
     root = Path(kwargs.get("artifacts_dir") or spec.artifacts_dir)
     fresh = not (root / "runs" / spec.name / run_id).exists()
     if fresh and kwargs.get("export", True) and isinstance(spec.export.version, int):
@@ -547,17 +557,23 @@ def _run(
     run_id: Optional[str] = None,
     virtual_devices: int = 0,
     export: bool = True,
-    out=sys.stdout,
+    out=None,
 ) -> RunResult:
     """Train `spec` to completion; returns where everything went. Raises on failure."""
     import shutil
     import tempfile
+
+    # Resolved per call, not at import: a caller that swapped sys.stdout (a CLI test runner) may have closed it.
+    out = out or sys.stdout
 
     from jobs import distribute
 
     root = Path(artifacts_dir or spec.artifacts_dir)
     shared_run_dir = root / "runs" / spec.name / run_id
     done = _read_metrics(shared_run_dir)
+    if done.get("status") == "succeeded" and done.get("spec_hash") not in (None, spec.spec_hash()):
+        raise SpecError([f"--run-id {run_id}: that run already succeeded with another spec ({shared_run_dir / 'spec.yaml'});"
+                         " expected a new --run-id to train this one"], "arguments")
     if done.get("status") == "succeeded":
         # A retried pod of a finished run (or the same --run-id twice): training again would export twice.
         # Every worker reads the same file, so all of them stop here, before meeting.
@@ -656,6 +672,9 @@ def _train(spec: JobSpec, info, root: Path, shared_run_dir: Path, run_dir: Path,
     # resumed from its backup starts at the backed-up epoch and sees the orders an uninterrupted run would have.
     # (tf-keras, multi-worker, takes a fresh one-pass iterator per epoch: a new random order each time.)
     first_epoch = None if info.legacy_keras else _backed_up_epochs(shared_run_dir / "backup")
+    if first_epoch and first_epoch > t.epochs:  # (equal: fit had finished; the journal resumes the export)
+        raise ValueError(f"training.epochs: {t.epochs}, but this run's backup already holds {first_epoch} finished "
+                         f"epochs; expected at least {first_epoch} to resume it, or a new --run-id")
     train_ds = make_dataset(
         data.x_train, data.y_train, data.num_classes, global_batch, training=True, seed=spec.seed,
         augmentation=spec.augmentation, shuffle_buffer=t.shuffle_buffer, deterministic=t.deterministic,
@@ -849,6 +868,7 @@ def run_with_exit_code(spec: JobSpec, **kwargs) -> int:
     from jobs.data import DataUnavailable
     from jobs.distribute import Preempted, is_peer_failure
     from jobs.export import ExportError
+    from jobs.models import WeightsUnavailable
 
     try:
         run(spec, **kwargs)
@@ -857,7 +877,7 @@ def run_with_exit_code(spec: JobSpec, **kwargs) -> int:
         # The last finished epoch is in <run>/backup: the retried pod (same --run-id) resumes after it.
         print(f"error: {exc}; exiting {exit_codes.PREEMPTED} (retry)", file=sys.stderr)
         return exit_codes.PREEMPTED
-    except DataUnavailable as exc:
+    except (DataUnavailable, WeightsUnavailable) as exc:  # files (or pretrained weights) not on this machine
         print(f"error: {exc}", file=sys.stderr)
         return exit_codes.DATA_UNAVAILABLE
     except (ValueError, SpecError, ExportError) as exc:

@@ -123,6 +123,19 @@ def test_train_and_test_subfolders_are_the_splits(tmp_path):
         load_dataset(spec(root, resize=(4, 4)))
 
 
+def test_a_test_folder_without_a_train_folder_is_an_error_not_a_class(tmp_path):
+    root = tmp_path / "root"
+    for c in ("cat", "dog"):
+        solid(root / c / "x.png", "L", 1)
+        solid(root / "test" / c / "t.png", "L", 2)
+    with pytest.raises(
+        ValueError,
+        match=r"^data.path: '.*root' has a test/ sub-folder but no train/; expected both train/ and test/ .* or "
+        r"neither \(root/<class>/<image>\)",
+    ):
+        load_dataset(spec(root, resize=(2, 2)))
+
+
 def test_held_out_test_set_is_stratified_seeded_and_validation_mixes_classes(tmp_path):
     root = tmp_path / "root"
     for c in range(3):

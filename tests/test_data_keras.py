@@ -280,6 +280,35 @@ def test_mnist_npz_and_colour_and_resize_conversion(keras_home):
     np.testing.assert_array_equal(rgb.x_train[..., 0], rgb.x_train[..., 2])
 
 
+@pytest.mark.parametrize("split, n_x, n_y", [("train", 20, 15), ("test", 5, 7)])
+def test_mnist_images_and_labels_of_different_lengths_are_refused(keras_home, tmp_path, capsys, split, n_x, n_y):
+    path = keras_home / "datasets" / "mnist.npz"
+    arrays = write_mnist(path, n_train=20)
+    arrays[f"y_{split}"] = np.resize(arrays[f"y_{split}"], n_y)
+    np.savez(path, **arrays)
+    with pytest.raises(
+        ValueError,
+        match=rf"^data.dataset: 'mnist': mnist.npz has {n_x} images in 'x_{split}' but {n_y} labels in 'y_{split}'; "
+        "expected one label per image",
+    ):
+        load_dataset(_no_split(dataset="mnist"))
+
+    from jobs.data import main
+
+    (tmp_path / "s.yaml").write_text("name: t\ndata: {dataset: mnist}\n")
+    assert main(["--spec", str(tmp_path / "s.yaml")]) == 2  # bad data, before TensorFlow sees it
+    assert "one label per image" in capsys.readouterr().err
+
+
+def test_mnist_file_that_is_not_an_npz_says_so_without_suggesting_pickle(keras_home):
+    path = keras_home / "datasets" / "mnist.npz"
+    path.parent.mkdir(parents=True)
+    path.write_text("<html>a proxy's error page</html>")
+    with pytest.raises(ValueError, match=r"^data.dataset: 'mnist': mnist.npz is not a NumPy .npz archive; expected") as err:
+        load_dataset(_no_split(dataset="mnist"))
+    assert "pickle" not in str(err.value)
+
+
 def test_keras_home_is_respected_over_the_home_folder(tmp_path, monkeypatch):
     monkeypatch.setenv("JOBCTL_OFFLINE", "1")
     monkeypatch.setenv("HOME", str(tmp_path / "home"))

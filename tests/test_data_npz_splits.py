@@ -87,8 +87,66 @@ def test_npz_missing_or_not_npz(tmp_path):
     with pytest.raises(DataUnavailable, match=r"data.path: '.*gone.npz' does not exist; expected an .npz"):
         load_dataset(npz_spec(tmp_path / "gone.npz"))
     (tmp_path / "text.npz").write_text("hello")
-    with pytest.raises(ValueError, match=r"data.path: '.*text.npz' is not a numpy .npz file"):
+    with pytest.raises(ValueError, match=r"data.path: '.*text.npz' is not a NumPy .npz archive; expected x_train"):
         load_dataset(npz_spec(tmp_path / "text.npz"))
+
+
+def test_npz_that_is_not_an_archive_never_suggests_loading_it_unsafely(tmp_path):
+    (tmp_path / "x.npz").write_text("x_train,y_train\n1,0\n")  # numpy would try it as a pickle
+    (tmp_path / "empty.npz").write_bytes(b"")
+    np.save(tmp_path / "one.npy", images(3))
+    for name in ("x.npz", "empty.npz"):
+        with pytest.raises(ValueError, match=rf"^data.path: '.*{name}' is not a NumPy .npz archive; expected") as err:
+            load_dataset(npz_spec(tmp_path / name))
+        assert "pickle" not in str(err.value) and "numpy.savez(" in str(err.value)
+    with pytest.raises(ValueError, match=r"'.*one.npy' holds a single array, not an .npz archive"):
+        load_dataset(npz_spec(tmp_path / "one.npy"))
+
+
+def test_npz_test_labels_must_be_training_classes(tmp_path):
+    f = tmp_path / "d.npz"
+    np.savez(f, x_train=images(9), y_train=np.arange(9) % 3, x_test=images(4), y_test=[0, 7, 2, 5])
+    with pytest.raises(
+        ValueError,
+        match=r"^data.path: '.*d.npz' array 'y_test' has labels \[5, 7\] that 'y_train' lacks; expected the test "
+        "classes to be among the training classes",
+    ):
+        load_dataset(npz_spec(f))
+    np.savez(f, x_train=images(9), y_train=np.arange(9) % 3, x_test=images(2), y_test=[2, 0])  # a subset is fine
+    assert load_dataset(npz_spec(f)).num_classes == 3
+
+
+def test_npz_needs_at_least_two_training_classes(tmp_path):
+    f = tmp_path / "d.npz"
+    np.savez(f, x_train=images(6), y_train=np.full(6, 4), x_test=images(2), y_test=[4, 4])
+    with pytest.raises(
+        ValueError, match=r"^data.path: '.*d.npz' array 'y_train' has only label 4; expected at least 2 classes"
+    ):
+        load_dataset(npz_spec(f))
+    np.savez(f, x_train=images(6), y_train=np.eye(3)[[1] * 6])  # one-hot, but still one class
+    with pytest.raises(ValueError, match=r"'y_train' has only label 1; expected at least 2 classes"):
+        load_dataset(npz_spec(f))
+
+
+@pytest.mark.parametrize(
+    "y_train, shown",
+    [
+        ([[1, 0, 0], [0.8, 0.1, 0.1], [0, 1, 0]], r"row 1 is \[0.8, 0.1, 0.1\]"),  # soft labels
+        ([[1, 0, 0], [0, 1, 0], [0, 0, 0]], r"row 2 is \[0, 0, 0\]"),  # no class
+        ([[1, 1, 0], [0, 1, 0], [0, 0, 1]], r"row 0 is \[1, 1, 0\]"),  # two classes
+        (np.eye(12)[[0, 1, 2]] * 2, r"row 0 has nonzero values \{0: 2.0\} \(column: value\)"),  # long rows: the nonzeros
+    ],
+    ids=["soft", "all-zero", "two-ones", "long-row"],
+)
+def test_npz_label_rows_must_be_exactly_one_hot(tmp_path, y_train, shown):
+    f = tmp_path / "d.npz"
+    np.savez(f, x_train=images(3), y_train=np.asarray(y_train))
+    with pytest.raises(
+        ValueError,
+        match=r"^data.path: '.*d.npz' array 'y_train' has shape \[3, \d+\] but " + shown + "; expected one-hot rows "
+        r"\(a single 1, zeros elsewhere\) or \[N\] integer class indices",
+    ):
+        load_dataset(npz_spec(f))
 
 
 def test_validation_train_size_use_test_and_max_train_examples(tmp_path):

@@ -150,3 +150,35 @@ def test_default_spec_is_plain_typed_objects():
 def test_resources_must_be_above_zero(field, value):
     with pytest.raises(SpecError, match=rf"resources\.{field}: expected a quantity above zero"):
         parse_spec({"name": "x", "resources": {field: value}})
+
+
+@pytest.mark.parametrize("changes, problem", [
+    ({"callbacks": {"checkpoint": {"monitor": "val_acc"}}}, "callbacks.checkpoint.monitor"),
+    ({"callbacks": {"early_stopping": {"enabled": True, "monitor": "val_acc"}}}, "callbacks.early_stopping.monitor"),
+    ({"callbacks": {"checkpoint": {"monitor": "val_loss", "mode": "max"}}},
+     "mode 'max' with monitor 'val_loss' keeps the worst epoch; expected mode 'min' or 'auto'"),
+    ({"training": {"optimizer": "adam", "momentum": 0.9}}, "momentum applies to optimizers 'sgd' and 'rmsprop'"),
+    ({"training": {"schedule": {"type": "plateau", "warmup_epochs": 2}}}, "warmup_epochs applies to the constant"),
+    ({"training": {"epochs": 3, "schedule": {"type": "cosine", "warmup_epochs": 3}}}, "expected fewer than epochs (3)"),
+    ({"training": {"learning_rate": 0.001, "schedule": {"type": "cosine", "min_learning_rate": 0.01}}},
+     "schedule.min_learning_rate: expected below learning_rate (0.001)"),
+    ({"data": {"resize": [100000, 100000]}}, "expected [height, width] with both <= 4096"),
+])
+def test_settings_that_would_fail_late_or_be_ignored_are_spec_errors(changes, problem):
+    """Each was accepted by `validate`, then failed after training (a monitor typo) or silently did nothing."""
+    with pytest.raises(SpecError) as info:
+        parse_spec({"name": "x", **changes})
+    assert problem in info.value.render()
+
+
+def test_a_monitor_typo_lists_what_is_logged():
+    with pytest.raises(SpecError) as info:
+        parse_spec({"name": "x", "callbacks": {"checkpoint": {"monitor": "val_acc"}}})
+    assert "val_accuracy" in info.value.render() and "val_acc" in info.value.render()
+
+
+def test_a_key_given_twice_is_an_error(tmp_path):
+    path = tmp_path / "dup.yaml"
+    path.write_text("name: dup\ntraining:\n  learning_rate: 0.1\n  learning_rate: 0.01\n")
+    with pytest.raises(SpecError, match=r"line 4, column 3: not valid YAML: key 'learning_rate' appears twice"):
+        load_spec(path)

@@ -152,6 +152,10 @@ def test_reexport_and_runs_listing(trained):
     out = runner.invoke(app, ["export", str(result.run_dir)])
     assert out.exit_code == 0, out.output
     assert (root / "models" / "tiny-digits" / "2" / "saved_model.pb").is_file()
+    # The re-export is warmed up as the first export was: the same records, byte for byte.
+    warmup = Path("assets.extra") / "tf_serving_warmup_requests"
+    first, again = root / "models" / "tiny-digits" / "1" / warmup, root / "models" / "tiny-digits" / "2" / warmup
+    assert again.is_file() and again.read_bytes() == first.read_bytes()
     listing = runner.invoke(app, ["runs", "--artifacts-dir", str(root), "--json"])
     rows = json.loads(listing.output)
     assert [(r["name"], r["run_id"], r["status"]) for r in rows] == [("tiny-digits", "r1", "succeeded")]
@@ -223,3 +227,57 @@ def test_seed_states_are_kept_for_the_last_two_backups_and_restored_for_the_epoc
     (tmp_path / "training_metadata.json").write_text(json.dumps({"epoch": 1, "batch": 0}))
     restorer.on_train_begin()
     assert np.asarray(state).tolist() == seen[2]  # unchanged: epoch 1's states are gone
+
+
+def _train_process(spec_path, art, *args):
+    env = {**__import__("os").environ, "TF_CPP_MIN_LOG_LEVEL": "3", "CUDA_VISIBLE_DEVICES": "", "PYTHONPATH": str(ROOT)}
+    return subprocess.run([sys.executable, "-m", "cli.main", "train", str(spec_path), "--artifacts-dir", str(art), *args],
+                          cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+
+
+def test_mistakes_found_by_the_engine_are_exit_2_or_3_before_training(tmp_path):
+    """Each was a traceback (exit 1) or found only after training: an uneven split over devices, a run id that
+    escapes runs/, pretrained weights that are not on this machine."""
+    import yaml
+
+    spec = tmp_path / "s.yaml"
+    spec.write_text(yaml.safe_dump(small_spec().model_dump(mode="json")))
+    art = tmp_path / "art"
+    r = _train_process(spec, art, "--virtual-devices", "3")
+    assert r.returncode == 2, r.stdout + r.stderr
+    assert "cannot be split evenly across 3 replicas" in r.stderr and "Traceback" not in r.stderr
+    assert not list(art.glob("runs/*/*/backup"))  # nothing trained
+
+    r = runner.invoke(app, ["train", str(spec), "--artifacts-dir", str(art), "--run-id", "../../escape"])
+    assert r.exit_code == 2 and "--run-id: expected letters, digits" in r.output
+    assert not (art / "escape").exists() and not (tmp_path / "escape").exists()
+
+    transfer = tmp_path / "t.yaml"
+    transfer.write_text(yaml.safe_dump({"name": "tl", "data": {"dataset": "digits", "resize": [32, 32], "color_mode": "rgb"},
+                                        "model": {"type": "transfer", "transfer": {"base": "vgg16", "weights": str(tmp_path / "nope.h5")}}}))
+    r = _train_process(transfer, art)
+    assert r.returncode == 3, r.stdout + r.stderr
+    assert "model.transfer.weights" in r.stderr and "Traceback" not in r.stderr
+
+
+def test_a_run_id_is_not_reused_for_another_spec_nor_resumed_with_fewer_epochs(trained, tmp_path):
+    """A finished run with the same id and another spec would be reported 'already succeeded' for a spec it never
+    trained; a backup holding more epochs than asked would leave fit nothing to run."""
+    import yaml
+
+    spec, root, _ = trained
+    path = tmp_path / "s.yaml"
+    path.write_text(yaml.safe_dump(spec.model_dump(mode="json")))
+    r = runner.invoke(app, ["train", str(path), "--artifacts-dir", str(root), "--run-id", "r1", "--set", "training.epochs=5"])
+    assert r.exit_code == 2, r.output
+    assert "--run-id r1: that run already succeeded with another spec" in r.output
+    r = runner.invoke(app, ["train", str(path), "--artifacts-dir", str(root), "--run-id", "r1"])
+    assert r.exit_code == 0 and "already succeeded; nothing to do" in r.output  # the same spec: a retried pod
+
+    backup = tmp_path / "art" / "runs" / spec.name / "rb" / "backup"
+    backup.mkdir(parents=True)
+    (backup / "training_metadata.json").write_text('{"epoch": 3, "batch": 0}')
+    r = runner.invoke(app, ["train", str(path), "--artifacts-dir", str(tmp_path / "art"), "--run-id", "rb",
+                            "--set", "training.epochs=2"])
+    assert r.exit_code == 2, r.output
+    assert "training.epochs: 2, but this run's backup already holds 3 finished epochs" in r.output
