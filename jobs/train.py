@@ -235,15 +235,22 @@ class EpochLine:
         return _Callback()
 
 
-def batch_and_learning_rate(t, replicas: int) -> tuple[int, float]:
+def batch_and_learning_rate(t, replicas: int, even_split: bool = False) -> tuple[int, float]:
     """(global batch, learning rate) for `replicas` replicas.
 
     `batch_size_per: global` splits `batch_size` across the replicas (the same optimisation on any number of
-    devices); `replica` multiplies it. `scale_learning_rate` applies the linear scaling rule.
+    devices); `replica` multiplies it. `scale_learning_rate` applies the linear scaling rule. `even_split`: the
+    strategy needs every full batch to split evenly (one-node MirroredStrategy under Keras 3: 32 over 3 replicas
+    fails inside TensorFlow with mismatched AddN shapes; multi-worker tf-keras takes uneven shares).
     """
     global_batch = t.batch_size * (replicas if t.batch_size_per == "replica" else 1)
-    if global_batch < replicas or global_batch % replicas:
-        # MirroredStrategy splits every batch evenly: 32 over 3 replicas fails inside TensorFlow (AddN shapes).
+    if global_batch < replicas:
+        raise ValueError(
+            f"training.batch_size: a global batch of {global_batch} cannot be split across {replicas} replicas. "
+            f"Received: batch_size={t.batch_size}, batch_size_per={t.batch_size_per!r}; expected a global batch "
+            f">= {replicas} (or batch_size_per: replica)"
+        )
+    if even_split and global_batch % replicas:
         raise ValueError(
             f"training.batch_size: a global batch of {global_batch} cannot be split evenly across {replicas} "
             f"replicas. Received: batch_size={t.batch_size}, batch_size_per={t.batch_size_per!r}; expected a "
@@ -629,7 +636,7 @@ def _train(spec: JobSpec, info, root: Path, shared_run_dir: Path, run_dir: Path,
 
     t = spec.training
     replicas = info.replicas
-    global_batch, learning_rate = batch_and_learning_rate(t, replicas)
+    global_batch, learning_rate = batch_and_learning_rate(t, replicas, even_split=info.kind == "mirrored")
     steps_per_epoch = max(1, -(-len(data.x_train) // global_batch))
     # Several steps per call only without a tf.distribute strategy (one device: the CPU or one GPU). Under
     # MirroredStrategy Keras 3.15's multi-step loop fails ("You must feed a value for placeholder tensor" from a

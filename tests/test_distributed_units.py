@@ -186,6 +186,14 @@ def test_a_global_batch_smaller_than_the_replicas_is_rejected():
         train.batch_and_learning_rate(JobSpec(name="x", training={"batch_size": 2}).training, 4)
 
 
+def test_mirrored_needs_a_batch_that_splits_evenly_multi_worker_does_not():
+    t = JobSpec(name="x", training={"batch_size": 32}).training
+    with pytest.raises(ValueError, match="cannot be split evenly across 3 replicas.*expected a multiple of 3"):
+        train.batch_and_learning_rate(t, 3, even_split=True)
+    assert train.batch_and_learning_rate(t, 3) == (32, t.learning_rate)  # tf-keras multi-worker: uneven shares
+    assert train.batch_and_learning_rate(t, 4, even_split=True)[0] == 32
+
+
 def test_cpu_replicas_get_a_dataset_distributed_without_prefetch_to_device():
     """On CPU replicas the engine distributes the dataset itself (no host-to-host copy per batch); GPU replicas
     and the default strategy leave that to Keras, which prefetches to the device."""
