@@ -261,6 +261,8 @@ def logs(
                 fail(f"--worker {worker}: job {job!r} has {total} worker{'s' if total != 1 else ''} "
                      f"(expected 0..{total - 1})", exit_codes.BAD_SPEC)
         prefix = all_workers and len(workers or []) > 1
+        if follow and not client.pods(client.get("Job", job)):  # otherwise -f sits silent until a pod starts
+            err_console.print(f"waiting for a pod of job {job} to start (Ctrl-C stops)", highlight=False)
         for index, line in client.logs(job, follow=follow, workers=workers, tail_lines=tail):
             console.print(f"[worker {index}] {line}" if prefix else line, highlight=False, markup=False, soft_wrap=True)
 

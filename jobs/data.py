@@ -1038,6 +1038,10 @@ def load_dataset(spec: DataSpec) -> LoadedData:
     x_train, x_test = _convert(raw.x_train, spec), _convert(raw.x_test, spec)
     y_train = np.asarray(raw.y_train).reshape(-1).astype(np.int64)
     y_test = np.asarray(raw.y_test).reshape(-1).astype(np.int64)
+    for split, y in (("train", y_train), ("test", y_test)):
+        if len(y) and y.min() < 0:  # one_hot of a negative label is all zeros: it would train on nothing
+            raise ValueError(f"data.dataset: {spec.dataset!r} {split} labels must be class indices >= 0; received "
+                             f"{int(y.min())} at index {int(np.argmin(y))}")
 
     if not len(x_test):
         raise ValueError(

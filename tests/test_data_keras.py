@@ -347,3 +347,14 @@ def test_a_data_path_that_does_not_exist_is_unavailable(tmp_path, monkeypatch):
     monkeypatch.setenv("JOBCTL_OFFLINE", "1")
     with pytest.raises(DataUnavailable, match=r"data.path: '.*nope' is not a folder.*mnist.npz"):
         load_dataset(DataSpec(dataset="mnist", path=str(tmp_path / "nope")))
+
+
+def test_negative_labels_in_a_keras_file_are_refused(keras_home):
+    """A one-hot of -1 is all zeros: such an image would be trained toward no class at all."""
+    path = keras_home / "datasets" / "mnist.npz"
+    arrays = write_mnist(path, n_train=20)
+    arrays["y_train"] = arrays["y_train"].astype(np.int64)
+    arrays["y_train"][3] = -1
+    np.savez(path, **arrays)
+    with pytest.raises(ValueError, match=r"'mnist' train labels must be class indices >= 0; received -1 at index 3"):
+        load_dataset(_no_split(dataset="mnist"))

@@ -380,3 +380,12 @@ def test_submit_replace_dry_run_reports_what_it_would_replace(env):
     assert code == 0, out
     assert "would replace job/cifar in namespace ml" in out
     assert len(cluster.objects("Job")) == 1  # a dry run changes nothing
+
+
+def test_logs_follow_says_it_is_waiting_when_no_pod_has_started(env):
+    cluster, kube, tmp_path = env
+    assert invoke("submit", write_spec(tmp_path / "job.yaml"), *kube)[0] == 0
+    cluster.patch("Job", "cifar", {"status": {"failed": 1, "conditions": [
+        {"type": "Failed", "status": "True", "reason": "BackoffLimitExceeded", "message": "no pod ever ran"}]}})
+    code, out = invoke("logs", "cifar", "-f", *kube)
+    assert "waiting for a pod of job cifar to start" in out, out
