@@ -89,7 +89,33 @@ def build_models(root: Path, quick: bool) -> tuple[list[Path], Path, tuple]:
     return paths, ensemble, shape
 
 
-class ServerHandle:
+class _Handle:
+    """A server as a subprocess (`proc`, `log`) or in this process (`server`, with `stop(grace=...)`)."""
+
+    in_process: bool
+    label = "server"
+
+    def _spawn(self, cmd: list[str], log: Path) -> None:
+        env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3", PYTHONPATH=str(ROOT), CUDA_VISIBLE_DEVICES="")
+        self.log = log
+        self.proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=open(log, "w"), stderr=subprocess.STDOUT)
+
+    def check(self):
+        if not self.in_process and self.proc.poll() is not None:
+            raise RuntimeError(f"the {self.label} exited with {self.proc.returncode}; log: {self.log.read_text()[-2000:]}")
+
+    def stop(self):
+        if self.in_process:
+            self.server.stop(grace=1)
+        elif self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+
+
+class ServerHandle(_Handle):
     """A `jobctl serve` subprocess, or (smoke runs) an in-process ModelServer: same pid/target/stop interface."""
 
     def __init__(self, root: Path, bases: dict, batching: bool, in_process: bool = False):
@@ -116,9 +142,7 @@ class ServerHandle:
             cmd += ["--enable-batching", "--max-batch-size", str(BATCHING["max_batch_size"]),
                     "--batch-timeout-micros", str(BATCHING["batch_timeout_micros"]),
                     "--num-batch-threads", str(BATCHING["num_batch_threads"])]
-        env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3", PYTHONPATH=str(ROOT), CUDA_VISIBLE_DEVICES="")
-        self.log = root / f"server-{int(batching)}.log"
-        self.proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=open(self.log, "w"), stderr=subprocess.STDOUT)
+        self._spawn(cmd, root / f"server-{int(batching)}.log")
         self.pid, self.target = self.proc.pid, f"127.0.0.1:{port}"
 
     def mean_batch_size(self) -> float:
@@ -137,25 +161,12 @@ class ServerHandle:
                 count += float(line.rsplit(" ", 1)[1])
         return round(total / count, 2) if count else 0.0
 
-    def check(self):
-        if not self.in_process and self.proc.poll() is not None:
-            raise RuntimeError(f"the server exited with {self.proc.returncode}; log: {self.log.read_text()[-2000:]}")
 
-    def stop(self):
-        if self.in_process:
-            self.server.stop(grace=1)
-            return
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-
-
-class FloorHandle:
+class FloorHandle(_Handle):
     """bench/grpc_floor.py (Predict with an empty handler) as a process, or in this process for smoke runs: the
     same interface as ServerHandle."""
+
+    label = "floor server"
 
     def __init__(self, root: Path, in_process: bool = False):
         from bench import grpc_floor
@@ -166,11 +177,8 @@ class FloorHandle:
             self.pid, self.target = os.getpid(), f"127.0.0.1:{port}"
             return
         port = _free_port()
-        env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3", PYTHONPATH=str(ROOT), CUDA_VISIBLE_DEVICES="")
-        self.log = root / "floor.log"
-        self.proc = subprocess.Popen([sys.executable, "-m", "bench.grpc_floor", "--port", str(port), "--workers",
-                                      str(WORKERS["grpc_workers"])], cwd=ROOT, env=env, stdout=open(self.log, "w"),
-                                     stderr=subprocess.STDOUT)
+        self._spawn([sys.executable, "-m", "bench.grpc_floor", "--port", str(port), "--workers",
+                     str(WORKERS["grpc_workers"])], root / "floor.log")
         self.pid, self.target = self.proc.pid, f"127.0.0.1:{port}"
 
     def wait_ready(self, caller: "Caller", req, timeout: float = 60.0):
@@ -185,20 +193,6 @@ class FloorHandle:
                 if time.monotonic() > deadline:
                     raise
                 time.sleep(0.2)
-
-    def check(self):
-        if not self.in_process and self.proc.poll() is not None:
-            raise RuntimeError(f"the floor server exited with {self.proc.returncode}; log: {self.log.read_text()[-2000:]}")
-
-    def stop(self):
-        if self.in_process:
-            self.server.stop(grace=1)
-        elif self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
 
 
 def rss_mb(pid: int) -> tuple[float, float]:

@@ -91,6 +91,15 @@ class Workers:
                 pytest.fail(f"worker {p.pid} still running after {timeout:g} s:\n{self.logs()}")
         return codes
 
+    def sigterm_once_backed_up(self, proc, marker: Path, poll: float = 0.05) -> None:
+        """SIGTERM `proc` as soon as `marker` (written with a finished epoch's backup) exists: exit 75 expected."""
+        deadline = time.monotonic() + HARD_TIMEOUT
+        while not marker.exists():
+            assert time.monotonic() < deadline and proc.poll() is None, self.logs()
+            time.sleep(poll)
+        proc.send_signal(signal.SIGTERM)
+        assert self.wait([proc], timeout=60) == [exit_codes.PREEMPTED], self.logs()
+
     def log(self, proc) -> str:
         return next(log for p, log in self.procs if p is proc).read_text()
 
@@ -231,12 +240,7 @@ def test_sigterm_saves_exits_75_and_the_retry_resumes(tmp_path, workers):
     run_dir = art / "runs" / "term" / "r"
     proc = workers.start(spec, art, "--run-id", "r", label="t")
     marker = run_dir / "backup" / "training_metadata.json"  # Keras 3 BackupAndRestore, after an epoch
-    deadline = time.monotonic() + HARD_TIMEOUT
-    while not marker.exists():
-        assert time.monotonic() < deadline and proc.poll() is None, workers.logs()
-        time.sleep(0.05)
-    proc.send_signal(signal.SIGTERM)
-    assert workers.wait([proc], timeout=60) == [exit_codes.PREEMPTED], workers.logs()
+    workers.sigterm_once_backed_up(proc, marker)
     record = json.loads((run_dir / "metrics.json").read_text())
     assert record["status"] == "preempted" and record["epochs_finished"] >= 1
     assert "SIGTERM" in workers.log(proc)
@@ -267,13 +271,7 @@ def test_a_resumed_run_trains_exactly_as_an_uninterrupted_one(tmp_path, workers)
 
     art = tmp_path / "stopped"
     proc = workers.start(spec, art, "--run-id", "r", label="stopped")
-    marker = art / "runs" / "exact" / "r" / "backup" / "training_metadata.json"
-    deadline = time.monotonic() + HARD_TIMEOUT
-    while not marker.exists():
-        assert time.monotonic() < deadline and proc.poll() is None, workers.logs()
-        time.sleep(0.02)
-    proc.send_signal(signal.SIGTERM)
-    assert workers.wait([proc], timeout=60) == [exit_codes.PREEMPTED], workers.logs()
+    workers.sigterm_once_backed_up(proc, art / "runs" / "exact" / "r" / "backup" / "training_metadata.json", poll=0.02)
     retry = workers.start(spec, art, "--run-id", "r", label="retry")
     assert workers.wait([retry]) == [0], workers.logs()
     assert "resumed: epochs 1-" in workers.log(retry)
