@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import List, Optional
 
 import typer
+from rich.markup import escape
 
 from cli.common import check_output_dir, console, err_console, fail, load_spec_or_exit, parse_overrides
 from jobs import exit_codes
@@ -23,15 +24,19 @@ SetOpt = typer.Option(None, "--set", help="FIELD.PATH=VALUE spec override (repea
 
 
 def _objects(spec_path: Path, overrides, *, run_id, name, namespace, image):
+    """The job's objects (render and submit); a likely failure in the pod is a warning on stderr."""
     from k8s.common import ManifestError
-    from k8s.manifests import build_job_objects
+    from k8s.manifests import build_job_objects, data_path_warnings
 
     spec = load_spec_or_exit(spec_path, parse_overrides(overrides))
     try:
-        return build_job_objects(spec, run_id=run_id, name=name, namespace=namespace, image=image)
+        objects = build_job_objects(spec, run_id=run_id, name=name, namespace=namespace, image=image)
     except ManifestError as exc:
         err_console.print(str(exc), highlight=False, markup=False)
         raise typer.Exit(exit_codes.BAD_SPEC)
+    for warning in data_path_warnings(spec):
+        err_console.print(f"[yellow]warning:[/] {escape(warning)}", highlight=False)
+    return objects
 
 
 def _client(namespace, context, kubeconfig):

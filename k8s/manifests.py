@@ -21,7 +21,7 @@ from __future__ import annotations
 import copy
 import re
 from datetime import datetime, timezone
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import Mapping, Optional
 
 from jobs import exit_codes
@@ -134,6 +134,18 @@ def job_labels(
     extra[LABEL_RUN_ID] = run_id
     extra[LABEL_SPEC_HASH] = spec.spec_hash()
     return common.labels(spec.model_name, "training", instance=job_name, extra=extra)
+
+
+def data_path_warnings(spec: JobSpec) -> list[str]:
+    """What will likely fail in the pod though the spec is valid: a `data.path` the pod cannot see. Only the
+    artifacts claim is shared with the machine the job was written on; anything else resolves inside the image
+    (working directory /app), which holds user data only in a custom image."""
+    path = spec.data.path
+    if not path or PurePosixPath(path).is_relative_to(ARTIFACTS_MOUNT):
+        return []
+    return [f"data.path {path!r} is not on the artifacts volume the pod mounts at {ARTIFACTS_MOUNT}: in the pod it "
+            f"resolves inside the image (working directory /app), so the job will find no data unless the image "
+            f"holds it; expected a path under {ARTIFACTS_MOUNT}/ (copy the data onto the artifacts claim)"]
 
 
 def build_job_objects(

@@ -389,3 +389,15 @@ def test_logs_follow_says_it_is_waiting_when_no_pod_has_started(env):
         {"type": "Failed", "status": "True", "reason": "BackoffLimitExceeded", "message": "no pod ever ran"}]}})
     code, out = invoke("logs", "cifar", "-f", *kube)
     assert "waiting for a pod of job cifar to start" in out, out
+
+
+def test_render_warns_when_data_path_is_not_on_the_artifacts_volume(tmp_path):
+    """The dogs recipe reads data/stanford-dogs-3: fine on a laptop, nothing in the pod (only /artifacts is shared)."""
+    code, out = invoke("render", "examples/dogs-image-folder.yaml", "-o", tmp_path / "a")
+    assert code == 0, out
+    assert "warning: data.path 'data/stanford-dogs-3' is not on the artifacts volume the pod mounts at /artifacts" in out
+    code, out = invoke("render", "examples/dogs-image-folder.yaml", "-o", tmp_path / "b",
+                       "--set", "data.path=/artifacts/data/stanford-dogs-3")
+    assert code == 0 and "warning" not in out
+    code, out = invoke("render", "examples/digits-cnn.yaml", "-o", tmp_path / "c")
+    assert code == 0 and "warning" not in out
