@@ -14,7 +14,8 @@ from typing import List, Optional
 import typer
 from rich.markup import escape
 
-from cli.common import check_output_dir, console, err_console, fail, load_spec_or_exit, parse_overrides
+from cli.common import (check_output_dir, console, err_console, fail, load_spec_or_exit, parse_overrides,
+                        write_manifests_or_exit)
 from jobs import exit_codes
 
 NamespaceOpt = typer.Option(None, "--namespace", "-n", help="default: the kubeconfig context's namespace, or 'default'")
@@ -49,12 +50,13 @@ def _client(namespace, context, kubeconfig):
 
 
 def _run(fn):
-    """Call `fn`; a KubeError becomes a one-paragraph error and exit code 1 (2 for a name no object can have)."""
-    from k8s.client import InvalidNameError, KubeError
+    """Call `fn`; a KubeError becomes a one-paragraph error and exit code 1 (2 for an argument no request can
+    satisfy, such as a name no object can have)."""
+    from k8s.client import BadArgumentError, KubeError
 
     try:
         return fn()
-    except InvalidNameError as exc:
+    except BadArgumentError as exc:
         fail(str(exc), exit_codes.BAD_SPEC)
     except KubeError as exc:
         fail(str(exc), exit_codes.FAILURE)
@@ -90,14 +92,8 @@ def render(
 ) -> None:
     """Write the job's Kubernetes manifests (one YAML file per object). Contacts nothing."""
     check_output_dir(out, "-o/--out")
-    from k8s.manifests import write_manifests
-
     objects = _objects(spec_path, overrides, run_id=run_id, name=name, namespace=namespace, image=image)
-    try:
-        for path in write_manifests(objects, out):
-            console.print(f"wrote {path}", highlight=False)
-    except OSError as exc:
-        fail(f"-o/--out {out}: cannot write the manifests ({exc.strerror or exc})", exit_codes.FAILURE)
+    write_manifests_or_exit(objects, out, "-o/--out")
     console.print(
         f"apply with: kubectl apply -k k8s/base{' -n ' + namespace if namespace else ''}  (once per namespace), "
         f"then kubectl apply -f {out}",
@@ -258,17 +254,18 @@ def logs(
     client = _client(namespace, context, kubeconfig)
 
     def show():
-        workers = None
-        if all_workers or worker is not None:
-            total = int((client.get("Job", job).get("spec") or {}).get("completions") or 1)
-            workers = list(range(total)) if all_workers else [worker]
-            if worker is not None and worker >= total:
-                fail(f"--worker {worker}: job {job!r} has {total} worker{'s' if total != 1 else ''} "
-                     f"(expected 0..{total - 1})", exit_codes.BAD_SPEC)
-        prefix = all_workers and len(workers or []) > 1
-        if follow and not client.pods(client.get("Job", job)):  # otherwise -f sits silent until a pod starts
+        from k8s.client import job_workers
+
+        obj = client.get("Job", job)  # read once: worker count, pods, and the logs themselves
+        total = job_workers(obj)
+        if worker is not None and worker >= total:
+            fail(f"--worker {worker}: job {job!r} has {total} worker{'s' if total != 1 else ''} "
+                 f"(expected 0..{total - 1})", exit_codes.BAD_SPEC)
+        workers = list(range(total)) if all_workers else [worker] if worker is not None else None
+        prefix = all_workers and len(workers) > 1
+        if follow and not client.pods(obj):  # otherwise -f sits silent until a pod starts
             err_console.print(f"waiting for a pod of job {job} to start (Ctrl-C stops)", highlight=False)
-        for index, line in client.logs(job, follow=follow, workers=workers, tail_lines=tail):
+        for index, line in client.logs(job, follow=follow, workers=workers, tail_lines=tail, job=obj):
             console.print(f"[worker {index}] {line}" if prefix else line, highlight=False, markup=False, soft_wrap=True)
 
     try:

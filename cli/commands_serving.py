@@ -13,7 +13,7 @@ from typing import Optional
 
 import typer
 
-from cli.common import check_output_dir, check_output_file, console, fail
+from cli.common import check_output_dir, check_output_file, console, fail, write_manifests_or_exit
 from jobs import exit_codes
 
 
@@ -314,7 +314,6 @@ def deploy(
     """Deployment + Service (+ headless Service, HPA) running the stock TF Serving image on BASE_PATH."""
     if output_dir:
         check_output_dir(output_dir, "-o/--output-dir")
-    from k8s.manifests import write_manifests
     from serving.deploy import DeployError, DeployOptions, apply, build_manifests, to_yaml
     from k8s.common import ManifestError
 
@@ -339,11 +338,7 @@ def deploy(
     except (DeployError, ManifestError) as exc:
         fail(str(exc), exit_codes.BAD_SPEC)
     if output_dir:
-        try:
-            for p in write_manifests(objects, output_dir):
-                console.print(f"wrote {p}")
-        except OSError as exc:
-            fail(f"-o/--output-dir {output_dir}: cannot write the manifests ({exc.strerror or exc})", exit_codes.FAILURE)
+        write_manifests_or_exit(objects, output_dir, "-o/--output-dir")
     if dry_run:
         if not output_dir:
             print(to_yaml(objects), end="")

@@ -68,3 +68,15 @@ def check_output_file(path: Path, option: str) -> None:
     if path.is_dir():
         fail(f"{option} {path}: is a directory; expected a file path", exit_codes.BAD_SPEC)
     _first_existing_parent_must_be_a_dir(path, option)
+
+
+def write_manifests_or_exit(objects: list[dict], out_dir: Path, option: str) -> None:
+    """One YAML file per object in `out_dir` (k8s.manifests.write_manifests), each path printed; a directory that
+    cannot be written is one error (exit 1)."""
+    from k8s.manifests import write_manifests
+
+    try:
+        for path in write_manifests(objects, out_dir):
+            console.print(f"wrote {path}", highlight=False)
+    except OSError as exc:
+        fail(f"{option} {out_dir}: cannot write the manifests ({exc.strerror or exc})", exit_codes.FAILURE)

@@ -104,18 +104,16 @@ def _batched_order(n: int, batch_size: int, *, training: bool, seed: int, shuffl
         count = full // batch_size + int(tail)
         return (tf.data.Dataset.random(seed=seed, rerandomize_each_iteration=True).take(1).flat_map(one_pass)
                 .apply(tf.data.experimental.assert_cardinality(count)))
-    if from_epoch is not None:
-        def windowed_pass(epoch):
-            order = tf.data.Dataset.range(n)
-            if training and shuffle_buffer > 1:
-                order = order.shuffle(shuffle_buffer, seed=tf.constant(seed, tf.int64) * 1_000_003 + epoch)
-            return order.batch(batch_size, drop_remainder=drop_remainder)
+    def windowed_pass(shuffle_seed, reshuffle: bool = False):
+        order = tf.data.Dataset.range(n)
+        if training and shuffle_buffer > 1:
+            order = order.shuffle(shuffle_buffer, seed=shuffle_seed, reshuffle_each_iteration=reshuffle)
+        return order.batch(batch_size, drop_remainder=drop_remainder)
 
-        return tf.data.Dataset.range(from_epoch, _NO_END).flat_map(windowed_pass)
-    order = tf.data.Dataset.range(n)
-    if training and shuffle_buffer > 1:
-        order = order.shuffle(shuffle_buffer, seed=seed, reshuffle_each_iteration=True)
-    return order.batch(batch_size, drop_remainder=drop_remainder)
+    if from_epoch is not None:
+        return tf.data.Dataset.range(from_epoch, _NO_END).flat_map(
+            lambda epoch: windowed_pass(tf.constant(seed, tf.int64) * 1_000_003 + epoch))
+    return windowed_pass(seed, reshuffle=True)
 
 
 _NO_END = 2**62  # epochs: "forever" for Dataset.range

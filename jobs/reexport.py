@@ -51,15 +51,15 @@ def reexport_run(run_dir: Union[str, Path], export_root: Optional[Union[str, Pat
 
 def _warmup_samples(export_path: Optional[str]):
     """The images of an earlier export's warmup records, or None when it has none (or is gone)."""
-    import numpy as np
-    import tensorflow as tf
-    from tensorflow_serving.apis import prediction_log_pb2
-
     from jobs.export import INPUT_NAME, WARMUP_FILE
 
     records = Path(export_path or "") / "assets.extra" / WARMUP_FILE
     if not export_path or not records.is_file():
         return None
+    import numpy as np
+    import tensorflow as tf
+    from tensorflow_serving.apis import prediction_log_pb2
+
     images = []
     for raw in tf.data.TFRecordDataset(str(records)):
         log = prediction_log_pb2.PredictionLog.FromString(raw.numpy())

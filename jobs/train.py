@@ -47,7 +47,6 @@ def new_run_id() -> str:
 
 def seed_everything(seed: int, deterministic: bool, keras_module=None) -> None:
     import keras
-    import numpy as np
     import tensorflow as tf
 
     os.environ.setdefault("PYTHONHASHSEED", str(seed))
@@ -417,7 +416,6 @@ class SeedStates:
 
     def __init__(self, backup_dir: Path):
         self.path = backup_dir / "seed_states.json"
-        self.metadata = backup_dir / "training_metadata.json"
 
     @staticmethod
     def _variables(model) -> list:
@@ -449,11 +447,7 @@ class SeedStates:
 
         class _RestoreSeedStates(keras.callbacks.Callback):
             def on_train_begin(self, logs=None):
-                try:
-                    restored = str(int(json.loads(states.metadata.read_text())["epoch"]))
-                except (OSError, ValueError, KeyError, TypeError):
-                    return
-                values = states._saved().get(restored)
+                values = states._saved().get(str(_backed_up_epochs(states.path.parent)))
                 variables = SeedStates._variables(self.model)
                 if isinstance(values, list) and len(values) == len(variables):
                     for v, value in zip(variables, values):
@@ -578,10 +572,10 @@ def _run(
     root = Path(artifacts_dir or spec.artifacts_dir)
     shared_run_dir = root / "runs" / spec.name / run_id
     done = _read_metrics(shared_run_dir)
-    if done.get("status") == "succeeded" and done.get("spec_hash") not in (None, spec.spec_hash()):
-        raise SpecError([f"--run-id {run_id}: that run already succeeded with another spec ({shared_run_dir / 'spec.yaml'});"
-                         " expected a new --run-id to train this one"], "arguments")
     if done.get("status") == "succeeded":
+        if done.get("spec_hash") not in (None, spec.spec_hash()):
+            raise SpecError([f"--run-id {run_id}: that run already succeeded with another spec "
+                             f"({shared_run_dir / 'spec.yaml'}); expected a new --run-id to train this one"], "arguments")
         # A retried pod of a finished run (or the same --run-id twice): training again would export twice.
         # Every worker reads the same file, so all of them stop here, before meeting.
         print(f"run {shared_run_dir} already succeeded; nothing to do (a new --run-id trains again)", file=out)

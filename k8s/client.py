@@ -14,7 +14,6 @@ import copy
 import json
 import os
 import queue
-import re
 import threading
 import time
 from dataclasses import asdict, dataclass, field
@@ -70,7 +69,11 @@ class KubeError(Exception):
         self.reason = reason
 
 
-class InvalidNameError(KubeError):
+class BadArgumentError(KubeError):
+    """An argument no request can satisfy (the CLI exits 2, not 1)."""
+
+
+class InvalidNameError(BadArgumentError):
     """A name that no Kubernetes object can have. Never sent: an empty one would address the whole collection
     (a DELETE of it deletes every Job in the namespace)."""
 
@@ -120,12 +123,9 @@ def forbidden_message(verb: str, group: str, resource: str, namespace: str, serv
     )
 
 
-_OBJECT_NAME = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
-
-
 def check_object_name(name: str, what: str) -> str:
     """`name` when it can name a Kubernetes object (a DNS-1123 subdomain); InvalidNameError otherwise."""
-    if not isinstance(name, str) or not name or len(name) > 253 or not _OBJECT_NAME.fullmatch(name):
+    if not isinstance(name, str) or not name or len(name) > 253 or not common.DNS1123_SUBDOMAIN.fullmatch(name):
         raise InvalidNameError(
             f"{what}: expected a Kubernetes object name (lower-case letters, digits, '-' and '.', starting and "
             f"ending with a letter or digit, 1 to 253 characters), received {name!r}"
@@ -234,6 +234,11 @@ def job_state(job: Mapping) -> tuple[str, str]:
     if (status.get("active") or 0) > 0:
         return "Running", ""
     return "Pending", ""
+
+
+def job_workers(job: Mapping) -> int:
+    """How many workers (indexed pods) a jobctl Job runs: its completions."""
+    return int((job.get("spec") or {}).get("completions") or 1)
 
 
 def pod_index(pod: Mapping) -> Optional[int]:
@@ -713,15 +718,17 @@ class JobClient:
         follow: bool = False,
         workers: Optional[list[int]] = None,
         tail_lines: Optional[int] = None,
+        job: Optional[Mapping] = None,
     ) -> Iterator[tuple[Optional[int], str]]:
         """(worker index, line) pairs. Without `follow`: the latest pod of each worker. With `follow`: streams,
-        and when a worker's pod is replaced (retry), continues with the new pod until the Job finishes."""
-        job = self.get("Job", name)
-        total = int((job.get("spec") or {}).get("completions") or 1)
+        and when a worker's pod is replaced (retry), continues with the new pod until the Job finishes.
+        `workers` None: the chief; `job`: the Job object when the caller has already read it."""
+        job = job if job is not None else self.get("Job", name)
+        total = job_workers(job)
         indices = workers if workers is not None else [0]
         for i in indices:
             if not 0 <= i < total:
-                raise KubeError(f"--worker {i}: job {name!r} has workers 0..{total - 1}")
+                raise BadArgumentError(f"--worker {i}: job {name!r} has workers 0..{total - 1}")
         if not follow:
             yield from self._logs_once(job, indices, tail_lines)
             return

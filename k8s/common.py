@@ -36,7 +36,7 @@ RUN_AS_GROUP = 10001
 _DNS1123_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
 _LABEL_VALUE = re.compile(r"^(([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9])?$")
 _LABEL_NAME = re.compile(r"^([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9]$")
-_DNS1123_SUBDOMAIN = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
+DNS1123_SUBDOMAIN = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
 
 
 class ManifestError(ValueError):
@@ -66,7 +66,7 @@ def validate_label(key: str, value: str, field: str) -> None:
             f"({type(key).__name__}: {type(value).__name__})"
         )
     prefix, _, name = key.rpartition("/")
-    if prefix and (len(prefix) > 253 or not _DNS1123_SUBDOMAIN.fullmatch(prefix)):
+    if prefix and (len(prefix) > 253 or not DNS1123_SUBDOMAIN.fullmatch(prefix)):
         raise ManifestError(f"{field}: label key {key!r} has an invalid prefix {prefix!r}; expected a DNS subdomain")
     if len(name) > 63 or not _LABEL_NAME.fullmatch(name):
         raise ManifestError(
@@ -148,3 +148,14 @@ def validate_image(ref: str, field: str) -> str:
         raise ManifestError(f"{field}: expected an image reference such as ghcr.io/org/name:1.0 or "
                             f"name@sha256:<digest>, received {ref!r}")
     return ref
+
+
+def versioned_image(repository: str) -> str:
+    """`repository:<jobctl version>`: the tag `make image` builds and pushes for this jobctl ("dev" uninstalled)."""
+    try:
+        from importlib.metadata import version
+
+        tag = version("jobctl")
+    except Exception:  # a checkout that was never installed
+        tag = "dev"
+    return f"{repository}:{tag}"

@@ -56,13 +56,7 @@ _RUN_ID = re.compile(r"^[A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?$")
 
 def default_image() -> str:
     """The training image matching this jobctl version (built and pushed by `make image`)."""
-    try:
-        from importlib.metadata import version
-
-        tag = version("jobctl")
-    except Exception:  # running from a checkout that was never installed
-        tag = "dev"
-    return f"{DEFAULT_IMAGE_REPOSITORY}:{tag}"
+    return common.versioned_image(DEFAULT_IMAGE_REPOSITORY)
 
 
 def new_run_id(now: Optional[datetime] = None) -> str:
@@ -148,6 +142,15 @@ def data_path_warnings(spec: JobSpec) -> list[str]:
             f"holds it; expected a path under {ARTIFACTS_MOUNT}/ (copy the data onto the artifacts claim)"]
 
 
+def _job_image(spec: JobSpec, image: Optional[str]) -> str:
+    """--image, else the spec's resources.image, else the one of this jobctl version; a given one is checked."""
+    if image is not None:
+        return common.validate_image(image, "--image")
+    if spec.resources.image is not None:
+        return common.validate_image(spec.resources.image, "resources.image")
+    return default_image()
+
+
 def build_job_objects(
     spec: JobSpec,
     *,
@@ -200,9 +203,7 @@ def build_job_objects(
             labels,
             run_id=run_id,
             namespace=namespace,
-            image=common.validate_image(image, "--image") if image is not None else
-            common.validate_image(spec.resources.image, "resources.image") if spec.resources.image is not None else
-            default_image(),
+            image=_job_image(spec, image),
             artifacts_claim=artifacts_claim,
             service_account=service_account,
             ttl_seconds_after_finished=ttl_seconds_after_finished,

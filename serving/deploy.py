@@ -40,13 +40,9 @@ GCS_KEY_DIR, GCS_KEY = "/var/run/secrets/object-store", "key.json"
 
 def default_image() -> str:
     """The serving image `make image` builds and pushes for this jobctl version (as the training image's tag)."""
-    try:
-        from importlib.metadata import version
+    return common.versioned_image(DEFAULT_IMAGE_REPOSITORY)
 
-        tag = version("jobctl")
-    except Exception:  # a checkout that was never installed
-        tag = "dev"
-    return f"{DEFAULT_IMAGE_REPOSITORY}:{tag}"
+
 COMPONENT = "serving"
 OBJECT_STORE = re.compile(r"^(gs|s3)://[^/]+(/.*)?$")
 _QUANTITY = re.compile(r"^([+-]?[0-9.]+)([eEinumkKMGTP]*[-+]?[0-9]*)$")
@@ -362,12 +358,12 @@ _API = {
 
 
 _TIMEOUT = (5.0, 30.0)  # seconds to connect, to answer: a dead API server is an error within seconds
-_GROUPS = {"v1": "", "apps/v1": "apps", "policy/v1": "policy", "autoscaling/v2": "autoscaling"}
+_VERBS = ("create", "patch", "list", "delete")
 # (verb, API group, resource) of every request `apply` sends: k8s/base's jobctl-deployer Role grants these.
 DEPLOY_PERMISSIONS = tuple(
-    (verb, _GROUPS[api_version], kind.lower() + ("es" if kind.endswith("s") else "s"))
+    (verb, api_version.rpartition("/")[0], kind.lower() + ("es" if kind.endswith("s") else "s"))
     for (api_version, kind) in _API
-    for verb in ("create", "patch", "list", "delete")
+    for verb in _VERBS
 )
 
 
@@ -457,13 +453,14 @@ def apply(objects: list[dict], api_client=None, context: Optional[str] = None, k
     return lines
 
 
-_FORBIDDEN_HINT = ("; the kubeconfig's user needs create, get, patch and delete on configmaps, services, deployments, "
-                   "poddisruptionbudgets and horizontalpodautoscalers in namespace {ns!r} (k8s/base's "
-                   "jobctl-deployer Role)")
+_FORBIDDEN_HINT = (f"; the kubeconfig's user needs {', '.join(_VERBS)} on "
+                   f"{', '.join(dict.fromkeys(r for _, _, r in DEPLOY_PERMISSIONS))} in namespace {{ns!r}} "
+                   "(k8s/base's jobctl-deployer Role)")
 
 
 def _prune(objects: list[dict], api_for) -> list[str]:
     """Delete this deployment's objects (same instance label) of the kinds jobctl deploys that `objects` lacks."""
+    import urllib3
     from kubernetes.client.rest import ApiException
 
     instance = objects[0]["metadata"]["labels"][common.LABEL_INSTANCE]
@@ -475,7 +472,7 @@ def _prune(objects: list[dict], api_for) -> list[str]:
         api, suffix = api_for({"apiVersion": api_version, "kind": kind})
         try:
             found = getattr(api, f"list_namespaced_{suffix}")(ns, label_selector=selector, _request_timeout=_TIMEOUT)
-        except (ApiException, OSError):
+        except (ApiException, OSError, urllib3.exceptions.HTTPError):
             continue  # pruning is tidying: a kind the user may not list is left alone
         for item in found.items or []:
             name = item.metadata.name
@@ -483,7 +480,7 @@ def _prune(objects: list[dict], api_for) -> list[str]:
                 try:
                     getattr(api, f"delete_namespaced_{suffix}")(name, ns, _request_timeout=_TIMEOUT)
                     lines.append(f"deleted {kind} {ns}/{name} (no longer part of this deployment)")
-                except (ApiException, OSError):
+                except (ApiException, OSError, urllib3.exceptions.HTTPError):
                     lines.append(f"could not delete {kind} {ns}/{name}, which is no longer part of this deployment")
     return lines
 

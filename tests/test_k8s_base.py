@@ -54,19 +54,18 @@ def test_base_objects_match_what_jobs_reference():
         assert obj["metadata"]["labels"]["app.kubernetes.io/part-of"] == "jobctl"
 
 
+def _granted(objects: list[dict], role_name: str) -> set[tuple[str, str, str]]:
+    """(verb, API group, resource) triples a Role of the built base grants."""
+    role = next(o for o in objects if o["kind"] == "Role" and o["metadata"]["name"] == role_name)
+    return {(v, g, r) for rule in role["rules"] for v in rule["verbs"] for g in rule["apiGroups"] for r in rule["resources"]}
+
+
 @needs_kubectl
 def test_role_grants_every_request_jobctl_makes():
     """Each (verb, group, resource) the client sends must be in the Role, or users meet a 403 mid-submit."""
     from k8s.client import REQUIRED_PERMISSIONS
 
-    role = next(o for o in build(ROOT / "k8s/base") if o["kind"] == "Role" and o["metadata"]["name"] == "jobctl-submitter")
-    granted = {
-        (verb, group, resource)
-        for rule in role["rules"]
-        for verb in rule["verbs"]
-        for group in rule["apiGroups"]
-        for resource in rule["resources"]
-    }
+    granted = _granted(build(ROOT / "k8s/base"), "jobctl-submitter")
     missing = set(REQUIRED_PERMISSIONS) - granted
     assert not missing, f"k8s/base/rbac.yaml lacks {sorted(missing)}"
     # Beyond what jobctl sends, only read-only verbs (kubectl get -w, describe) for the same people.
@@ -79,8 +78,7 @@ def test_deployer_role_grants_what_jobctl_deploy_sends_and_nothing_more():
     from serving.deploy import DEPLOY_PERMISSIONS
 
     objects = build(ROOT / "k8s/base")
-    role = next(o for o in objects if o["kind"] == "Role" and o["metadata"]["name"] == "jobctl-deployer")
-    granted = {(v, g, r) for rule in role["rules"] for v in rule["verbs"] for g in rule["apiGroups"] for r in rule["resources"]}
+    granted = _granted(objects, "jobctl-deployer")
     assert not set(DEPLOY_PERMISSIONS) - granted
     assert not {p for p in granted - set(DEPLOY_PERMISSIONS) if p[0] not in ("get", "list", "watch")}
     binding = next(o for o in objects if o["kind"] == "RoleBinding" and o["metadata"]["name"] == "jobctl-deployers")

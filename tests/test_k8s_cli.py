@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-import os
 import json
+import os
 import subprocess
 import sys
 import textwrap
@@ -360,7 +360,7 @@ def test_kubeconfigs_that_are_not_yaml_and_kubeconfig_lists(env, monkeypatch):
     assert code == 0, out
 
 
-def test_a_missing_namespace_and_a_server_that_is_not_kubernetes(env, tmp_path):
+def test_a_missing_namespace_and_a_server_that_is_not_kubernetes(env):
     from k8s.client import JobClient
 
     cluster, _, _ = env
@@ -387,7 +387,7 @@ def test_logs_follow_says_it_is_waiting_when_no_pod_has_started(env):
     assert invoke("submit", write_spec(tmp_path / "job.yaml"), *kube)[0] == 0
     cluster.patch("Job", "cifar", {"status": {"failed": 1, "conditions": [
         {"type": "Failed", "status": "True", "reason": "BackoffLimitExceeded", "message": "no pod ever ran"}]}})
-    code, out = invoke("logs", "cifar", "-f", *kube)
+    _, out = invoke("logs", "cifar", "-f", *kube)
     assert "waiting for a pod of job cifar to start" in out, out
 
 

@@ -2,6 +2,7 @@
 
 import csv
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -230,7 +231,8 @@ def test_seed_states_are_kept_for_the_last_two_backups_and_restored_for_the_epoc
 
 
 def _train_process(spec_path, art, *args):
-    env = {**__import__("os").environ, "TF_CPP_MIN_LOG_LEVEL": "3", "CUDA_VISIBLE_DEVICES": "", "PYTHONPATH": str(ROOT)}
+    """`jobctl train` in a fresh process: logical devices can be set up only once per process."""
+    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3", "CUDA_VISIBLE_DEVICES": "", "PYTHONPATH": str(ROOT)}
     return subprocess.run([sys.executable, "-m", "cli.main", "train", str(spec_path), "--artifacts-dir", str(art), *args],
                           cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
 
@@ -255,9 +257,9 @@ def test_mistakes_found_by_the_engine_are_exit_2_or_3_before_training(tmp_path):
     transfer = tmp_path / "t.yaml"
     transfer.write_text(yaml.safe_dump({"name": "tl", "data": {"dataset": "digits", "resize": [32, 32], "color_mode": "rgb"},
                                         "model": {"type": "transfer", "transfer": {"base": "vgg16", "weights": str(tmp_path / "nope.h5")}}}))
-    r = _train_process(transfer, art)
-    assert r.returncode == 3, r.stdout + r.stderr
-    assert "model.transfer.weights" in r.stderr and "Traceback" not in r.stderr
+    r = runner.invoke(app, ["train", str(transfer), "--artifacts-dir", str(art)])
+    assert r.exit_code == 3, r.output
+    assert "model.transfer.weights" in r.output and "Traceback" not in r.output
 
 
 def test_a_run_id_is_not_reused_for_another_spec_nor_resumed_with_fewer_epochs(trained, tmp_path):
