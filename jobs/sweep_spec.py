@@ -453,7 +453,7 @@ def _parse_parameters(raw: dict[str, Any], problems: list[str], algorithm: Optio
 
 
 def _all_field_paths() -> list[str]:
-    from jobs.spec import _first_model
+    from jobs.spec import first_model
 
     out: list[str] = []
 
@@ -461,7 +461,7 @@ def _all_field_paths() -> list[str]:
         for name, f in model.model_fields.items():
             path = f"{prefix}{name}"
             out.append(path)
-            sub = _first_model(f.annotation)
+            sub = first_model(f.annotation)
             if sub is not None:
                 walk(sub, path + ".")
 
