@@ -32,7 +32,6 @@ RUN groupadd --gid 10001 jobctl \
 
 # Only what the job imports: the jobs package, and the TensorFlow-free TF_CONFIG helper it uses.
 COPY jobs/ /app/jobs/
-COPY k8s/__init__.py k8s/tf_config.py /app/k8s/
 
 USER 10001:10001
 

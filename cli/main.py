@@ -7,10 +7,28 @@ Exit codes (see jobs/exit_codes.py): 0 success, 1 failure, 2 bad spec or argumen
 from __future__ import annotations
 
 import typer
+from typer.core import TyperGroup
 
 from cli import commands_k8s, commands_serving, commands_sweep, commands_train
+from cli.common import fail
+from jobs.errors import JobctlError
+
+
+class _ErrorMappingGroup(TyperGroup):
+    """The one place where the CLI turns a library error into its message and exit code (jobs/errors.py).
+
+    Commands raise; they do not catch-and-exit one error class at a time. Anything that is not a JobctlError is a
+    bug and keeps its traceback."""
+
+    def invoke(self, ctx):
+        try:
+            return super().invoke(ctx)
+        except JobctlError as exc:
+            fail(str(exc), exc.exit_code)
+
 
 app = typer.Typer(
+    cls=_ErrorMappingGroup,
     name="jobctl",
     help="Keras image-classification recipes as reproducible distributed training jobs on Kubernetes, "
     "and their ensembles served over TensorFlow Serving's gRPC API.",

@@ -2,7 +2,7 @@
 
 - One device: the default strategy. Several local devices (GPUs; or the CPU split into N logical devices with
   `--virtual-devices N`): `MirroredStrategy`. Both train Keras 3 models with `model.fit`.
-- `TF_CONFIG` in the environment, or built by `k8s.tf_config.tf_config_from_env` from the Indexed Job's
+- `TF_CONFIG` in the environment, or built by `jobs.tf_config.tf_config_from_env` from the Indexed Job's
   `JOB_COMPLETION_INDEX`, `JOBCTL_WORKERS`, `JOBCTL_JOB_NAME`, `JOBCTL_SERVICE`: `MultiWorkerMirroredStrategy`.
   Keras 3.15's `model.fit` fails under it (keras-team/keras#20585), so multi-worker runs train the same model built
   with tf-keras 2.21 (`legacy_models()`), whose `fit`, `BackupAndRestore` and file writers are multi-worker aware;
@@ -69,14 +69,14 @@ class StrategyInfo:
 def cluster_config(env: Optional[Mapping[str, str]] = None) -> Optional[dict]:
     """TF_CONFIG for this process (explicit, or built from the Indexed Job's variables), or None for one process.
 
-    Raises `k8s.tf_config.TFConfigError` (a ValueError: exit code 2, never retried) when it is malformed.
+    Raises `jobs.tf_config.TFConfigError` (a ValueError: exit code 2, never retried) when it is malformed.
     """
-    from k8s.tf_config import tf_config_from_env
+    from jobs.tf_config import tf_config_from_env
 
     config = tf_config_from_env(os.environ if env is None else env)
     if config is None:
         return None
-    from k8s.tf_config import TFConfigError
+    from jobs.tf_config import TFConfigError
 
     cluster, task = config["cluster"], config["task"]
     unknown = sorted(set(cluster) - {"chief", "worker"})

@@ -5,7 +5,7 @@
     Service    <name>          headless, only when resources.workers > 1 (stable DNS per worker)
     Job        <name>          one pod (one node) or an Indexed Job (completions = parallelism = workers)
 
-The multi-worker contract with the container (`jobs/distribute.py` reads it through `k8s.tf_config`):
+The multi-worker contract with the container (`jobs/distribute.py` reads it through `jobs.tf_config`):
     JOB_COMPLETION_INDEX   set by Kubernetes: this worker's index, 0 is the chief
     JOBCTL_WORKERS         number of workers
     JOBCTL_SERVICE         the headless Service; worker i is <JOBCTL_JOB_NAME>-<i>.<JOBCTL_SERVICE>
@@ -24,7 +24,7 @@ from datetime import datetime, timezone
 from pathlib import Path, PurePosixPath
 from typing import Mapping, Optional
 
-from jobs import exit_codes
+from jobs import exit_codes, tf_config
 from jobs.fsutil import atomic_write_text
 from jobs.spec import JobSpec
 from k8s import common
@@ -38,7 +38,7 @@ CACHE_MOUNT = "/cache"
 # Defaults of the kustomize base (k8s/base): change both together.
 ARTIFACTS_CLAIM = "jobctl-artifacts"
 SERVICE_ACCOUNT = "jobctl-training"
-WORKER_PORT = 2222
+WORKER_PORT = tf_config.DEFAULT_PORT
 DEFAULT_IMAGE_REPOSITORY = "ghcr.io/your-org/jobctl-train"
 # Unset deadlines leave stuck jobs holding GPUs forever; a week bounds that and is rarely hit by real runs.
 DEFAULT_ACTIVE_DEADLINE_SECONDS = 7 * 24 * 3600
@@ -316,15 +316,15 @@ def _env(spec: JobSpec, job_name: str, multi: bool) -> list[dict]:
         {"name": "KERAS_HOME", "value": f"{CACHE_MOUNT}/keras"},
         {"name": "MPLCONFIGDIR", "value": "/tmp/matplotlib"},
         {"name": "TF_CPP_MIN_LOG_LEVEL", "value": "1"},
-        {"name": "JOBCTL_JOB_NAME", "value": job_name},
+        {"name": tf_config.ENV_JOB_NAME, "value": job_name},
         {"name": "JOBCTL_POD_NAME", "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}},
-        {"name": "JOBCTL_NAMESPACE", "valueFrom": {"fieldRef": {"fieldPath": "metadata.namespace"}}},
+        {"name": tf_config.ENV_NAMESPACE, "valueFrom": {"fieldRef": {"fieldPath": "metadata.namespace"}}},
     ]
     if multi:
         env += [
-            {"name": "JOBCTL_WORKERS", "value": str(spec.resources.workers)},
-            {"name": "JOBCTL_SERVICE", "value": job_name},
-            {"name": "JOBCTL_PORT", "value": str(WORKER_PORT)},
+            {"name": tf_config.ENV_WORKERS, "value": str(spec.resources.workers)},
+            {"name": tf_config.ENV_SERVICE, "value": job_name},
+            {"name": tf_config.ENV_PORT, "value": str(WORKER_PORT)},
         ]
     return env
 

@@ -14,7 +14,7 @@ import pytest
 
 from jobs import distribute, exit_codes, train
 from jobs.spec import JobSpec
-from k8s.tf_config import TFConfigError
+from jobs.tf_config import TFConfigError
 from bench.common import free_ports as _ports
 
 

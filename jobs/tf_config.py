@@ -1,4 +1,4 @@
-"""TF_CONFIG for a worker of an Indexed Job, from the environment the manifests set (see k8s/manifests.py).
+"""TF_CONFIG for a worker of an Indexed Job, from the environment the manifests set (k8s/manifests.py sets it).
 
 Pure and TensorFlow-free: `jobs/distribute.py` calls `tf_config_from_env(os.environ)` before it creates the strategy.
 
@@ -16,12 +16,21 @@ from __future__ import annotations
 import json
 from typing import Any, Mapping, Optional
 
-from jobs.spec import DNS1123_LABEL  # TensorFlow-free; the training image copies jobs/ too
+from jobs.errors import BadInputError
+from jobs.spec import DNS1123_LABEL  # TensorFlow-free
 
 DEFAULT_PORT = 2222
 
+# The environment contract with the manifests: k8s/ renders these names, this module reads them.
+ENV_WORKERS = "JOBCTL_WORKERS"
+ENV_JOB_NAME = "JOBCTL_JOB_NAME"
+ENV_SERVICE = "JOBCTL_SERVICE"
+ENV_NAMESPACE = "JOBCTL_NAMESPACE"
+ENV_PORT = "JOBCTL_PORT"
+ENV_INDEX = "JOB_COMPLETION_INDEX"  # set by Kubernetes for an Indexed Job
 
-class TFConfigError(ValueError):
+
+class TFConfigError(BadInputError):
     """The environment describes a multi-worker pod inconsistently; the message names the variable."""
 
 
@@ -81,16 +90,16 @@ def tf_config_from_env(env: Mapping[str, str]) -> Optional[dict[str, Any]]:
     explicit = env.get("TF_CONFIG")
     if explicit:
         return _check_explicit(explicit)
-    if env.get("JOBCTL_WORKERS") in (None, ""):
+    if env.get(ENV_WORKERS) in (None, ""):
         return None
-    workers = _int(env, "JOBCTL_WORKERS", minimum=1, maximum=1024)
+    workers = _int(env, ENV_WORKERS, minimum=1, maximum=1024)
     if workers == 1:
         return None
-    index = _int(env, "JOB_COMPLETION_INDEX", minimum=0, maximum=workers - 1)
-    job_name = _name(env, "JOBCTL_JOB_NAME")
-    service = _name(env, "JOBCTL_SERVICE")
-    namespace = _name(env, "JOBCTL_NAMESPACE") if env.get("JOBCTL_NAMESPACE") else None
-    port = _int(env, "JOBCTL_PORT", minimum=1, maximum=65535, default=DEFAULT_PORT)
+    index = _int(env, ENV_INDEX, minimum=0, maximum=workers - 1)
+    job_name = _name(env, ENV_JOB_NAME)
+    service = _name(env, ENV_SERVICE)
+    namespace = _name(env, ENV_NAMESPACE) if env.get(ENV_NAMESPACE) else None
+    port = _int(env, ENV_PORT, minimum=1, maximum=65535, default=DEFAULT_PORT)
     return {
         "cluster": {"worker": worker_hosts(job_name, service, workers, port, namespace)},
         "task": {"type": "worker", "index": index},

@@ -1,4 +1,4 @@
-"""TF_CONFIG from the environment an Indexed Job pod gets (k8s/tf_config.py)."""
+"""TF_CONFIG from the environment an Indexed Job pod gets (jobs/tf_config.py)."""
 
 import json
 
@@ -6,7 +6,7 @@ import pytest
 
 from jobs.spec import parse_spec
 from k8s.manifests import build_job_objects, find_job
-from k8s.tf_config import TFConfigError, tf_config_from_env
+from jobs.tf_config import TFConfigError, tf_config_from_env
 
 BASE = {"JOBCTL_WORKERS": "3", "JOBCTL_JOB_NAME": "cifar", "JOBCTL_SERVICE": "cifar", "JOB_COMPLETION_INDEX": "1"}
 
