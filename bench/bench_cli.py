@@ -26,6 +26,7 @@ from bench.common import (
     OUT_DIR, ROOT, Stat, add_common_args, bench_env, machine_info, paired_ratio, repetitions, run_process, write_json,
 )
 from bench.common import free_port as _free_port
+from bench.report import FigureLink, Headline, dig, fmt, fmt_stat, md_table
 
 TARGETS = {"help": 0.5, "render": 1.0}
 
@@ -64,7 +65,7 @@ def startup(reps: int, tmp: Path) -> dict[str, Any]:
     cluster = None
     notes: list[str] = []
     try:
-        from tests.test_k8s_harness import FakeCluster, make_pod  # the in-repo KMock API server
+        from bench.k8s_emulator import FakeCluster, make_pod  # the KMock API server the tests use too
 
         cluster = FakeCluster(namespace="ml").__enter__()
         kube = ["--kubeconfig", str(_kubeconfig(tmp / "kubeconfig", cluster.url)), "--context", "bench"]
@@ -202,6 +203,76 @@ def main(argv=None) -> dict[str, Any]:
     result["seconds"] = round(time.perf_counter() - started, 1)
     write_json(args.out or OUT_DIR / "cli.json", result)
     return result
+
+
+# ================================================================================ report (bench.run_all)
+def headlines(data: dict) -> list[Headline]:
+    """Start-up of the light commands against their targets and against `import tensorflow`."""
+    rows: list[Headline] = []
+    cli = dig(data, "startup", "commands")
+    if cli:
+        for name in ("help", "render", "status"):
+            c = cli.get(name)
+            if c:
+                rows.append(Headline(f"`{c['command']}` start-up", fmt_stat(c["seconds"], unit=" s") +
+                             f"; {c['speedup_vs_import_tensorflow']['median']:.1f}x faster than `import tensorflow`",
+                             f"≤ {c['target_seconds']} s" if "target_seconds" in c else "no TensorFlow",
+                             c.get("meets_target", None)))
+    return rows
+
+
+def report_section(data: dict, fig: FigureLink) -> str:
+    s = data.get("startup", {})
+    cmds = s.get("commands", {})
+    out = ["Each command in a fresh process, as users run it (the installed `jobctl` script); `status` talks to a "
+           "Kubernetes API on localhost (KMock). Peak memory is the process' own maximum resident set. Speed-up = "
+           "`import tensorflow` seconds / command seconds, paired per repetition.", ""]
+    rows = []
+    for name, c in cmds.items():
+        rows.append([f"`{c['command']}`", fmt_stat(c["seconds"], 3, " s"), fmt_stat(c["peak_rss_mb"], 0, " MB"),
+                     fmt_stat(c.get("speedup_vs_import_tensorflow"), 1, "x") if c.get("speedup_vs_import_tensorflow") else "baseline",
+                     f"≤ {c['target_seconds']} s: {fmt(c['meets_target'])}" if "target_seconds" in c else ""])
+    out.append(md_table(["command", "wall time", "peak memory", "vs import tensorflow", "target"], rows))
+    for note in s.get("notes", []):
+        out.append(f"\nNote: {note}")
+    mem = data.get("memory") or {}
+    if "training" in mem:
+        t, sv = mem["training"], mem.get("serving", {})
+        out += ["", "Peak memory of the heavy processes (one run each):", "",
+                md_table(["process", "peak memory", "detail"], [
+                    [f"training (`python -m jobs.train`, `{t['recipe']}`, {t['epochs']} epochs)",
+                     f"{t['peak_rss_mb']:,.0f} MB", f"{t['seconds']:.1f} s including start-up and export"],
+                    ["serving (`jobctl serve` of that export)", f"{sv.get('peak_rss_mb', 0):,.0f} MB",
+                     f"ready in {sv.get('ready_seconds')} s; {sv.get('requests')} sequential Predict calls of "
+                     f"{sv.get('batch')} images: {sv.get('images_per_second_sequential', 0):,.0f} img/s"],
+                ])]
+    elif mem.get("error"):
+        out += ["", f"Memory runs failed: {mem['error']}"]
+    out += ["", fig("cli.png")]
+    return "\n".join(out)
+
+
+
+def figures(data: dict, canvas) -> None:
+    cmds = dig(data, "startup", "commands")
+    if cmds:
+        fig, ax = canvas.plt.subplots(figsize=(8, 4))
+        names = list(cmds)
+        stats = [cmds[k]["seconds"] for k in names]
+        med = [s["median"] for s in stats]
+        err = [[s["median"] - s["min"] for s in stats], [s["max"] - s["median"] for s in stats]]
+        ax.barh(range(len(names)), med, xerr=err, capsize=4,
+                color=["tab:gray" if k in ("python", "import_tensorflow") else "tab:blue" for k in names])
+        ax.set_yticks(range(len(names)), [cmds[k]["command"][:40] for k in names], fontsize=8)
+        for p, (v, st) in enumerate(zip(med, stats)):
+            ax.text(st["max"], p, f"  {v:.2f} s", va="center", fontsize=8)
+        for t, ls in ((0.5, "--"), (1.0, ":")):
+            ax.axvline(t, color="tab:red", ls=ls, lw=1, label=f"target {t} s")
+        ax.set_xscale("log")
+        ax.set_xlabel("seconds (log scale)")
+        ax.set_title("CLI start-up in a fresh process")
+        ax.legend(fontsize=8)
+        canvas.save(fig, "cli.png")
 
 
 if __name__ == "__main__":

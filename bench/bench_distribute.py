@@ -32,6 +32,7 @@ from typing import Optional
 
 from bench.common import ROOT, Stat, add_common_args, bench_env, machine_info, paired_ratio, repetitions, write_and_show
 from bench.common import free_ports as _free_ports
+from bench.report import Headline, fmt_stat, target_headlines
 
 MODEL = {"type": "cnn", "conv_filters": [32, 64], "dense_units": [64], "padding": "same"}
 INPUT = (32, 32, 3)
@@ -220,6 +221,37 @@ def main(argv=None) -> dict:
     }
     out = args.out or ROOT / "bench" / "out" / ("distribute-quick.json" if args.quick else "distribute.json")
     return write_and_show(out, result)
+
+
+# ================================================================================ report (bench.run_all)
+def headlines(data: dict) -> list[Headline]:
+    """Each strategy's images/s relative to none; mirrored_1 has a target."""
+    rows: list[Headline] = []
+    if isinstance(data.get("variants"), dict):
+        for variant, v in data["variants"].items():
+            if variant == "none":
+                continue
+            r = v.get("ratio_to_none", {})
+            fig = fmt_stat(r, unit="x") if "min" in r else f"{r.get('median', float('nan')):.2f}x ({r.get('note', '')})"
+            met = data.get("mirrored_1_target_met") if variant == "mirrored_1" else None
+            rows.append(Headline(f"Training images/s under `{variant}` relative to no strategy (same 2 cores)", fig,
+                                 "≥ 0.90x" if variant == "mirrored_1" else "—", met))
+    return rows + target_headlines("distribute", data)
+
+
+def figures(data: dict, canvas) -> None:
+    variants = data.get("variants")
+    if isinstance(variants, dict) and variants:
+        names = [k for k in variants if isinstance(variants[k].get("ratio_to_none"), dict)]
+        stats = []
+        for k in names:
+            r = variants[k]["ratio_to_none"]
+            stats.append({"median": r["median"], "min": r.get("min", r["median"]), "max": r.get("max", r["median"])})
+        fig, ax = canvas.plt.subplots(figsize=(7, 4))
+        canvas.bars(ax, names, stats, "tab:cyan", 0.9, "mirrored_1 target 0.90x")
+        ax.set_title("Training images/s per strategy relative to none (same 2 cores)")
+        ax.set_ylabel("images/s ÷ images/s without a strategy")
+        canvas.save(fig, "distribute.png")
 
 
 if __name__ == "__main__":

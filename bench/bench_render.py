@@ -17,6 +17,7 @@ import time
 from pathlib import Path
 
 from bench.common import OUT_DIR, ROOT, machine_info, write_and_show
+from bench.report import Headline, target_headlines
 
 
 def main(argv=None) -> dict:
@@ -60,6 +61,16 @@ def main(argv=None) -> dict:
     }
     write_and_show(args.out, {**result, "machine": machine_info()})
     return result
+
+
+# ================================================================================ report (bench.run_all)
+def headlines(data: dict) -> list[Headline]:
+    rows = target_headlines("render", data)
+    if "render_cli_seconds_median" in data:
+        t = data.get("target_seconds", 1.0)
+        rows.insert(0, Headline("`jobctl render` start-up (bench_render)", f"{data['render_cli_seconds_median']:.2f} s",
+                                f"≤ {t} s", data["render_cli_seconds_median"] <= t))
+    return rows
 
 
 if __name__ == "__main__":

@@ -500,5 +500,25 @@ def main(argv=None) -> int:
     return 0
 
 
+# ================================================================================ report (bench.run_all)
+def figures(data: dict, canvas) -> None:
+    """Every ratio this module measured side by side, its target under its bar."""
+    serving = data
+    if isinstance(serving, dict):
+        labels, stats, targets = [], [], []
+        for key, v in serving.items():
+            if isinstance(v, dict) and isinstance(v.get("ratio_stat"), dict):
+                labels.append(key.replace("_", " ").replace(" vs ", "\nvs "))
+                stats.append(v["ratio_stat"])
+                targets.append(v.get("target", ""))
+        if stats:
+            fig, ax = canvas.plt.subplots(figsize=(7, 4))
+            canvas.bars(ax, labels, stats, "tab:red")
+            for i, t in enumerate(targets):
+                ax.text(i, 0.05, str(t), ha="center", fontsize=8, color="white")
+            ax.set_title("Serving: ratios measured side by side (target under each bar)")
+            canvas.save(fig, "serving.png")
+
+
 if __name__ == "__main__":
     sys.exit(main())

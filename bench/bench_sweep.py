@@ -20,6 +20,7 @@ import time
 from pathlib import Path
 
 from bench.common import ROOT, Stat, add_common_args, machine_info, paired_ratio, repetitions, write_and_show
+from bench.report import Headline, fmt_stat, target_headlines
 
 
 def _proc_stat() -> tuple[float, float]:
@@ -128,6 +129,17 @@ def main(argv=None) -> dict:
     }
     out = args.out or ROOT / "bench" / "out" / ("sweep-quick.json" if args.quick else "sweep.json")
     return write_and_show(out, result)
+
+
+# ================================================================================ report (bench.run_all)
+def headlines(data: dict) -> list[Headline]:
+    rows = []
+    if "speedup" in data:
+        par = data.get("parallel", {}).get("parallelism")
+        fig = (fmt_stat(data["speedup_spread"], unit="x") if isinstance(data.get("speedup_spread"), dict)
+               else f"{data['speedup']:.2f}x")
+        rows.append(Headline(f"Local sweep speed-up, parallelism {par} vs one trial at a time", fig, "—", None))
+    return rows + target_headlines("sweep", data)
 
 
 if __name__ == "__main__":

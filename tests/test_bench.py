@@ -247,4 +247,4 @@ def test_accuracy_seed_spread_and_ensemble_candidates(tmp_path, monkeypatch):
                                     "num_test": 359, "range_images": 3,
                                     "test_accuracy": [356 / 359, 353 / 359, 355 / 359]}
     assert [r["recipe"] for r in seen["runs"]] == ["digits-cnn", "digits-mlp"]
-    assert "got 353–356 of 359 test images right" in run_all._seed_scale(saved)
+    assert "got 353–356 of 359 test images right" in ba.seed_scale(saved)

@@ -17,7 +17,7 @@ from typer.testing import CliRunner
 
 from cli.main import app
 from jobs import exit_codes
-from tests.test_k8s_harness import FakeCluster, make_pod
+from bench.k8s_emulator import FakeCluster, make_pod
 
 ROOT = Path(__file__).resolve().parents[1]
 runner = CliRunner()
@@ -274,7 +274,7 @@ def test_cluster_commands_never_import_tensorflow(tmp_path):
         from pathlib import Path
         from typer.testing import CliRunner
         from cli.main import app
-        from tests.test_k8s_harness import FakeCluster, make_pod
+        from bench.k8s_emulator import FakeCluster, make_pod
         from tests.test_k8s_cli import write_kubeconfig, write_spec
         tmp = Path({str(tmp_path)!r})
         spec = write_spec(tmp / "job.yaml", workers=2)

@@ -135,7 +135,7 @@ def test_bad_options_are_named(opts, needle):
 
 @pytest.fixture()
 def cluster():
-    from tests.test_k8s_harness import FakeCluster
+    from bench.k8s_emulator import FakeCluster
 
     c = FakeCluster(namespace="ml")
     for group, version, plural in [("apps", "v1", "deployments"), ("policy", "v1", "poddisruptionbudgets"),
