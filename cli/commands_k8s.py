@@ -14,7 +14,7 @@ from typing import List, Optional
 import typer
 from rich.markup import escape
 
-from cli.common import (check_output_dir, console, err_console, fail, load_spec_or_exit, parse_overrides,
+from cli.common import (check_output_dir, console, err_console, fail, load_job_spec, parse_overrides,
                         write_manifests_or_exit)
 from jobs import exit_codes
 
@@ -29,7 +29,7 @@ def _objects(spec_path: Path, overrides, *, run_id, name, namespace, image):
     from k8s.common import ManifestError
     from k8s.manifests import build_job_objects, data_path_warnings
 
-    spec = load_spec_or_exit(spec_path, parse_overrides(overrides))
+    spec = load_job_spec(spec_path, parse_overrides(overrides))
     try:
         objects = build_job_objects(spec, run_id=run_id, name=name, namespace=namespace, image=image)
     except ManifestError as exc:

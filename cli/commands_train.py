@@ -9,8 +9,9 @@ from typing import List, Optional
 import typer
 from rich.table import Table
 
-from cli.common import console, err_console, fail, load_spec_or_exit, parse_overrides
-from jobs import exit_codes
+from cli.common import console, err_console, load_job_spec, parse_overrides
+from jobs import contract, exit_codes
+from jobs.errors import BadInputError, OperationFailedError
 
 
 def init(
@@ -24,13 +25,13 @@ def init(
     from jobs.spec_template import render_template
 
     if not DNS1123_LABEL.fullmatch(name) or len(name) > 52:
-        fail(f"--name: expected a DNS-1123 label (lower-case letters, digits, '-'), received {name!r}", exit_codes.BAD_SPEC)
+        raise BadInputError(f"--name: expected a DNS-1123 label (lower-case letters, digits, '-'), received {name!r}")
     if path.exists() and not force:
-        fail(f"{path} already exists; use --force to overwrite it", exit_codes.BAD_SPEC)
+        raise BadInputError(f"{path} already exists; use --force to overwrite it")
     try:
         atomic_write_text(path, render_template(name, str(path)))
     except OSError as exc:
-        fail(f"{path}: cannot write it ({exc.strerror or exc})", exit_codes.FAILURE)
+        raise OperationFailedError(f"{path}: cannot write it ({exc.strerror or exc})") from exc
     console.print(f"wrote {path}; next: jobctl validate {path} && jobctl train {path}", highlight=False)
 
 
@@ -71,7 +72,7 @@ def train(
     ),
 ) -> None:
     """Train locally: the same code the training container runs (`python -m jobs.train`)."""
-    spec = load_spec_or_exit(spec_path, parse_overrides(overrides))
+    spec = load_job_spec(spec_path, parse_overrides(overrides))
     from jobs.train import run_with_exit_code  # TensorFlow loads here, not at CLI start-up
 
     code = run_with_exit_code(
@@ -87,33 +88,30 @@ def export(
 ) -> None:
     """Re-export a run's best checkpoint as a new SavedModel version (TF Serving layout)."""
     if version not in ("increment", "timestamp") and not (version.isdigit() and int(version) >= 1):
-        fail(f"--version: expected 'increment', 'timestamp' or a positive integer, received {version!r}", exit_codes.BAD_SPEC)
-    from jobs.export import ExportError
-    from jobs.reexport import RunNotExportable, reexport_run
+        raise BadInputError(f"--version: expected 'increment', 'timestamp' or a positive integer, received {version!r}")
+    from jobs.reexport import reexport_run  # RunNotExportable and ExportError are BadInputErrors: exit 2
 
-    try:
-        path = reexport_run(run_dir, export_root, int(version) if version.isdigit() else version)
-    except (RunNotExportable, ExportError) as exc:
-        fail(str(exc), exit_codes.BAD_SPEC)
+    path = reexport_run(run_dir, export_root, int(version) if version.isdigit() else version)
     console.print(f"export: {path}", highlight=False)
 
 
 def list_runs(artifacts_dir: Path) -> list[dict]:
     rows = []
-    for metrics_file in sorted((artifacts_dir / "runs").glob("*/*/metrics.json")):
+    runs_root = contract.runs_root(artifacts_dir)
+    for metrics_file in sorted(runs_root.glob(f"*/*/{contract.METRICS_FILE}")):
         try:
             m = json.loads(metrics_file.read_text())
         except (OSError, json.JSONDecodeError):
             m = {"status": "unreadable"}
         rows.append({"name": metrics_file.parent.parent.name, "run_id": metrics_file.parent.name, **m})
-    for run_dir in sorted((artifacts_dir / "runs").glob("*/*/")):
-        if run_dir.is_dir() and not (run_dir / "metrics.json").exists():
+    for run_dir in sorted(runs_root.glob("*/*/")):
+        if run_dir.is_dir() and not (run_dir / contract.METRICS_FILE).exists():
             rows.append({"name": run_dir.parent.name, "run_id": run_dir.name, "status": "running or killed"})
     return sorted(rows, key=lambda r: (r["name"], r["run_id"]))
 
 
 def runs(
-    artifacts_dir: Path = typer.Option(Path("artifacts"), "--artifacts-dir", help="where runs/ lives"),
+    artifacts_dir: Path = typer.Option(Path("artifacts"), "--artifacts-dir", help=f"where {contract.RUNS_DIR}/ lives"),
     as_json: bool = typer.Option(False, "--json", help="machine-readable output"),
 ) -> None:
     """Local runs and their metrics."""
@@ -122,7 +120,7 @@ def runs(
         typer.echo(json.dumps(rows, indent=2, default=str))
         return
     if not rows:
-        console.print(f"no runs under {artifacts_dir / 'runs'}", highlight=False)
+        console.print(f"no runs under {contract.runs_root(artifacts_dir)}", highlight=False)
         return
     table = Table("name", "run", "status", "best epoch", "val acc", "test acc", "time", "export")
 

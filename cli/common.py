@@ -1,5 +1,6 @@
-"""Helpers every command module shares: one console, spec loading with clean errors, exit codes.
+"""Helpers every command module shares: one console, spec loading, output-path checks.
 
+Errors are raised (jobs.errors), never turned into exit codes here: cli.main's group maps them in one place.
 Nothing here imports TensorFlow: `jobctl --help`, `validate`, `render`, `status` must start fast.
 """
 
@@ -13,6 +14,7 @@ import typer
 from rich.console import Console
 
 from jobs import exit_codes
+from jobs.errors import BadInputError, OperationFailedError
 
 # Pipes and CI logs get wide, unwrapped lines: an error message must stay greppable on one line.
 _width = None if sys.stdout.isatty() else 200
@@ -30,43 +32,37 @@ def fail(message: str, code: int = exit_codes.FAILURE) -> NoReturn:
 
 def parse_overrides(pairs: Optional[list[str]]) -> dict[str, Any]:
     """`--set training.learning_rate=0.01` pairs; values are parsed as YAML so numbers and lists work."""
-    from jobs.spec import SpecError, parse_override_pairs
+    from jobs.spec import parse_override_pairs
 
-    try:
-        return parse_override_pairs(pairs or [])
-    except SpecError as exc:
-        fail("; ".join(exc.problems), exit_codes.BAD_SPEC)
+    return parse_override_pairs(pairs or [])
 
 
-def load_spec_or_exit(path: Path, overrides: Optional[dict[str, Any]] = None):
-    from jobs.spec import SpecError, load_spec
+def load_job_spec(path: Path, overrides: Optional[dict[str, Any]] = None):
+    """jobs.spec.load_spec, imported when a command runs (pydantic stays out of `jobctl --help`)."""
+    from jobs.spec import load_spec
 
-    try:
-        return load_spec(path, overrides)
-    except SpecError as exc:
-        err_console.print(exc.render(), highlight=False, markup=False)
-        raise typer.Exit(exit_codes.BAD_SPEC)
+    return load_spec(path, overrides)
 
 
 def _first_existing_parent_must_be_a_dir(path: Path, option: str) -> None:
     for parent in path.parents:
         if parent.exists():
             if not parent.is_dir():
-                fail(f"{option} {path}: {parent} is a file, not a directory", exit_codes.BAD_SPEC)
+                raise BadInputError(f"{option} {path}: {parent} is a file, not a directory")
             return
 
 
 def check_output_dir(path: Path, option: str) -> None:
     """An output directory option, checked before any work: an existing file there is an error, not a traceback."""
     if path.exists() and not path.is_dir():
-        fail(f"{option} {path}: is a file; expected a directory (created when missing)", exit_codes.BAD_SPEC)
+        raise BadInputError(f"{option} {path}: is a file; expected a directory (created when missing)")
     _first_existing_parent_must_be_a_dir(path, option)
 
 
 def check_output_file(path: Path, option: str) -> None:
     """An output file option, checked before any work: an existing directory there is an error."""
     if path.is_dir():
-        fail(f"{option} {path}: is a directory; expected a file path", exit_codes.BAD_SPEC)
+        raise BadInputError(f"{option} {path}: is a directory; expected a file path")
     _first_existing_parent_must_be_a_dir(path, option)
 
 
@@ -79,4 +75,4 @@ def write_manifests_or_exit(objects: list[dict], out_dir: Path, option: str) -> 
         for path in write_manifests(objects, out_dir):
             console.print(f"wrote {path}", highlight=False)
     except OSError as exc:
-        fail(f"{option} {out_dir}: cannot write the manifests ({exc.strerror or exc})", exit_codes.FAILURE)
+        raise OperationFailedError(f"{option} {out_dir}: cannot write the manifests ({exc.strerror or exc})") from exc

@@ -21,6 +21,8 @@ METRICS_FILE = "metrics.json"
 LEADERBOARD_FILE = "leaderboard.json"
 MODEL_METADATA_FILE = "jobctl.json"  # beside saved_model.pb in every exported version
 CLASS_NAMES_ASSET = "class_names.txt"  # under assets/
+RUN_SPEC_FILE = "spec.yaml"  # in a run directory: the resolved spec it trained
+BEST_WEIGHTS_FILE = "checkpoints/best.weights.h5"  # in a run directory: the best epoch's weights (Keras 3 format)
 # Where the pods mount the artifacts PersistentVolumeClaim, and the claim's default name (k8s/base ships it).
 ARTIFACTS_MOUNT = "/artifacts"
 ARTIFACTS_CLAIM = "jobctl-artifacts"
@@ -32,6 +34,11 @@ def runs_root(artifacts_dir: PathLike) -> Path:
 
 def run_dir(artifacts_dir: PathLike, name: str, run_id: str) -> Path:
     return Path(artifacts_dir) / RUNS_DIR / name / run_id
+
+
+def artifacts_of_run(run_directory: PathLike) -> Path:
+    """The artifacts directory a run directory (<artifacts>/runs/<name>/<run-id>) lives in."""
+    return Path(run_directory).parents[2]
 
 
 def metrics_path(artifacts_dir: PathLike, name: str, run_id: str) -> Path:
@@ -79,6 +86,7 @@ class RunStatus(str, enum.Enum):
     PRUNED = "pruned"  # stopped early by a pruner: a result, not a failure
     FAILED = "failed"
     PREEMPTED = "preempted"  # SIGTERM after saving state: will resume
+    INTERRUPTED = "interrupted"  # Ctrl-C (KeyboardInterrupt): state saved as far as it got; a re-run resumes
 
     def __str__(self) -> str:  # f"{status}" gives "succeeded", not "RunStatus.SUCCEEDED"
         return self.value

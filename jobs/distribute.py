@@ -27,6 +27,7 @@ from types import ModuleType
 from typing import Any, Callable, Mapping, Optional
 
 from jobs import exit_codes
+from jobs.errors import BadInputError, PeerUnavailableError, Preempted
 
 log = logging.getLogger(__name__)
 
@@ -34,14 +35,6 @@ log = logging.getLogger(__name__)
 # terminationGracePeriodSeconds (k8s/manifests.py: 120 s) must be longer.
 SIGTERM_GRACE_ENV = "JOBCTL_SIGTERM_GRACE_SECONDS"
 DEFAULT_SIGTERM_GRACE = 60.0
-
-
-class PeerUnavailable(RuntimeError):
-    """A peer worker never came up or went away; the job exits PEER_UNAVAILABLE (76) and is retried."""
-
-
-class Preempted(BaseException):
-    """SIGTERM arrived. A BaseException so that no `except Exception` in user code or Keras swallows it."""
 
 
 @dataclass
@@ -125,7 +118,7 @@ def configure_virtual_devices(n: int) -> None:
     try:
         tf.config.set_logical_device_configuration(cpus[0], [tf.config.LogicalDeviceConfiguration()] * n)
     except RuntimeError as exc:
-        raise ValueError(
+        raise BadInputError(
             f"virtual_devices: the CPU can only be split before TensorFlow initializes its devices. Received: "
             f"virtual_devices={n} in a process that already uses TensorFlow; expected a fresh process "
             "(`python -m jobs.train --virtual-devices N` or `jobctl train --virtual-devices N`)"
@@ -148,13 +141,13 @@ def select_strategy(
             kind = "multi_worker"
     if kind == "multi_worker":
         if config is None:
-            raise ValueError(
+            raise BadInputError(
                 "distribution.strategy: 'multi_worker' needs a cluster. Received: no TF_CONFIG and no JOBCTL_WORKERS "
                 "in the environment; expected TF_CONFIG={'cluster': {'worker': [...]}, 'task': {...}} (set by the "
                 "Kubernetes manifests) or strategy 'auto'"
             )
         if virtual_devices > 1:
-            raise ValueError(
+            raise BadInputError(
                 f"virtual_devices: not supported with several workers. Received: virtual_devices={virtual_devices} "
                 "and a multi-worker TF_CONFIG; expected 0 (each worker trains on its own devices)"
             )
@@ -224,7 +217,7 @@ def _multi_worker(config: dict, workers: int, position: int, timeout: float) -> 
 
 
 def wait_for_peers(hosts: list[str], position: int, timeout: float, poll: float = 0.25) -> None:
-    """Meet every other worker over plain TCP on the TF_CONFIG ports, or raise PeerUnavailable after `timeout`.
+    """Meet every other worker over plain TCP on the TF_CONFIG ports, or raise PeerUnavailableError after `timeout`.
 
     Each worker listens on its own port and says hello (its index) to every other one. It closes its listener,
     so that TensorFlow can bind the port, only when it has reached every peer *and* every peer has reached it:
@@ -239,7 +232,7 @@ def wait_for_peers(hosts: list[str], position: int, timeout: float, poll: float 
         listener.bind(("", int(own_port)))
     except OSError as exc:
         listener.close()
-        raise PeerUnavailable(f"TF_CONFIG: cannot listen on port {own_port} of {hosts[position]} ({exc})") from exc
+        raise PeerUnavailableError(f"TF_CONFIG: cannot listen on port {own_port} of {hosts[position]} ({exc})") from exc
     listener.listen(64)
     listener.settimeout(poll)
     others = {i for i in range(len(hosts)) if i != position}
@@ -279,7 +272,7 @@ def wait_for_peers(hosts: list[str], position: int, timeout: float, poll: float 
                 break
             if time.monotonic() - started > timeout:
                 missing = sorted((others - reached) | (others - heard))
-                raise PeerUnavailable(
+                raise PeerUnavailableError(
                     f"waiting for {len(hosts)} workers as worker {position}: "
                     f"{', '.join(hosts[i] for i in missing)} never answered; not all of them joined within "
                     f"{timeout:g} s (distribution.worker_timeout_seconds)"
@@ -301,7 +294,7 @@ def barrier(strategy) -> None:
 
 def is_peer_failure(exc: BaseException) -> bool:
     """TensorFlow's ways of saying that another worker is gone (collectives aborted, heartbeats missed)."""
-    if isinstance(exc, PeerUnavailable):
+    if isinstance(exc, PeerUnavailableError):
         return True
     tf = sys.modules.get("tensorflow")
     if tf is None:  # TensorFlow never loaded: the error cannot be one of its own

@@ -20,19 +20,18 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from jobs.contract import (CLASS_NAMES_ASSET, INPUT_NAME, MODEL_METADATA_FILE, OUTPUT_CLASS_IDS, OUTPUT_PROBABILITIES,
+                           SIGNATURE_NAME, WARMUP_FILE)
+from jobs.errors import BadInputError
 from jobs.fsutil import atomic_write_json
-
-INPUT_NAME = "images"
-WARMUP_FILE = "tf_serving_warmup_requests"
-METADATA_FILE = "jobctl.json"
 
 
 # The run metrics copied into jobctl.json, so a served model says how good it was without its run dir.
 EXPORTED_METRICS = ("best_epoch", "best_val_accuracy", "best_val_loss", "test_accuracy", "test_loss")
 
 
-class ExportError(Exception):
-    pass
+class ExportError(BadInputError):
+    """The export cannot be written where it was asked to go (a version that is taken): exit 2."""
 
 
 def run_metadata(spec_hash: str, run_dir, metrics: dict) -> dict:
@@ -75,8 +74,8 @@ class _Servable(tf.Module):
             logits = self.model(tf.cast(images, tf.float32), training=False)
             probabilities = tf.nn.softmax(tf.cast(logits, tf.float32), axis=-1)
             return {
-                "probabilities": tf.identity(probabilities, name="probabilities"),
-                "class_ids": tf.argmax(probabilities, axis=-1, output_type=tf.int64, name="class_ids"),
+                OUTPUT_PROBABILITIES: tf.identity(probabilities, name=OUTPUT_PROBABILITIES),
+                OUTPUT_CLASS_IDS: tf.argmax(probabilities, axis=-1, output_type=tf.int64, name=OUTPUT_CLASS_IDS),
             }
 
         self.serve = serve
@@ -88,7 +87,7 @@ def _warmup_records(path: Path, samples: np.ndarray, model_name: str, input_dtyp
     with tf.io.TFRecordWriter(str(path)) as writer:
         for i in range(len(samples)):
             request = predict_pb2.PredictRequest(
-                model_spec=model_pb2.ModelSpec(name=model_name, signature_name="serving_default")
+                model_spec=model_pb2.ModelSpec(name=model_name, signature_name=SIGNATURE_NAME)
             )
             request.inputs[INPUT_NAME].CopyFrom(tf.make_tensor_proto(samples[i : i + 1].astype(input_dtype.as_numpy_dtype)))
             log = prediction_log_pb2.PredictionLog(predict_log=prediction_log_pb2.PredictLog(request=request))
@@ -108,7 +107,9 @@ def export_model(
     warmup_samples: Optional[np.ndarray] = None,
     metadata: Optional[dict] = None,
 ) -> Path:
-    """Write the model as `<export_root>/<model_name>/<version>/` atomically; returns the version directory."""
+    """Write the model as `<export_root>/<model_name>/<version>/` atomically; returns the version directory.
+
+    `export_root` is a models root (jobs.contract.models_root): TF Serving's base path is `<export_root>/<model>`."""
     model_dir = Path(export_root) / model_name
     model_dir.mkdir(parents=True, exist_ok=True)
     number = next_version(model_dir, version)
@@ -116,9 +117,9 @@ def export_model(
     try:
         dtype = tf.as_dtype(input_dtype)
         servable = _Servable(model, input_shape, dtype)
-        tf.saved_model.save(servable, str(tmp), signatures={"serving_default": servable.serve})
+        tf.saved_model.save(servable, str(tmp), signatures={SIGNATURE_NAME: servable.serve})
         (tmp / "assets").mkdir(exist_ok=True)
-        (tmp / "assets" / "class_names.txt").write_text("\n".join(class_names) + "\n")
+        (tmp / "assets" / CLASS_NAMES_ASSET).write_text("\n".join(class_names) + "\n")
         if warmup_samples is not None and len(warmup_samples):
             (tmp / "assets.extra").mkdir(exist_ok=True)
             _warmup_records(tmp / "assets.extra" / WARMUP_FILE, warmup_samples[:1000], model_name, dtype)
@@ -130,11 +131,11 @@ def export_model(
             "input_shape": [int(d) for d in input_shape],
             "input_dtype": input_dtype,
             "pixel_max": float(pixel_max),
-            "outputs": {"probabilities": "float32 [batch, classes]", "class_ids": "int64 [batch]"},
+            "outputs": {OUTPUT_PROBABILITIES: "float32 [batch, classes]", OUTPUT_CLASS_IDS: "int64 [batch]"},
             "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
             **(metadata or {}),
         }
-        atomic_write_json(tmp / METADATA_FILE, info)
+        atomic_write_json(tmp / MODEL_METADATA_FILE, info)
         final = model_dir / str(number)
         if final.exists():
             raise ExportError(f"{final} appeared while exporting (another writer?); refusing to overwrite it")

@@ -17,6 +17,8 @@ import keras
 import numpy as np
 from keras import layers
 
+from jobs.contract import INPUT_NAME
+from jobs.errors import DataUnavailableError
 from jobs.spec import ModelSpec, PreprocessingSpec, TransferSpec
 
 log = logging.getLogger(__name__)
@@ -37,8 +39,8 @@ _APPLICATIONS = {
 BN_MOMENTUM = 0.9
 
 
-class WeightsUnavailable(Exception):
-    """ImageNet weights are not cached and cannot be downloaded."""
+class WeightsUnavailable(DataUnavailableError):
+    """ImageNet weights are not cached and cannot be downloaded: exit 3."""
 
 
 @keras.saving.register_keras_serializable(package="jobctl")
@@ -142,7 +144,7 @@ def build_model(
     name: str = "model",
 ) -> keras.Model:
     """The classifier; `x_adapt` (training images) is required when `pre.standardize` is on."""
-    inputs = keras.Input(shape=input_shape, dtype="float32", name="images")
+    inputs = keras.Input(shape=input_shape, dtype="float32", name=INPUT_NAME)
     x = inputs
     if spec.type == "transfer":
         x = _transfer_body(x, spec.transfer, input_shape, pixel_max)

@@ -7,7 +7,6 @@
     tensors.py     strict TensorProto <-> numpy
     savedmodel.py  the export layout and signatures
     deploy.py      Deployment/Service/HPA builders for the stock tensorflow/serving image, applied via the API
-    demo.py        run_serving_demo: the serving half of `make demo`
 
 Import cost: server, ensemble and client import TensorFlow (the TF Serving protos pull it in); deploy does not.
 """

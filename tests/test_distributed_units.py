@@ -13,6 +13,10 @@ import numpy as np
 import pytest
 
 from jobs import distribute, exit_codes, train
+from jobs.errors import DataUnavailableError, PeerUnavailableError, Preempted
+from jobs.training import optim
+from jobs.training.callbacks import BestWeights
+from jobs.training.resume import EpochJournal
 from jobs.spec import JobSpec
 from jobs.tf_config import TFConfigError
 from bench.common import free_ports as _ports
@@ -80,7 +84,7 @@ def test_rendezvous_meets_every_peer_and_times_out_on_a_missing_one():
     assert errors == []
 
     started = time.monotonic()
-    with pytest.raises(distribute.PeerUnavailable, match=r"127\.0\.0\.1:\d+ never answered.*within 1 s"):
+    with pytest.raises(PeerUnavailableError, match=r"127\.0\.0\.1:\d+ never answered.*within 1 s"):
         distribute.wait_for_peers([f"127.0.0.1:{p}" for p in _ports(2)], 0, timeout=1)
     assert time.monotonic() - started < 5
 
@@ -88,7 +92,7 @@ def test_rendezvous_meets_every_peer_and_times_out_on_a_missing_one():
 def test_sigterm_raises_preempted_in_the_main_thread_and_restores_the_handler():
     before = signal.getsignal(signal.SIGTERM)
     exits = []
-    with pytest.raises(distribute.Preempted):
+    with pytest.raises(Preempted):
         with distribute.PreemptionGuard(grace=30, exit=exits.append):
             os.kill(os.getpid(), signal.SIGTERM)
             for _ in range(100):
@@ -126,11 +130,11 @@ def test_weights_copy_between_tf_keras_and_keras3_by_layer_name():
 
 
 def test_journal_keeps_each_epoch_once_across_a_restart(tmp_path):
-    first = train.EpochJournal(tmp_path, tmp_path)
+    first = EpochJournal(tmp_path, tmp_path)
     for epoch in range(3):
         first.add(epoch, {"loss": 1.0 / (epoch + 1), "val_accuracy": 0.1 * epoch})
     # Epoch 3 (0-based 2) was cut short of its backup: the restart trains it again from epoch index 2.
-    again = train.EpochJournal(tmp_path, tmp_path)
+    again = EpochJournal(tmp_path, tmp_path)
     assert len(again.rows) == 3 and not again.complete
     again.truncate(2)
     again.add(2, {"loss": 0.3, "val_accuracy": 0.25})
@@ -138,18 +142,24 @@ def test_journal_keeps_each_epoch_once_across_a_restart(tmp_path):
     saved = json.loads((tmp_path / "history.json").read_text())
     assert saved["epochs"] == [1, 2, 3] and saved["loss"] == [1.0, 0.5, 0.3] and saved["complete"] is True
     assert (tmp_path / "history.csv").read_text().splitlines()[0] == "epoch,loss,val_accuracy"
-    best = train.BestWeights("val_accuracy", "max", tmp_path / "b.weights.h5", write=False)
-    best.resume(again.history)
+    best = BestWeights("val_accuracy", "max", tmp_path / "b.weights.h5", write=False)
+    best.replay(again.history)
     assert (best.best, best.best_epoch) == (0.25, 2)
 
 
 @pytest.mark.parametrize(
     "exc, code",
     [
-        (distribute.Preempted("SIGTERM"), exit_codes.PREEMPTED),
-        (distribute.PeerUnavailable("gone"), exit_codes.PEER_UNAVAILABLE),
+        (Preempted("SIGTERM"), exit_codes.PREEMPTED),
+        (PeerUnavailableError("gone"), exit_codes.PEER_UNAVAILABLE),
         (TFConfigError("TF_CONFIG: bad"), exit_codes.BAD_SPEC),
+        (DataUnavailableError("data.path: /x is missing"), exit_codes.DATA_UNAVAILABLE),
+        # Issue 13's one behaviour change: an unexpected error (a TensorFlow ValueError, say) is retried (1); before,
+        # any ValueError exited 2 and failed the Job for good. Deliberate bad input still exits 2.
+        (ValueError("Shapes (None, 3) and (None, 4) are incompatible"), exit_codes.FAILURE),
+        (RuntimeError("boom"), exit_codes.FAILURE),
     ],
+    ids=["preempted", "peer", "tf-config", "data", "stray-value-error", "stray-runtime-error"],
 )
 def test_failures_map_to_the_documented_exit_codes(monkeypatch, exc, code):
     def fail(spec, **kwargs):
@@ -177,21 +187,21 @@ def test_tensorflow_peer_errors_are_retriable():
 )
 def test_batch_size_semantics_and_learning_rate_scaling(training, replicas, expected):
     spec = JobSpec(name="x", training=training)
-    global_batch, lr = train.batch_and_learning_rate(spec.training, replicas)
+    global_batch, lr = optim.batch_and_learning_rate(spec.training, replicas)
     assert (global_batch, pytest.approx(lr)) == expected
 
 
 def test_a_global_batch_smaller_than_the_replicas_is_rejected():
     with pytest.raises(ValueError, match="cannot be split across 4 replicas"):
-        train.batch_and_learning_rate(JobSpec(name="x", training={"batch_size": 2}).training, 4)
+        optim.batch_and_learning_rate(JobSpec(name="x", training={"batch_size": 2}).training, 4)
 
 
 def test_mirrored_needs_a_batch_that_splits_evenly_multi_worker_does_not():
     t = JobSpec(name="x", training={"batch_size": 32}).training
     with pytest.raises(ValueError, match="cannot be split evenly across 3 replicas.*expected a multiple of 3"):
-        train.batch_and_learning_rate(t, 3, even_split=True)
-    assert train.batch_and_learning_rate(t, 3) == (32, t.learning_rate)  # tf-keras multi-worker: uneven shares
-    assert train.batch_and_learning_rate(t, 4, even_split=True)[0] == 32
+        optim.batch_and_learning_rate(t, 3, even_split=True)
+    assert optim.batch_and_learning_rate(t, 3) == (32, t.learning_rate)  # tf-keras multi-worker: uneven shares
+    assert optim.batch_and_learning_rate(t, 4, even_split=True)[0] == 32
 
 
 def test_cpu_replicas_get_a_dataset_distributed_without_prefetch_to_device():

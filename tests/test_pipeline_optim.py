@@ -1,7 +1,6 @@
 """Input pipeline, optimizers and learning-rate schedules, mixed precision: the knobs the seeds turn."""
 
 import numpy as np
-import pytest
 
 from jobs.spec import parse_spec
 
@@ -115,106 +114,6 @@ def test_default_shuffle_spans_the_whole_training_set_a_buffer_is_a_window_and_1
     # The batch count is known up front (Keras reads it for a finite dataset), partial batch included or not.
     assert [len(make_dataset(x[:25], y[:25], 2, 10, training=True, seed=5, drop_remainder=d)) for d in (False, True)] == [3, 2]
 
-
-@pytest.mark.parametrize("name,cls,attrs", [
-    ("sgd", "SGD", {"momentum": 0.9, "nesterov": True}),
-    ("rmsprop", "RMSprop", {"momentum": 0.5}),
-    ("adadelta", "Adadelta", {}),
-    ("adamw", "AdamW", {"weight_decay": 0.01}),
-    ("adam", "Adam", {}),
-])
-def test_optimizers_from_the_spec(name, cls, attrs):
-    from jobs.train import make_optimizer
-
-    opt = make_optimizer(spec_with(optimizer=name, learning_rate=0.05, **attrs), 0.05, steps_per_epoch=10)
-    assert type(opt).__name__ == cls
-    assert float(opt.learning_rate) == pytest.approx(0.05)
-    for key, value in attrs.items():
-        assert getattr(opt, key) == pytest.approx(value)
-
-
-def test_cosine_schedule_decays_to_the_floor_over_all_steps():
-    from jobs.train import make_learning_rate
-
-    spec = spec_with(learning_rate=0.1, epochs=5, schedule={"type": "cosine", "min_learning_rate": 0.001})
-    schedule = make_learning_rate(spec, 0.1, steps_per_epoch=20)
-    assert float(schedule(0)) == pytest.approx(0.1)
-    assert float(schedule(50)) == pytest.approx(0.001 + (0.1 - 0.001) / 2, rel=1e-3)
-    assert float(schedule(100)) == pytest.approx(0.001, rel=1e-3)
-
-
-def test_cosine_warmup_ramps_up_first():
-    from jobs.train import make_learning_rate
-
-    spec = spec_with(learning_rate=0.1, epochs=5, schedule={"type": "cosine", "warmup_epochs": 1})
-    schedule = make_learning_rate(spec, 0.1, steps_per_epoch=10)
-    assert float(schedule(0)) == pytest.approx(0.0) and float(schedule(5)) == pytest.approx(0.05)
-    assert float(schedule(10)) == pytest.approx(0.1) and float(schedule(50)) < 0.001
-
-
-def test_step_and_warmup_schedules():
-    from jobs.train import lr_callbacks
-
-    spec = spec_with(learning_rate=0.1, schedule={"type": "step", "step_epochs": 2, "factor": 0.5, "warmup_epochs": 1})
-    (cb,) = lr_callbacks(spec, 0.1)
-    assert [round(cb.schedule(e, None), 6) for e in range(5)] == [0.05, 0.1, 0.05, 0.05, 0.025]
-
-
-def test_plateau_watches_the_checkpoint_metric():
-    from jobs.train import lr_callbacks
-
-    spec = spec_with(schedule={"type": "plateau", "patience": 1, "factor": 0.2})
-    (cb,) = lr_callbacks(spec, 0.001)
-    assert cb.monitor == "val_accuracy" and cb.factor == 0.2 and cb.patience == 1
-
-
-def test_plateau_counters_survive_a_restart_without_lowering_the_restored_rate():
-    """On resume the plateau callback replays the history: same best/wait/cooldown as a run that never stopped,
-    and the restored optimizer's learning rate (already lowered before the restart) is not lowered again."""
-    from types import SimpleNamespace
-
-    import keras
-
-    from jobs.train import _replay_plateau, lr_callbacks
-
-    spec = spec_with(schedule={"type": "plateau", "patience": 2, "factor": 0.5})
-    values = [0.5, 0.6, 0.6, 0.55, 0.61, 0.6]  # val_accuracy: one reduction after epoch 4, then waiting again
-    (live,) = lr_callbacks(spec, 0.1)
-    live.set_model(SimpleNamespace(optimizer=SimpleNamespace(learning_rate=keras.Variable(0.1))))
-    for i, v in enumerate(values):
-        live.on_epoch_end(i, {"val_accuracy": v})
-    assert float(live.model.optimizer.learning_rate) == pytest.approx(0.05)
-
-    (resumed,) = lr_callbacks(spec, 0.1)
-    restored = SimpleNamespace(optimizer=SimpleNamespace(learning_rate=keras.Variable(0.05)))
-    resumed.set_model(restored)
-    _replay_plateau(resumed, {"val_accuracy": values}, 0.1)
-    assert (resumed.best, resumed.wait, resumed.cooldown_counter) == (live.best, live.wait, live.cooldown_counter)
-    assert resumed.wait > 0 and resumed.model is restored
-    assert float(restored.optimizer.learning_rate) == pytest.approx(0.05)
-
-
-@pytest.mark.slow
-def test_mixed_precision_label_smoothing_and_plateau_train_and_export(tmp_path):
-    import tensorflow as tf
-
-    from jobs.train import run
-
-    spec = parse_spec({
-        "name": "mp", "data": {"max_train_examples": 200},
-        "model": {"type": "cnn", "conv_filters": [4], "padding": "same", "dense_units": [8]},
-        "training": {"epochs": 2, "mixed_precision": True, "label_smoothing": 0.1, "schedule": {"type": "plateau"}},
-        "augmentation": {"rotation": 0.05, "zoom": 0.1, "contrast": 0.1},
-        "export": {"input_dtype": "float32", "warmup_requests": 0},
-    })
-    result = run(spec, artifacts_dir=str(tmp_path))
-    assert np.isfinite(result.metrics["test_loss"])
-    serve = tf.saved_model.load(str(result.export_path)).signatures["serving_default"]
-    out = serve(images=tf.zeros([2, 8, 8, 1], tf.float32))
-    assert out["probabilities"].dtype == tf.float32
-    assert not (result.export_path / "assets.extra").exists()
-    import keras
-    assert keras.mixed_precision.global_policy().name == "float32"  # the policy does not leak into later runs
 
 
 def test_epoch_indexed_passes_start_anywhere_with_the_same_orders():

@@ -13,7 +13,9 @@ from typer.testing import CliRunner
 
 from cli.main import app
 from jobs.data import load_dataset
-from jobs.spec import apply_overrides, parse_spec
+from jobs import exit_codes
+from jobs.errors import BadInputError
+from jobs.spec import SpecError, apply_overrides, parse_spec
 
 ROOT = Path(__file__).resolve().parents[1]
 runner = CliRunner()
@@ -193,6 +195,26 @@ def test_container_entry_point_bad_spec_exit_code(tmp_path):
     assert "training.epochs: expected greater than or equal to 1; received -1" in proc.stderr
 
 
+@pytest.mark.parametrize("raised, code", [
+    # Issue 13's one behaviour change: before, `except ValueError` exited 2 and a Kubernetes Job failed for good.
+    (ValueError("Shapes (None, 3) and (None, 4) are incompatible"), exit_codes.FAILURE),
+    (SpecError(["--run-id: expected letters, digits"], "arguments"), exit_codes.BAD_SPEC),
+    (BadInputError("training.batch_size: cannot be split"), exit_codes.BAD_SPEC),
+], ids=["stray-value-error-retried", "spec-error", "bad-input"])
+def test_entry_point_retries_a_stray_error_and_refuses_bad_input(tmp_path, monkeypatch, capsys, raised, code):
+    from jobs import train
+
+    spec = tmp_path / "s.yaml"
+    spec.write_text("name: x\n")
+
+    def run(spec, **kwargs):
+        raise raised
+
+    monkeypatch.setattr(train, "run", run)
+    assert train.main(["--spec", str(spec)]) == code
+    assert str(raised).splitlines()[0] in capsys.readouterr().err
+
+
 def test_cli_help_does_not_import_tensorflow():
     code = ("import sys; from typer.testing import CliRunner; from cli.main import app; "
             "r = CliRunner().invoke(app, ['--help']); assert r.exit_code == 0; "
@@ -206,7 +228,7 @@ def test_seed_states_are_kept_for_the_last_two_backups_and_restored_for_the_epoc
     that epoch are still there. A backup with no matching states changes nothing."""
     import keras
 
-    from jobs.train import SeedStates
+    from jobs.training.resume import SeedStates
 
     model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(3), keras.layers.Dropout(0.5)])
     (state,) = SeedStates._variables(model)

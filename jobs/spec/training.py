@@ -142,6 +142,9 @@ class EarlyStoppingSpec(StrictModel):
     min_delta: float = Field(default=0.0, ge=0.0)
     restore_best_weights: bool = True
 
+    def resolved_mode(self) -> str:
+        return _direction(self.monitor)
+
 
 class TensorBoardSpec(StrictModel):
     enabled: bool = True

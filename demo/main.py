@@ -13,20 +13,20 @@ import sys
 import time
 from pathlib import Path
 
-from jobs import exit_codes
+from jobs import contract, exit_codes
 
 ROOT = Path(__file__).resolve().parents[1]
 RECIPES = ("digits-cnn.yaml", "digits-bn-cnn.yaml", "digits-mlp.yaml")
 
 
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m jobs.demo", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="python -m demo", description=__doc__.splitlines()[0])
     parser.add_argument("--artifacts-dir", default="artifacts")
     parser.add_argument("--no-serving", action="store_true", help="train and export only")
     args = parser.parse_args(argv)
 
     from jobs.spec import SpecError, load_spec
-    from jobs.train import run
+    from jobs.training.loop import run
 
     started = time.perf_counter()
     results = []
@@ -44,13 +44,13 @@ def main(argv=None) -> int:
         m = result.metrics
         print(f"{spec.name:<16} test accuracy {m['test_accuracy']:.4f} (best epoch {m['best_epoch']}/{m['epochs_run']})")
         print(f"  run dir:     {result.run_dir}  (metrics.json, history.csv, accuracy.png, loss.png, tensorboard/)")
-        print(f"  checkpoint:  {result.run_dir / 'checkpoints' / 'best.weights.h5'}")
+        print(f"  checkpoint:  {result.run_dir / contract.BEST_WEIGHTS_FILE}")
         print(f"  export:      {result.export_path}")
-    print(f"  TensorBoard: tensorboard --logdir {Path(args.artifacts_dir) / 'runs'}")
+    print(f"  TensorBoard: tensorboard --logdir {contract.runs_root(args.artifacts_dir)}")
 
     if not args.no_serving:
         from jobs.data import load_dataset
-        from serving.demo import run_serving_demo
+        from demo.serving import run_serving_demo
 
         spec = results[0][0]
         data = load_dataset(spec.data)  # all three recipes share the digits test split (data.split_seed)
@@ -58,7 +58,3 @@ def main(argv=None) -> int:
         run_serving_demo([r.export_path for _, r in results], data.x_test, data.y_test)
     print(f"\ndemo finished in {time.perf_counter() - started:.0f}s")
     return exit_codes.OK
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -15,7 +15,7 @@ from typing import Optional, Sequence, Union
 
 import numpy as np
 
-log = logging.getLogger("jobctl.serving.demo")
+log = logging.getLogger("jobctl.demo")
 
 
 def run_serving_demo(
