@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 from bench import run_all
+from bench.bench_accuracy import SEED_RECIPES
 from bench.common import Stat, paired_ratio, run_process, write_json
 
 
@@ -207,21 +208,21 @@ def test_bench_accuracy_quick_trains_scores_and_ensembles(tmp_path):
     assert {o["status"] for o in saved["other_datasets"]} <= {"not cached", "cached; skipped in quick mode"}
 
 
-def test_seed_recipes_fit_digits_after_the_documented_adaptations():
+@pytest.mark.parametrize("name", SEED_RECIPES)
+def test_seed_recipes_fit_digits_after_the_documented_adaptations(name):
     """Every seed recipe the accuracy table runs on digits must build an 8x8 model (no training: fast)."""
     import yaml
 
-    from bench.bench_accuracy import SEED_RECIPES, recipe_overrides
+    from bench.bench_accuracy import recipe_overrides
     from jobs.models import build_model
     from jobs.spec import load_spec
 
     root = Path(__file__).resolve().parents[1]
-    for name in SEED_RECIPES:
-        raw = yaml.safe_load((root / "examples" / f"{name}.yaml").read_text())
-        spec = load_spec(root / "examples" / f"{name}.yaml", recipe_overrides(name, raw))
-        assert spec.data.dataset == "digits" and spec.augmentation.flip == "none", name
-        model = build_model(spec.model, spec.preprocessing, (8, 8, 1), 10, 16.0)
-        assert model.output_shape == (None, 10), name
+    raw = yaml.safe_load((root / "examples" / f"{name}.yaml").read_text())
+    spec = load_spec(root / "examples" / f"{name}.yaml", recipe_overrides(name, raw))
+    assert spec.data.dataset == "digits" and spec.augmentation.flip == "none"
+    model = build_model(spec.model, spec.preprocessing, (8, 8, 1), 10, 16.0)
+    assert model.output_shape == (None, 10)
 
 
 def test_accuracy_seed_spread_and_ensemble_candidates(tmp_path, monkeypatch):

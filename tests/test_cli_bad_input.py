@@ -25,16 +25,17 @@ def a_file(tmp_path):
     return path
 
 
-def test_an_output_directory_that_is_a_file_is_refused(a_file, tmp_path):
-    for args, option in [
-        (["render", "examples/digits-cnn.yaml", "-o", a_file], "-o/--out"),
-        (["deploy", "artifacts/models/ensemble", "--dry-run", "-o", a_file], "-o/--output-dir"),
-        (["ensemble", tmp_path / "some-export", "-o", a_file], "-o/--output"),
-        (["render", "examples/digits-cnn.yaml", "-o", a_file / "sub"], "-o/--out"),
-    ]:
-        r = run(args)
-        assert r.exit_code == 2, r.output
-        assert f"error: {option} {args[-1]}:" in r.output and "is a file" in r.output
+@pytest.mark.parametrize("command, option, under_the_file", [
+    (["render", "examples/digits-cnn.yaml"], "-o/--out", False),
+    (["deploy", "artifacts/models/ensemble", "--dry-run"], "-o/--output-dir", False),
+    (["ensemble", "{tmp}/some-export"], "-o/--output", False),
+    (["render", "examples/digits-cnn.yaml"], "-o/--out", True),
+], ids=["render", "deploy", "ensemble", "render-below-a-file"])
+def test_an_output_directory_that_is_a_file_is_refused(a_file, tmp_path, command, option, under_the_file):
+    out = a_file / "sub" if under_the_file else a_file
+    r = run([c.format(tmp=tmp_path) for c in command] + ["-o", out])
+    assert r.exit_code == 2, r.output
+    assert f"error: {option} {out}:" in r.output and "is a file" in r.output
     assert a_file.read_text() == "name: x\n"  # untouched
 
 
@@ -70,13 +71,16 @@ def test_predict_target_without_a_port(tmp_path):
     assert r.exit_code == 2 and "--target: expected HOST:PORT" in r.output and "'localhost'" in r.output
 
 
-def test_serve_refuses_out_of_range_ports_and_a_version_directory(tmp_path):
+@pytest.mark.parametrize("port", ["70000", "-5"])
+def test_serve_refuses_an_out_of_range_port(tmp_path, port):
+    r = run(["serve", tmp_path / "models" / "m", "--port", port])
+    assert r.exit_code == 2 and "--port" in r.output
+
+
+def test_serve_refuses_a_version_directory(tmp_path):
     base = tmp_path / "models" / "m"
     (base / "1").mkdir(parents=True)
     (base / "1" / "saved_model.pb").write_bytes(b"")
-    for port in ("70000", "-5"):
-        r = run(["serve", base, "--port", port])
-        assert r.exit_code == 2 and "--port" in r.output
     r = run(["serve", base / "1"])
     assert r.exit_code == 2
     assert "is a SavedModel version directory; expected the model base path" in r.output and str(base) in r.output
@@ -124,11 +128,14 @@ def test_every_file_the_readme_and_docs_commands_name_exists():
     assert not missing, missing
 
 
-def test_manifests_that_cannot_be_written_and_a_base_path_without_a_model_name(tmp_path):
+@pytest.mark.parametrize("command", [["render", "examples/digits-cnn.yaml"],
+                                     ["deploy", "artifacts/models/ensemble", "--dry-run"]], ids=["render", "deploy"])
+def test_manifests_that_cannot_be_written(command):
     # /proc takes no new directories, whoever runs the test (root included).
-    for args in (["render", "examples/digits-cnn.yaml", "-o", "/proc/jobctl-test/out"],
-                 ["deploy", "artifacts/models/ensemble", "--dry-run", "-o", "/proc/jobctl-test/out"]):
-        r = run(args)
-        assert r.exit_code == 1 and "cannot write the manifests" in r.output and "Traceback" not in r.output, r.output
+    r = run(command + ["-o", "/proc/jobctl-test/out"])
+    assert r.exit_code == 1 and "cannot write the manifests" in r.output and "Traceback" not in r.output, r.output
+
+
+def test_a_base_path_without_a_model_name():
     r = run(["deploy", "s3://", "--dry-run"])
     assert r.exit_code == 2 and "BASE_PATH 's3://'" in r.output and "--model-name" in r.output

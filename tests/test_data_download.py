@@ -18,7 +18,7 @@ import pytest
 import jobs.data as data_mod
 from jobs.data import DataUnavailable, load_dataset
 from jobs.spec import DataSpec
-from tests.test_data_keras import write_cifar10, write_fashion_mnist
+from tests.support.keras_files import write_cifar10, write_fashion_mnist
 
 
 class _Files(http.server.BaseHTTPRequestHandler):
@@ -123,7 +123,7 @@ def test_http_errors_become_data_unavailable_naming_the_files(tmp_path, monkeypa
 
 
 def test_transient_server_errors_are_retried_a_bounded_number_of_times(tmp_path, monkeypatch, server):
-    from tests.test_data_keras import write_mnist
+    from tests.support.keras_files import write_mnist
 
     arrays = write_mnist(tmp_path / "staging" / "mnist.npz")
     server.files["/mnist.npz"] = (tmp_path / "staging" / "mnist.npz").read_bytes()

@@ -12,7 +12,7 @@ import pytest
 
 from jobs.data import load_dataset
 from jobs.spec import DataSpec
-from tests.test_data_keras import write_cifar10, write_cifar100, write_fashion_mnist, write_mnist
+from tests.support.keras_files import write_cifar10, write_cifar100, write_fashion_mnist, write_mnist
 
 keras = pytest.importorskip("keras")
 

@@ -16,31 +16,12 @@ import yaml
 from typer.testing import CliRunner
 
 from cli.main import app
-from jobs import exit_codes
 from bench.k8s_emulator import FakeCluster, make_pod
+from jobs import exit_codes
+from tests.support.k8s import write_kubeconfig, write_spec
 
 ROOT = Path(__file__).resolve().parents[1]
 runner = CliRunner()
-
-
-def write_kubeconfig(path: Path, url: str) -> Path:
-    path.write_text(yaml.safe_dump({
-        "apiVersion": "v1",
-        "kind": "Config",
-        "clusters": [{"name": "fake", "cluster": {"server": url}}],
-        "users": [{"name": "alice", "user": {"token": "t0ken"}}],
-        "contexts": [
-            {"name": "other", "context": {"cluster": "fake", "user": "alice", "namespace": "elsewhere"}},
-            {"name": "fake-ml", "context": {"cluster": "fake", "user": "alice", "namespace": "ml"}},
-        ],
-        "current-context": "other",
-    }))
-    return path
-
-
-def write_spec(path: Path, **resources) -> Path:
-    path.write_text(yaml.safe_dump({"name": "cifar", "resources": {"gpus": 1, **resources}}))
-    return path
 
 
 @pytest.fixture()
@@ -275,7 +256,7 @@ def test_cluster_commands_never_import_tensorflow(tmp_path):
         from typer.testing import CliRunner
         from cli.main import app
         from bench.k8s_emulator import FakeCluster, make_pod
-        from tests.test_k8s_cli import write_kubeconfig, write_spec
+        from tests.support.k8s import write_kubeconfig, write_spec
         tmp = Path({str(tmp_path)!r})
         spec = write_spec(tmp / "job.yaml", workers=2)
         r = CliRunner()

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import pytest
 
-from tests.serving_fixtures import shared_models
+from tests.support.serving import shared_models
 
 pytestmark = pytest.mark.slow
 

@@ -18,7 +18,7 @@ import pytest
 from typer.testing import CliRunner
 
 from bench.common import free_port
-from tests.serving_fixtures import copy_version, self_signed_cert, shared_models
+from tests.support.serving import copy_version, self_signed_cert, shared_models
 
 pytestmark = pytest.mark.slow
 ROOT = Path(__file__).resolve().parent.parent

@@ -205,7 +205,7 @@ def test_an_unreachable_api_server_is_one_clear_error():
 
 def test_cli_deploy_uses_the_kubeconfig_context_and_its_namespace(cluster, tmp_path):
     from cli.main import app
-    from tests.test_k8s_cli import write_kubeconfig
+    from tests.support.k8s import write_kubeconfig
 
     kubeconfig = write_kubeconfig(tmp_path / "kubeconfig", cluster.url)
     r = CliRunner().invoke(app, ["deploy", "artifacts/models/ensemble", "--kubeconfig", str(kubeconfig), "--context", "fake-ml"])

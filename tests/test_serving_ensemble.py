@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from typer.testing import CliRunner
 
-from tests.serving_fixtures import export_tiny_model, in_process, shared_models
+from tests.support.serving import export_tiny_model, in_process, shared_models
 
 pytestmark = pytest.mark.slow
 

@@ -14,7 +14,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from tests.serving_fixtures import copy_version, in_process, self_signed_cert, shared_models
+from tests.support.serving import copy_version, in_process, self_signed_cert, shared_models
 
 pytestmark = pytest.mark.slow
 
