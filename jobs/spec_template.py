@@ -1,4 +1,5 @@
-"""The commented example spec `jobctl init` writes. It must always validate (a test checks)."""
+"""The commented example spec `jobctl init` writes. It must validate and every value it shows must be the default
+(tests/test_spec_template.py parses it and compares)."""
 
 TEMPLATE = """\
 # jobctl job spec. Validate with `jobctl validate {path}`, run with `jobctl train {path}`.
@@ -23,14 +24,14 @@ model:
   type: cnn                  # mlp | cnn | separable_cnn | transfer
   conv_filters: [32, 64]
   kernel_size: 3             # one int, or one per conv layer
-  padding: same              # valid | same
+  padding: valid             # valid | same
   pooling: max               # max | avg | none
   # pool_after: [1, 3]       # conv indices followed by pooling (default: every conv)
   global_pooling: none       # none (Flatten) | avg | max
   dense_units: [64]
   activation: relu           # relu | tanh | sigmoid | elu | selu | gelu | swish | leaky_relu
   batch_norm: false
-  dropout: 0.2               # after each hidden dense layer
+  dropout: 0.0               # after each hidden dense layer
   conv_dropout: 0.0          # after the conv stack
   # transfer:                # with type: transfer
   #   base: mobilenet_v2     # vgg16 | mobilenet_v2 | resnet50 | efficientnet_b0
@@ -58,14 +59,14 @@ training:
   batch_size: 32
   batch_size_per: global     # global: split across replicas | replica: per device
   scale_learning_rate: false # multiply the learning rate by the number of replicas
-  epochs: 20
+  epochs: 10
   label_smoothing: 0.0
   mixed_precision: false
   deterministic: false
 
 callbacks:
-  checkpoint: {{monitor: val_accuracy, mode: max}}   # the best epoch is what gets exported
-  early_stopping: {{enabled: true, monitor: val_loss, patience: 5, restore_best_weights: true}}
+  checkpoint: {{monitor: val_accuracy, mode: auto}}  # auto: max for accuracy, min for loss; the best epoch is exported
+  early_stopping: {{enabled: false, monitor: val_loss, patience: 3, restore_best_weights: true}}
   tensorboard: {{enabled: true}}
   csv_history: true
 
