@@ -36,6 +36,7 @@ import numpy as np
 
 from bench.common import ROOT, Stat, paired_ratio, write_json
 from bench.common import free_port as _free_port
+from jobs.contract import INPUT_NAME, SIGNATURE_NAME
 
 MEMBERS = ("m0", "m1", "m2")
 # One TensorFlow intra-op thread per model call, in the servers and in the in-process baseline alike: with many
@@ -74,14 +75,14 @@ def build_models(root: Path, quick: bool) -> tuple[list[Path], Path, tuple]:
                 super().__init__()
                 self.model = m
 
-            @tf.function(input_signature=[tf.TensorSpec([None, *shape], tf.uint8, name="images")])
+            @tf.function(input_signature=[tf.TensorSpec([None, *shape], tf.uint8, name=INPUT_NAME)])
             def serve(self, images):
                 p = tf.nn.softmax(self.model(tf.cast(images, tf.float32), training=False))
                 return {"probabilities": p, "class_ids": tf.argmax(p, -1, output_type=tf.int64)}
 
         s = Servable(model)
         out = root / name / "1"
-        tf.saved_model.save(s, str(out), signatures={"serving_default": s.serve})
+        tf.saved_model.save(s, str(out), signatures={SIGNATURE_NAME: s.serve})
         (out / "jobctl.json").write_text(json.dumps({"model_name": name, "class_names": [str(c) for c in range(10)],
                                                     "input_shape": list(shape), "input_dtype": "uint8"}))
         paths.append(out)
@@ -236,7 +237,7 @@ class Caller:
 
         req = predict_pb2.PredictRequest()
         req.model_spec.name = model
-        req.inputs["images"].CopyFrom(from_ndarray(x))
+        req.inputs[INPUT_NAME].CopyFrom(from_ndarray(x))
         req.output_filter.append("probabilities")
         return req
 
@@ -312,12 +313,12 @@ def model_cpu_ms_per_image(sig, shape: tuple, batch: int, calls: int) -> float:
 
     x = np.random.default_rng(1).integers(0, 256, size=(batch, *shape), dtype=np.uint8)
     for _ in range(5):
-        savedmodel.call(sig, {"images": x})
+        savedmodel.call(sig, {INPUT_NAME: x})
     runs = []
     for _ in range(3):
         c0 = time.process_time()
         for _ in range(calls):
-            savedmodel.call(sig, {"images": x})
+            savedmodel.call(sig, {INPUT_NAME: x})
         runs.append((time.process_time() - c0) * 1e3 / (calls * batch))
     return float(np.median(runs))
 
@@ -361,7 +362,7 @@ def run(quick: bool = False, out: Path | None = None, prebuilt: tuple | None = N
         for target in (plain_target, batched_target):
             with PredictClient(target, "ensemble") as c:
                 c.wait_until_available(timeout=300)
-        sig = savedmodel.load(members[0]).signatures["serving_default"]
+        sig = savedmodel.load(members[0]).signatures[SIGNATURE_NAME]
         caller, bcaller, fcaller = Caller(plain_target), Caller(batched_target), Caller(floor.target)
         req_m0, req_ens = Caller.request("m0", x1), Caller.request("ensemble", x1)
         floor.wait_ready(fcaller, req_m0)
@@ -373,7 +374,7 @@ def run(quick: bool = False, out: Path | None = None, prebuilt: tuple | None = N
         for rep in range(reps):
             # 1. batch 1, one member: the same SavedModel in-process vs through gRPC; and the same request to the
             # empty handler, the part of the round trip that is Python gRPC alone
-            inproc_s.append(p50_ms(lambda: savedmodel.call(sig, {"images": x1}), n_lat))
+            inproc_s.append(p50_ms(lambda: savedmodel.call(sig, {INPUT_NAME: x1}), n_lat))
             grpc_s.append(p50_ms(lambda: caller.call(req_m0), n_lat))
             floor_s.append(p50_ms(lambda: fcaller.call(req_m0), n_lat))
             # 2. 32 concurrent batch-1 clients on one member: batching off vs on (order alternates)

@@ -17,6 +17,8 @@ from concurrent import futures
 
 import numpy as np
 
+from jobs.contract import SIGNATURE_NAME
+
 
 def canned_response(model: str, outputs: int = 10):
     from tensorflow_serving.apis import predict_pb2
@@ -26,7 +28,7 @@ def canned_response(model: str, outputs: int = 10):
     resp = predict_pb2.PredictResponse()
     resp.model_spec.name = model
     resp.model_spec.version.value = 1
-    resp.model_spec.signature_name = "serving_default"
+    resp.model_spec.signature_name = SIGNATURE_NAME
     resp.outputs["probabilities"].CopyFrom(from_ndarray(np.full((1, outputs), 1.0 / outputs, np.float32)))
     return resp
 

@@ -14,7 +14,7 @@ from typing import Optional
 import typer
 
 from cli.common import check_output_dir, check_output_file, console, fail, write_manifests_or_exit
-from jobs import exit_codes
+from jobs import contract, exit_codes
 
 
 def _labels(pairs: Optional[list[str]]) -> dict[str, int]:
@@ -220,7 +220,7 @@ def predict(
     npz: Optional[Path] = typer.Option(None, "--npz", help="an .npz of raw-pixel images (x_test/x) and labels"),
     version: Optional[int] = typer.Option(None, "--version"),
     version_label: Optional[str] = typer.Option(None, "--version-label"),
-    signature: str = typer.Option("serving_default", "--signature"),
+    signature: str = typer.Option(contract.SIGNATURE_NAME, "--signature"),
     top_k: int = typer.Option(3, "--top-k", min=1),
     batch_size: int = typer.Option(256, "--batch-size", min=1, help="images per Predict request"),
     timeout: float = typer.Option(10.0, "--timeout", help="deadline per request, seconds"),
