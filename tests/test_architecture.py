@@ -186,3 +186,12 @@ def test_contract_literals_are_spelled_only_in_jobs_contract():
     spelled = {f"{f.relative_to(ROOT)}:{line}": what for f in _python_files(SHIPPED + ["bench"])
                if f != ROOT / "jobs" / "contract.py" for line, what in spelled_literals(f.read_text())}
     assert not spelled, f"use jobs.contract instead of spelling these: {spelled}"
+
+
+# ------------------------------------------------------------------------------------------- the picture
+def test_the_architecture_document_shows_the_imports_the_code_has():
+    from tests.support import layering
+
+    documented = layering.documented_block(layering.DOC.read_text())
+    assert documented == layering.generated_block(), (
+        "docs/ARCHITECTURE.md's layering diagram is stale: run `python -m tests.support.layering` and review the change")
