@@ -22,6 +22,7 @@ import signal
 import sys
 import threading
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from types import ModuleType
 from typing import Any, Callable, Mapping, Optional
@@ -365,6 +366,23 @@ def copy_weights(source, target) -> None:
 
 
 # -------------------------------------------------------------------------------------------------- SIGTERM
+_UNINTERRUPTIBLE = [0]  # depth of `uninterruptible()` blocks in the main thread
+_PENDING = [False]  # a SIGTERM arrived inside one
+
+
+@contextmanager
+def uninterruptible():
+    """A block SIGTERM does not cut in two (a backup's weights and its metadata): `Preempted` is raised as it ends."""
+    _UNINTERRUPTIBLE[0] += 1
+    try:
+        yield
+    finally:
+        _UNINTERRUPTIBLE[0] -= 1
+    if not _UNINTERRUPTIBLE[0] and _PENDING[0]:
+        _PENDING[0] = False
+        raise Preempted("SIGTERM received during a backup: stopping now that it is complete")
+
+
 class PreemptionGuard:
     """SIGTERM -> `Preempted` raised in the main thread, and exit 75 after `grace` seconds whatever happens.
 
@@ -384,9 +402,13 @@ class PreemptionGuard:
         self._raised = False
 
     def _handler(self, signum, frame):
-        if not self._raised:
-            self._raised = True
-            raise Preempted("SIGTERM received: stopping at once; the last finished epoch is in the backup")
+        if self._raised:
+            return
+        self._raised = True
+        if _UNINTERRUPTIBLE[0]:  # inside a backup write: raise when it is complete (see `uninterruptible`)
+            _PENDING[0] = True
+            return
+        raise Preempted("SIGTERM received: stopping at once; the last backup is on disk")
 
     def _watch(self, read_fd: int) -> None:
         while True:

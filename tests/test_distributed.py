@@ -283,6 +283,56 @@ def test_a_resumed_run_trains_exactly_as_an_uninterrupted_one(tmp_path, workers)
         assert h_resumed[key] == pytest.approx(h_whole[key], rel=1e-6, abs=1e-7), key
 
 
+def _stop_in_the_middle_of_an_epoch(workers, spec: Path, art: Path, metadata: Path, attempts: int = 5) -> dict:
+    """Start and SIGTERM the run as soon as its backup is a mid-epoch one, until the backup it leaves behind is one
+    (a signal can land just after an epoch's end): returns that backup's position."""
+    for attempt in range(attempts):
+        proc = workers.start(spec, art, "--run-id", "r", label=f"stopped{attempt}")
+        deadline = time.monotonic() + HARD_TIMEOUT
+        while True:
+            assert time.monotonic() < deadline and proc.poll() is None, workers.logs()
+            try:
+                if json.loads(metadata.read_text()).get("batches_done"):
+                    break
+            except (OSError, ValueError):
+                pass
+            time.sleep(0.01)
+        proc.send_signal(signal.SIGTERM)
+        assert workers.wait([proc], timeout=60) == [exit_codes.PREEMPTED], workers.logs()
+        position = json.loads(metadata.read_text())
+        if position.get("batches_done"):
+            return position
+    pytest.fail(f"no mid-epoch backup left after {attempts} SIGTERMs:\n{workers.logs()}")
+
+
+def test_a_run_killed_in_the_middle_of_an_epoch_resumes_exactly(tmp_path, workers):
+    """training.backup_every_steps: SIGTERM between two epoch ends, then the retry trains only the rest of the
+    interrupted epoch (the batches after the backup, with that step's dropout seed states and running metrics):
+    the same losses, epoch by epoch, the interrupted one included, as a run never stopped."""
+    epochs = 12
+    spec = tiny_spec(tmp_path, "mid", **{"data.max_train_examples": 600, "training.epochs": epochs,
+                                         "training.deterministic": True, "model.dropout": 0.3,
+                                         "training.backup_every_steps": 3})  # 19 batches an epoch (600 / 32)
+    whole = workers.start(spec, tmp_path / "whole", "--run-id", "r", label="whole")
+    assert workers.wait([whole]) == [0], workers.logs()
+
+    art = tmp_path / "stopped"
+    position = _stop_in_the_middle_of_an_epoch(workers, spec, art, art / "runs" / "mid" / "r" / "backup" /
+                                               "training_metadata.json")
+    assert position["batches_done"] % 3 == 0 and 0 < position["batches_done"] < 19
+    retry = workers.start(spec, art, "--run-id", "r", label="retry")
+    assert workers.wait([retry]) == [0], workers.logs()
+    log = workers.log(retry)
+    assert f"resumed: epoch {position['epoch'] + 1} from batch {position['batches_done'] + 1} of 19" in log, log[-3000:]
+    assert epoch_lines(log) == list(range(position["epoch"] + 1, epochs + 1))  # the interrupted epoch, once
+
+    h_whole = json.loads((tmp_path / "whole" / "runs" / "mid" / "r" / "history.json").read_text())
+    h_resumed = json.loads((art / "runs" / "mid" / "r" / "history.json").read_text())
+    assert h_resumed["epochs"] == list(range(1, epochs + 1))
+    for key in ("loss", "accuracy", "val_loss", "val_accuracy"):
+        assert h_resumed[key] == pytest.approx(h_whole[key], rel=1e-6, abs=1e-7), key
+
+
 def test_each_worker_reads_its_own_examples(tmp_path, workers):
     """The pipeline's auto-shard policy under two workers: every example once per epoch, none on both."""
     probe = tmp_path / "probe.py"

@@ -66,6 +66,19 @@ class JobSpec(StrictModel):
                 f"distribution.strategy {self.distribution.strategy!r} runs on one node, but resources.workers="
                 f"{self.resources.workers}; expected 'auto' or 'multi_worker'"
             )
+        steps = self.training.backup_every_steps
+        if steps is not None and self.data.validation.use_test:
+            problems.append(
+                f"training.backup_every_steps: {steps} with data.validation.use_test; expected a validation split "
+                "(validation.fraction or train_size): mid-epoch backups are for long runs, whose best epoch must not "
+                "be chosen on the test set they report"
+            )
+        if steps is not None and (self.resources.workers > 1 or self.distribution.strategy == "multi_worker"):
+            problems.append(
+                f"training.backup_every_steps: {steps} with {self.resources.workers} workers; expected one worker: "
+                "multi-worker training (tf-keras) draws a new input order each epoch, so a mid-epoch resume could not "
+                "be exact (backups at epoch ends still resume it)"
+            )
         if problems:
             raise ValueError("; ".join(problems))
         return self

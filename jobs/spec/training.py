@@ -86,6 +86,12 @@ class TrainingSpec(StrictModel):
         description="none: a uniform shuffle of the whole training set every epoch (Keras fit(shuffle=True)); "
                     "N: tf.data's windowed shuffle over N examples; 1: the order as stored",
     )
+    backup_every_steps: Optional[int] = Field(
+        default=None, ge=1,
+        description="also back up every N training steps (Keras BackupAndRestore(save_freq=N)), so a preempted run "
+                    "resumes in the middle of an epoch; none: at epoch ends only. docs/distributed.md says what a "
+                    "mid-epoch resume replays",
+    )
 
     @model_validator(mode="after")
     def _settings_the_optimizer_and_schedule_use(self) -> "TrainingSpec":

@@ -6,6 +6,7 @@ evaluate the best weights on the test set -> export them for TF Serving -> write
 from __future__ import annotations
 
 import datetime as _dt
+import math
 import os
 import random
 import re
@@ -25,7 +26,8 @@ from jobs.spec import JobSpec, SpecError
 from jobs.training.callbacks import BestWeights, EarlyStop, EpochLine
 from jobs.training.optim import batch_and_learning_rate, lr_callbacks, make_optimizer, precision_policy
 from jobs.training.reports import plot_history, write_summary_and_diagram
-from jobs.training.resume import BACKUP_DIR, EpochJournal, SeedStates, backed_up_epochs, finished_epochs, read_metrics
+from jobs.training.resume import (BACKUP_DIR, BackupPosition, EpochJournal, SeedStates, backup_callback,
+                                  finished_epochs, read_metrics, restore_epoch_metrics)
 
 
 @dataclass
@@ -191,7 +193,14 @@ def _train(spec: JobSpec, info, root: Path, shared_run_dir: Path, run_dir: Path,
     # MirroredStrategy Keras 3.15's multi-step loop fails ("You must feed a value for placeholder tensor" from a
     # cond in the replica context; keras-team/keras#19246, reproduced here with 2 logical devices), and tf-keras
     # (multi-worker) was not checked for an epoch boundary inside a call.
-    per_call = steps_per_call(t.steps_per_execution, steps_per_epoch) if info.kind == "default" else 1
+    every = t.backup_every_steps
+    if every and info.legacy_keras:  # the spec check covers resources.workers; this, a TF_CONFIG set by hand
+        raise BadInputError(f"training.backup_every_steps: {every} in a multi-worker run; expected one worker (tf-keras "
+                            "draws a new input order each epoch: a mid-epoch resume could not be exact)")
+    # A mid-epoch backup lands at the end of a call: calls that divide both the epoch and the backup interval keep
+    # every backup at the same batch as asked, and the rest of a resumed epoch a whole number of calls.
+    per_call = (steps_per_call(t.steps_per_execution, math.gcd(steps_per_epoch, every) if every else steps_per_epoch)
+                if info.kind == "default" else 1)
     engine = f"tf-keras {keras.__version__}" if info.legacy_keras else f"keras {keras.__version__}"
     print(
         f"strategy: {info.kind}, {replicas} replica(s)"
@@ -227,25 +236,38 @@ def _train(spec: JobSpec, info, root: Path, shared_run_dir: Path, run_dir: Path,
     # Keras 3 takes every epoch's pass from one endless dataset, each pass's order fixed by (seed, epoch): a run
     # resumed from its backup starts at the backed-up epoch and sees the orders an uninterrupted run would have.
     # (tf-keras, multi-worker, takes a fresh one-pass iterator per epoch: a new random order each time.)
-    first_epoch = None if info.legacy_keras else backed_up_epochs(shared_run_dir / BACKUP_DIR)
+    position = BackupPosition() if info.legacy_keras else BackupPosition.read(shared_run_dir / BACKUP_DIR)
+    first_epoch = None if info.legacy_keras else position.epoch
     if first_epoch and first_epoch > t.epochs:  # (equal: fit had finished; the journal resumes the export)
         raise BadInputError(f"training.epochs: {t.epochs}, but this run's backup already holds {first_epoch} finished "
                          f"epochs; expected at least {first_epoch} to resume it, or a new --run-id")
-    train_ds = make_dataset(
-        data.x_train, data.y_train, data.num_classes, global_batch, training=True, seed=spec.seed,
-        augmentation=spec.augmentation, shuffle_buffer=t.shuffle_buffer, deterministic=t.deterministic,
-        from_epoch=first_epoch,
-    )
+
+    def train_passes(from_epoch):
+        return make_dataset(
+            data.x_train, data.y_train, data.num_classes, global_batch, training=True, seed=spec.seed,
+            augmentation=spec.augmentation, shuffle_buffer=t.shuffle_buffer, deterministic=t.deterministic,
+            from_epoch=from_epoch,
+        )
+
+    train_ds = train_passes(first_epoch)
     val_ds = make_dataset(data.x_val, data.y_val, data.num_classes, global_batch, training=False, seed=spec.seed)
     steps = {}
+    rest_of_epoch = None  # a mid-epoch resume: (the dataset of the epoch's remaining batches, their count)
     if not info.legacy_keras:  # tf-keras under MultiWorkerMirroredStrategy keeps one epoch per pass of its shards
         train_ds, steps["steps_per_epoch"] = repeat_for_fit(train_ds, len(data.x_train), global_batch)
+        if position.batches_done:
+            # The backed-up epoch's own order, minus the batches its weights have seen; then the next epochs.
+            # skip() still draws the skipped batches, so any randomness in the pipeline stays where it was.
+            rest_of_epoch = (train_ds.skip(position.batches_done), steps_per_epoch - position.batches_done)
+            train_ds = repeat_for_fit(train_passes(first_epoch + 1), len(data.x_train), global_batch)[0]
         repeated_val, validation_steps = repeat_for_fit(val_ds, len(data.x_val), global_batch)
         # A multi-step call stops where a one-pass dataset ends, while over a repeated one it would score batches
         # of the next pass: repeat validation only when its batches divide into whole calls.
         if validation_steps % per_call == 0:
             val_ds, steps["validation_steps"] = repeated_val, validation_steps
     train_ds, val_ds = distribute.distribute_input(info, train_ds), distribute.distribute_input(info, val_ds)
+    if rest_of_epoch is not None:
+        rest_of_epoch = (distribute.distribute_input(info, rest_of_epoch[0]), rest_of_epoch[1])
     test_ds = make_dataset(data.x_test, data.y_test, data.num_classes, global_batch, training=False, seed=spec.seed)
 
     diagram_note = write_summary_and_diagram(twin if twin is not None else model, run_dir)
@@ -272,7 +294,7 @@ def _train(spec: JobSpec, info, root: Path, shared_run_dir: Path, run_dir: Path,
                   file=out, flush=True)
         if epoch == 0:
             return
-        print(f"resumed: epochs 1-{epoch} restored from {shared_run_dir / 'backup'}", file=out, flush=True)
+        print(f"resumed: epochs 1-{epoch} restored from {shared_run_dir / BACKUP_DIR}", file=out, flush=True)
         # Every callback that watches a metric gets the epochs before the restart, with no side effects.
         for watcher in [best, early] + [getattr(c, "watcher", None) for c in schedule]:
             if watcher is not None:
@@ -297,21 +319,34 @@ def _train(spec: JobSpec, info, root: Path, shared_run_dir: Path, run_dir: Path,
     # nothing else but the seed states (Keras 3); every worker names the shared one (tf-keras sends the others to
     # temporary sub-directories).
     backup_dir = shared_run_dir / BACKUP_DIR
-    backup_kwargs = {} if info.legacy_keras else {"double_checkpoint": True}  # Keras 3 overwrites in place
     seed_states = None if info.legacy_keras else SeedStates(backup_dir)
     if seed_states is not None:
         callbacks.append(seed_states.writer(keras))
-    callbacks.append(keras.callbacks.BackupAndRestore(str(backup_dir), delete_checkpoint=False, **backup_kwargs))
+    backup = backup_callback(keras, backup_dir, every, legacy=info.legacy_keras)
+    callbacks.append(backup)
     if seed_states is not None:
         callbacks.append(seed_states.restorer(keras))
+    if rest_of_epoch is not None:
+        callbacks.append(restore_epoch_metrics(keras, position))
 
     fit_start = time.perf_counter()
     if journal.complete:
         print(f"resumed: fit had finished ({len(journal.rows)} epochs); evaluating and exporting", file=out)
         best.replay(journal.history)
     else:
-        model.fit(train_ds, validation_data=val_ds, epochs=t.epochs, callbacks=callbacks, verbose=0, shuffle=False,
-                  **steps)
+        fit_kwargs = dict(validation_data=val_ds, callbacks=callbacks, verbose=0, shuffle=False, **steps)
+        if rest_of_epoch is not None:
+            # Keras restarts a backed-up epoch from its first batch: this fit trains only the batches after the
+            # backup (one epoch of them), the next one the epochs after it. The same callbacks see both.
+            print(f"resumed: epoch {first_epoch + 1} from batch {position.batches_done + 1} of {steps_per_epoch}",
+                  file=out, flush=True)
+            backup.batch_offset = position.batches_done
+            # Keras builds the compiled metrics on their first update: one validation batch builds them (nothing
+            # trains, no randomness is drawn), so the restored running totals have variables to go into.
+            model.evaluate(val_ds, steps=1, verbose=0)
+            model.fit(rest_of_epoch[0], epochs=first_epoch + 1, **{**fit_kwargs, "steps_per_epoch": rest_of_epoch[1]})
+        if rest_of_epoch is None or (first_epoch + 1 < t.epochs and not (early and early.stop_requested)):
+            model.fit(train_ds, epochs=t.epochs, **fit_kwargs)
     fit_seconds = time.perf_counter() - fit_start
     hist = journal.history
     epochs_run = len(journal.rows)

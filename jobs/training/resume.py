@@ -7,7 +7,9 @@ The backup itself is Keras' (weights, optimizer, epoch); docs/distributed.md say
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Optional
 
 import numpy as np
 
@@ -15,6 +17,7 @@ from jobs import contract
 from jobs.fsutil import atomic_write_json, atomic_write_text
 
 BACKUP_DIR = "backup"  # under the run directory: Keras' BackupAndRestore files and the seed states
+KERAS_METADATA_FILE = "training_metadata.json"  # BackupAndRestore's: {"epoch": finished epochs, ...}
 HISTORY_FILE = "history.json"
 
 
@@ -110,6 +113,17 @@ class SeedStates:
         weights = {id(v) for v in model.weights}
         return [v for v in model.variables if id(v) not in weights]
 
+    @staticmethod
+    def values(model) -> list:
+        return [np.asarray(v).tolist() for v in SeedStates._variables(model)]
+
+    @staticmethod
+    def assign(model, values) -> None:
+        variables = SeedStates._variables(model)
+        if isinstance(values, list) and len(values) == len(variables):
+            for v, value in zip(variables, values):
+                v.assign(np.asarray(value, dtype=v.dtype))
+
     def _saved(self) -> dict:
         try:
             saved = json.loads(self.path.read_text())
@@ -123,7 +137,7 @@ class SeedStates:
 
         class _WriteSeedStates(keras.callbacks.Callback):
             def on_epoch_end(self, epoch, logs=None):
-                values = [np.asarray(v).tolist() for v in SeedStates._variables(self.model)]
+                values = SeedStates.values(self.model)
                 kept = {k: v for k, v in states._saved().items() if k == str(epoch)}  # the previous backup's
                 atomic_write_json(states.path, {**kept, str(epoch + 1): values})
 
@@ -135,22 +149,101 @@ class SeedStates:
 
         class _RestoreSeedStates(keras.callbacks.Callback):
             def on_train_begin(self, logs=None):
-                values = states._saved().get(str(backed_up_epochs(states.path.parent)))
-                variables = SeedStates._variables(self.model)
-                if isinstance(values, list) and len(values) == len(variables):
-                    for v, value in zip(variables, values):
-                        v.assign(np.asarray(value, dtype=v.dtype))
+                position = BackupPosition.read(states.path.parent)
+                # A mid-epoch backup carries its own states; an epoch's end has them in seed_states.json.
+                values = position.seed_states if position.batches_done else states._saved().get(str(position.epoch))
+                SeedStates.assign(self.model, values)
 
         return _RestoreSeedStates()
 
 
-
 def backed_up_epochs(backup_dir: Path) -> int:
     """The epochs Keras 3's BackupAndRestore will restore (its training_metadata.json), 0 for a fresh run."""
-    try:
-        return int(json.loads((backup_dir / "training_metadata.json").read_text())["epoch"])
-    except (OSError, ValueError, KeyError, TypeError):
-        return 0
+    return BackupPosition.read(backup_dir).epoch
+
+
+@dataclass
+class BackupPosition:
+    """Where the backup in `backup_dir` stands: `epoch` epochs finished, and `batches_done` batches of the next one
+    (0: the backup is an epoch's end). A mid-epoch backup also holds the seed-generator states and the running
+    training metrics of that step, so the rest of the epoch trains and logs as it would have."""
+
+    epoch: int = 0
+    batches_done: int = 0
+    seed_states: Optional[list] = None
+    metric_states: Optional[list] = None
+
+    @classmethod
+    def read(cls, backup_dir: Path) -> "BackupPosition":
+        try:
+            saved = json.loads((backup_dir / KERAS_METADATA_FILE).read_text())
+            return cls(int(saved["epoch"]), int(saved.get("batches_done", 0)), saved.get("seed_states"),
+                       saved.get("metric_states"))
+        except (OSError, ValueError, KeyError, TypeError):
+            return cls()
+
+
+def _metric_values(model) -> list:
+    return [np.asarray(v).tolist() for v in model.metrics_variables]
+
+
+def backup_callback(keras, backup_dir: Path, every_steps: Optional[int] = None, legacy: bool = False):
+    """Keras' BackupAndRestore, at epoch ends and, with `every_steps`, every that many training steps.
+
+    Keras 3 (15) restores a mid-epoch backup by restarting its epoch from the first batch, the weights having seen
+    the batches before the backup already. Here the backup also records how many batches of the epoch it holds
+    (`BackupPosition`), and the training loop trains only the rest of that epoch (jobs/training/loop.py). Each write
+    is one step SIGTERM does not cut in two (weights and position always match).
+    """
+    if legacy:  # tf-keras under MultiWorkerMirroredStrategy: epoch ends, its own temporary dirs per worker
+        return keras.callbacks.BackupAndRestore(str(backup_dir), delete_checkpoint=False)
+    from jobs.distribute import uninterruptible
+
+    class _Backup(keras.callbacks.BackupAndRestore):
+        batch_offset = 0  # batches of the current epoch trained before this fit (set by a mid-epoch resume)
+        _epoch_now = 0
+        _mid_epoch = False
+
+        def on_epoch_begin(self, epoch, logs=None):
+            self._epoch_now = epoch  # Keras counts epochs only at their ends: wrong for a resumed fit's first
+
+        def on_train_batch_end(self, batch, logs=None):
+            self._mid_epoch = True
+            super().on_train_batch_end(batch, logs)
+
+        def on_epoch_end(self, epoch, logs=None):
+            self._mid_epoch = False
+            super().on_epoch_end(epoch, logs)
+            if self.save_freq != "epoch":  # Keras saves only every N batches then: epoch ends are backups too
+                self._save_model()
+            self.batch_offset = 0
+
+        def _save_model(self):
+            with uninterruptible():
+                super()._save_model()
+                if self._mid_epoch:
+                    atomic_write_json(Path(self._training_metadata_path), {
+                        "epoch": self._epoch_now, "batch": self._last_batch_seen,
+                        "batches_done": self.batch_offset + self._last_batch_seen + 1,
+                        "seed_states": SeedStates.values(self.model), "metric_states": _metric_values(self.model),
+                    })
+
+    return _Backup(str(backup_dir), save_freq=every_steps or "epoch", delete_checkpoint=False, double_checkpoint=True)
+
+
+def restore_epoch_metrics(keras, position: BackupPosition):
+    """On the resumed epoch's start, the training metrics' running totals of the batches before the backup: the
+    epoch's logged loss and accuracy are then those of all its batches, as in an uninterrupted run."""
+
+    class _RestoreMetrics(keras.callbacks.Callback):
+        def on_epoch_begin(self, epoch, logs=None):
+            variables = self.model.metrics_variables
+            values = position.metric_states
+            if epoch == position.epoch and isinstance(values, list) and len(values) == len(variables):
+                for v, value in zip(variables, values):
+                    v.assign(np.asarray(value, dtype=v.dtype))
+
+    return _RestoreMetrics()
 
 
 def read_metrics(run_dir: Path) -> dict:
