@@ -147,7 +147,9 @@ def make_dataset(
     labels = tf.constant(np.asarray(y).astype("int64"))
     order = _batched_order(len(x), batch_size, training=training, seed=seed, shuffle_buffer=shuffle_buffer,
                            drop_remainder=drop_remainder, from_epoch=from_epoch)
-    aug = augmentation_fn(augmentation, seed) if (training and augmentation is not None) else None
+    # placement "device": the training step applies it (jobs/training/device_augmentation.py), not this map.
+    on_host = augmentation is not None and getattr(augmentation, "placement", "host") == "host"
+    aug = augmentation_fn(augmentation, seed) if (training and on_host) else None
 
     def to_model_inputs(indices):
         batch = tf.cast(tf.gather(images, indices), tf.float32)

@@ -48,6 +48,7 @@ augmentation:                # training batches only
   translation: 0.0
   zoom: 0.0
   contrast: 0.0
+  placement: host            # host: tf.data map on the CPU | device: inside the train step, on the GPU
 
 training:
   optimizer: adam            # adam | sgd | rmsprop | adadelta | adamw

@@ -66,6 +66,12 @@ class JobSpec(StrictModel):
                 f"distribution.strategy {self.distribution.strategy!r} runs on one node, but resources.workers="
                 f"{self.resources.workers}; expected 'auto' or 'multi_worker'"
             )
+        if self.augmentation.placement == "device" and (self.resources.workers > 1
+                                                        or self.distribution.strategy == "multi_worker"):
+            problems.append(
+                f"augmentation.placement: 'device' with {self.resources.workers} workers; expected 'host': multi-worker "
+                "training runs tf-keras, where the device-side step is not implemented"
+            )
         steps = self.training.backup_every_steps
         if steps is not None and self.data.validation.use_test:
             problems.append(

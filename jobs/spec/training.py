@@ -41,6 +41,11 @@ class AugmentationSpec(StrictModel):
     translation: float = Field(default=0.0, ge=0.0, lt=1.0, description="fraction of height/width")
     zoom: float = Field(default=0.0, ge=0.0, lt=1.0)
     contrast: float = Field(default=0.0, ge=0.0, lt=1.0)
+    placement: Literal["host", "device"] = Field(
+        default="host",
+        description="host: in the tf.data map, on the CPU cores; device: inside the compiled train step, on the "
+                    "accelerator (never in the exported model). docs/spec.md says when device pays",
+    )
 
     @property
     def enabled(self) -> bool:

@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Optional
 
 from jobs.errors import BadInputError
+from jobs.training.device_augmentation import served
 
 
 class MonitorImproved:
@@ -117,7 +118,7 @@ class BestWeights(MonitorImproved):
             copy_weights(model, self.twin)
         self.snapshot = model.get_weights()
         if self.write:
-            target = self.twin if self.twin is not None else model
+            target = self.twin if self.twin is not None else served(model)
             self.path.parent.mkdir(parents=True, exist_ok=True)
             tmp = self.path.parent / f".tmp-{os.getpid()}-{self.path.name}"  # Keras wants the .weights.h5 suffix
             target.save_weights(str(tmp))
@@ -139,7 +140,7 @@ class BestWeights(MonitorImproved):
             self.twin.load_weights(str(self.path))
             copy_weights(self.twin, model)
         else:
-            model.load_weights(str(self.path))
+            served(model).load_weights(str(self.path))
 
 
 class EarlyStop(MonitorImproved):

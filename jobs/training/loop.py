@@ -24,6 +24,7 @@ from jobs.errors import BadInputError, Preempted
 from jobs.fsutil import atomic_write_json, atomic_write_text
 from jobs.spec import JobSpec, SpecError
 from jobs.training.callbacks import BestWeights, EarlyStop, EpochLine
+from jobs.training.device_augmentation import device_augmented
 from jobs.training.optim import batch_and_learning_rate, lr_callbacks, make_optimizer, precision_policy
 from jobs.training.reports import plot_history, write_summary_and_diagram
 from jobs.training.resume import (BACKUP_DIR, BackupPosition, EpochJournal, SeedStates, backup_callback,
@@ -217,7 +218,10 @@ def _train(spec: JobSpec, info, root: Path, shared_run_dir: Path, run_dir: Path,
         model = info.models.build_model(
             spec.model, spec.preprocessing, data.input_shape, data.num_classes, data.pixel_max, **build_kwargs
         )
-        model.compile(
+        trainer = model
+        if spec.augmentation.placement == "device" and spec.augmentation.enabled:
+            trainer = device_augmented(keras, model, spec.augmentation, spec.seed, data.input_shape)
+        trainer.compile(
             optimizer=make_optimizer(spec, learning_rate, steps_per_epoch, keras),
             loss=keras.losses.CategoricalCrossentropy(from_logits=True, label_smoothing=t.label_smoothing),
             metrics=[keras.metrics.CategoricalAccuracy(name="accuracy")],
@@ -343,10 +347,10 @@ def _train(spec: JobSpec, info, root: Path, shared_run_dir: Path, run_dir: Path,
             backup.batch_offset = position.batches_done
             # Keras builds the compiled metrics on their first update: one validation batch builds them (nothing
             # trains, no randomness is drawn), so the restored running totals have variables to go into.
-            model.evaluate(val_ds, steps=1, verbose=0)
-            model.fit(rest_of_epoch[0], epochs=first_epoch + 1, **{**fit_kwargs, "steps_per_epoch": rest_of_epoch[1]})
+            trainer.evaluate(val_ds, steps=1, verbose=0)
+            trainer.fit(rest_of_epoch[0], epochs=first_epoch + 1, **{**fit_kwargs, "steps_per_epoch": rest_of_epoch[1]})
         if rest_of_epoch is None or (first_epoch + 1 < t.epochs and not (early and early.stop_requested)):
-            model.fit(train_ds, epochs=t.epochs, **fit_kwargs)
+            trainer.fit(train_ds, epochs=t.epochs, **fit_kwargs)
     fit_seconds = time.perf_counter() - fit_start
     hist = journal.history
     epochs_run = len(journal.rows)
@@ -361,8 +365,8 @@ def _train(spec: JobSpec, info, root: Path, shared_run_dir: Path, run_dir: Path,
     best_index = best.best_epoch
 
     # The best epoch by the monitor, not the last one, is what gets evaluated and exported.
-    best.restore(model)  # the twin (if any) already holds these weights: no copy back needed
-    test_loss, test_accuracy = model.evaluate(test_ds, verbose=0)
+    best.restore(trainer)  # the twin (if any) already holds these weights: no copy back needed
+    test_loss, test_accuracy = trainer.evaluate(test_ds, verbose=0)
 
     journal.write(complete=True)
     plot_history(hist, run_dir)
