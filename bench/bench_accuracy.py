@@ -1,4 +1,4 @@
-"""Accuracy table: the seed recipes in `examples/` trained with `jobs.train.run`, and the ensemble of the best
+"""Accuracy table: the seed recipes in `examples/` trained with `jobs.training.loop.run`, and the ensemble of the best
 three against the mean and the best of its members.
 
     .venv/bin/python -m bench.bench_accuracy [--quick] [--out bench/out/accuracy.json]
@@ -96,7 +96,7 @@ def train_one(name: str, overrides: dict[str, Any], artifacts: Path, quick: bool
     import keras
 
     from jobs.spec import load_spec
-    from jobs.train import run
+    from jobs.training.loop import run
 
     over = {**overrides, "callbacks.tensorboard.enabled": False}
     if quick:

@@ -3,7 +3,7 @@
     .venv/bin/python -m bench.bench_distribute [--examples 4096] [--batch 64] [--repetitions 5] [--quick] [--out F]
 
 Variants, all training the same CNN (jobs.models, Conv32-Pool-Conv64-Pool-Dense64 on 32x32x3 uint8 images through
-jobs.pipeline) with the same global batch, fed as jobs.train feeds fit (one iterator for the whole fit, no prefetch
+jobs.pipeline) with the same global batch, fed as jobs.training.loop feeds fit (one iterator for the whole fit, no prefetch
 to device on CPU replicas). One measurement is the median steady-state epoch (epochs 2-3 of a 3-epoch fit, after an
 untimed warm-up fit):
 
@@ -74,7 +74,7 @@ def _model_and_data(info, n: int, batch: int):
 def _epoch_seconds(model, ds, steps: Optional[int] = None, epochs: int = 1) -> float:
     """Wall time of an epoch between Keras' epoch callbacks: the training steps, not fit's set-up.
 
-    With `steps` (a repeated dataset, as jobs.train runs Keras 3), `fit` runs `epochs` epochs on one iterator and
+    With `steps` (a repeated dataset, as jobs.training.loop runs Keras 3), `fit` runs `epochs` epochs on one iterator and
     the median of all but the first is returned: steady-state epochs, as in a real run past its first epoch.
     """
     keras = __import__(type(model).__module__.split(".")[0])  # keras or tf_keras, whichever built the model

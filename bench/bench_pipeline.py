@@ -83,11 +83,11 @@ def image_data_generator(aug):
 
 
 def compiled_model(spec, input_shape, num_classes, pixel_max, *, jit_compile=None, steps_per_execution=1):
-    """The recipe's model compiled as in jobs/train.py; `steps_per_execution` 1 is Keras' default (the seeds')."""
+    """The recipe's model compiled as in jobs/training/loop.py; `steps_per_execution` 1 is Keras' default (the seeds')."""
     import keras
 
     from jobs.models import build_model
-    from jobs.train import make_optimizer
+    from jobs.training.optim import make_optimizer
 
     model = build_model(spec.model, spec.preprocessing, input_shape, num_classes, pixel_max, name="bench")
     model.compile(
@@ -101,7 +101,7 @@ def compiled_model(spec, input_shape, num_classes, pixel_max, *, jit_compile=Non
 
 
 def jobctl_steps_per_call(spec, examples: int, batch_size: int) -> int:
-    """What jobs/train.py compiles with: the spec's steps_per_execution lowered to a divisor of the epoch."""
+    """What jobs/training/loop.py compiles with: the spec's steps_per_execution lowered to a divisor of the epoch."""
     from jobs.pipeline import steps_per_call
 
     return steps_per_call(spec.training.steps_per_execution, -(-examples // batch_size))
@@ -128,7 +128,7 @@ def _drain(dataset) -> None:
 
 
 def _as_fit_feeds(repeated, steps: int) -> Callable[[], None]:
-    """PIPELINE_EPOCHS epochs of jobctl's dataset as jobs/train.py feeds fit (`repeat_for_fit`'s dataset and
+    """PIPELINE_EPOCHS epochs of jobctl's dataset as jobs/training/loop.py feeds fit (`repeat_for_fit`'s dataset and
     steps): one iterator for them all."""
     epochs = repeated.take(PIPELINE_EPOCHS * steps)
     return lambda: _drain(epochs)
@@ -164,7 +164,7 @@ def steady_epoch(fit: Callable[..., Any]) -> Callable[[], float]:
 
 def _jobctl_dataset(spec, x, y, num_classes, batch_size, prefetch=None, from_epoch=None):
     """jobctl's training pipeline; `prefetch`: a fixed depth to compare with the default (None: AUTOTUNE);
-    `from_epoch` 0: every epoch's pass, endlessly, as jobs/train.py gives Keras 3's fit (None: one pass)."""
+    `from_epoch` 0: every epoch's pass, endlessly, as jobs/training/loop.py gives Keras 3's fit (None: one pass)."""
     import tensorflow as tf
 
     from jobs.pipeline import make_dataset
@@ -253,7 +253,7 @@ def bench_recipe(name: str, images: int, reps: int, warmup: int = 1) -> dict[str
 
         baseline = "numpy arrays into fit"
 
-    # jobctl's side is fed as jobs.train feeds fit: a repeated dataset and the steps per epoch (one iterator).
+    # jobctl's side is fed as jobs.training.loop feeds fit: a repeated dataset and the steps per epoch (one iterator).
     from jobs.pipeline import repeat_for_fit
 
     ds_fit, steps_per_epoch = repeat_for_fit(ds, len(x), batch)
@@ -342,7 +342,7 @@ def bench_defaults(images: int, reps: int, warmup: int = 1, quick: bool = False)
                ("steps_per_call_1", 32, None, 1)]
     if quick:
         configs = [c for c in configs if c[0] in ("default", "batch_64", "prefetch_1", "steps_per_call_1")]
-    # Fed as jobs/train.py feeds fit (a repeated dataset, steps per epoch) and timed on the second epoch of each
+    # Fed as jobs/training/loop.py feeds fit (a repeated dataset, steps per epoch) and timed on the second epoch of each
     # call, as the recipe comparison is: a one-epoch fit of a finite dataset adds set-up that hides per-step costs.
     from jobs.pipeline import repeat_for_fit
 

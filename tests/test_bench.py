@@ -138,7 +138,7 @@ def test_bench_pipeline_quick(tmp_path):
     for r in saved["recipes"]:
         assert r["pipeline_speedup"]["median"] > 0 and r["epoch_speedup"]["median"] > 0
     assert {"batch_size", "prefetch", "steps_per_execution"} <= set(saved["defaults"])  # XLA: full runs only
-    for r in saved["recipes"]:  # jobctl's side compiles as jobs/train.py does: a divisor of its steps per epoch
+    for r in saved["recipes"]:  # jobctl's side compiles as jobs/training/loop.py does: a divisor of its steps per epoch
         assert -(-r["images"] // r["batch_size"]) % r["jobctl_steps_per_execution"] == 0
     assert dogs["candidate"]["pipeline_speedup"]["median"] > 0 and cifar["candidate"] is None
     assert saved["machine"]["cores"] >= 1 and result["quick"] is True

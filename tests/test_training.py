@@ -37,7 +37,7 @@ def small_spec(**overrides):
 
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory):
-    from jobs.train import run
+    from jobs.training.loop import run
 
     root = tmp_path_factory.mktemp("artifacts")
     spec = small_spec()
@@ -118,7 +118,7 @@ def test_export_metadata_class_names_and_warmup(trained):
 
 
 def test_same_spec_and_seed_give_identical_metrics(tmp_path):
-    from jobs.train import run
+    from jobs.training.loop import run
 
     spec = small_spec(**{"training.epochs": 2, "training.deterministic": True, "data.max_train_examples": 300,
                          "augmentation": {"rotation": 0.05, "translation": 0.1, "contrast": 0.1}})
@@ -135,7 +135,7 @@ def test_steps_per_execution_trains_and_validates_exactly_as_one_step_per_call(t
     a repeated dataset, so the engine uses a divisor of the steps per epoch (10 here: 300 images / 32), and
     feeds validation (9 batches, not a multiple of 10) one pass at a time so no batch is scored twice."""
     from jobs.pipeline import steps_per_call
-    from jobs.train import run
+    from jobs.training.loop import run
 
     assert [steps_per_call(16, n) for n in (64, 36, 10, 37, 1, 1250)] == [16, 12, 10, 1, 1, 10]
     spec = lambda k: small_spec(**{"training.epochs": 3, "training.deterministic": True,  # noqa: E731
