@@ -50,3 +50,8 @@ class DistributionSpec(StrictModel):
         description="auto: multi_worker when TF_CONFIG is set, mirrored when several devices are visible, else default",
     )
     worker_timeout_seconds: int = Field(default=300, ge=1, description="how long to wait for peer workers")
+    backend: Literal["job", "jobset"] = Field(
+        default="job",
+        description="the Kubernetes object that runs the workers: job (an Indexed Job, any cluster) or jobset "
+        "(JobSet, jobset.x-k8s.io/v1alpha2: restarts the whole group when one worker fails; needs its controller)",
+    )

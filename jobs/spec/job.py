@@ -66,6 +66,11 @@ class JobSpec(StrictModel):
                 f"distribution.strategy {self.distribution.strategy!r} runs on one node, but resources.workers="
                 f"{self.resources.workers}; expected 'auto' or 'multi_worker'"
             )
+        if self.distribution.backend == "jobset" and self.resources.workers < 2:
+            problems.append(
+                "distribution.backend 'jobset' runs a group of workers, but resources.workers="
+                f"{self.resources.workers}; expected resources.workers >= 2, or backend 'job' for one worker"
+            )
         if problems:
             raise ValueError("; ".join(problems))
         return self
