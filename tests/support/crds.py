@@ -137,10 +137,14 @@ _Validator = jsonschema.validators.extend(
 )
 
 
+def validator_for_schema(openapi_schema: dict):
+    """A jsonschema validator for a CRD's openAPIV3Schema with the API server's create-time rules (module doc)."""
+    return _Validator(_translate(openapi_schema), format_checker=_format_checker())
+
+
 @functools.lru_cache(maxsize=None)
 def _validator(api_version: str, kind: str):
-    schema = _translate(_crd_version(api_version, kind)["schema"]["openAPIV3Schema"])
-    return _Validator(schema, format_checker=_format_checker())
+    return validator_for_schema(_crd_version(api_version, kind)["schema"]["openAPIV3Schema"])
 
 
 # ----------------------------------------------------------------------------------------------- checks
