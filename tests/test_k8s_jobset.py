@@ -204,3 +204,46 @@ def test_jobset_and_kubernetes_problems_are_reported_together():
     text = str(info.value)
     assert "Service names must start with a letter" in text
     assert "the name can have at most" in text
+
+
+# ------------------------------------------------------------------------------------------- status (pure)
+def _status(js: dict, **status) -> dict:
+    js = copy.deepcopy(js)
+    js["status"] = status
+    return js
+
+
+@pytest.mark.parametrize("status, state, message", [
+    ({}, "Pending", ""),
+    ({"replicatedJobsStatus": [{"name": "worker", "active": 1, "ready": 0, "succeeded": 0, "failed": 0}]}, "Running", ""),
+    ({"restarts": 1, "replicatedJobsStatus": [{"name": "worker", "active": 1}]}, "Running", "group restart 1 of at most 3"),
+    ({"conditions": [{"type": "Completed", "status": "True", "reason": "AllJobsCompleted",
+                      "message": "jobset completed successfully"}], "terminalState": "Completed"},
+     "Succeeded", "AllJobsCompleted: jobset completed successfully"),
+    ({"restarts": 3, "conditions": [{"type": "Failed", "status": "True", "reason": "ReachedMaxRestarts",
+                                     "message": "jobset failed due to reaching max number of restarts"}]},
+     "Failed", "ReachedMaxRestarts: jobset failed due to reaching max number of restarts"),
+    ({"conditions": [{"type": "Suspended", "status": "True", "reason": "SuspendedJobs", "message": "jobset is suspended"}]},
+     "Suspended", "SuspendedJobs: jobset is suspended"),
+])
+def test_jobset_state_in_jobctls_words(status, state, message):
+    from k8s.jobset_status import jobset_state
+
+    js = the_jobset(render(backoff_limit=3))
+    assert jobset_state(_status(js, **status)) == (state, message)
+
+
+def test_summary_counts_workers_and_orders_pods_by_worker_index():
+    from k8s.jobset_status import summarize_jobset
+
+    js = the_jobset(render(workers=3))
+    pods = []
+    for i in (2, 0, 1):
+        pod = _pod_as_jobset_makes_it(js, 0, i)
+        pod["status"] = {"phase": "Running" if i else "Succeeded"}
+        pods.append(pod)
+    report = summarize_jobset(_status(js, replicatedJobsStatus=[{"name": "worker", "active": 1}]), pods)
+    assert report.workers == 3
+    assert [p.index for p in report.pods] == [0, 1, 2]
+    assert (report.active, report.succeeded, report.failed) == (2, 1, 0)
+    assert report.state == "Running" and report.name == "cifar-dist"
