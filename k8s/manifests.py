@@ -25,6 +25,7 @@ from pathlib import Path, PurePosixPath
 from typing import Mapping, Optional
 
 from jobs import exit_codes, tf_config
+from jobs.contract import ARTIFACTS_CLAIM, ARTIFACTS_MOUNT
 from jobs.fsutil import atomic_write_text
 from jobs.spec import JobSpec
 from k8s import common
@@ -33,10 +34,8 @@ from k8s.common import ManifestError
 TRAINER_CONTAINER = "trainer"
 SPEC_MOUNT_DIR = "/etc/jobctl"
 SPEC_KEY = "spec.yaml"
-ARTIFACTS_MOUNT = "/artifacts"
 CACHE_MOUNT = "/cache"
-# Defaults of the kustomize base (k8s/base): change both together.
-ARTIFACTS_CLAIM = "jobctl-artifacts"
+# Default of the kustomize base (k8s/base): change both together. The artifacts claim is jobs.contract's.
 SERVICE_ACCOUNT = "jobctl-training"
 WORKER_PORT = tf_config.DEFAULT_PORT
 DEFAULT_IMAGE_REPOSITORY = "ghcr.io/your-org/jobctl-train"
@@ -62,12 +61,6 @@ def default_image() -> str:
 def new_run_id(now: Optional[datetime] = None) -> str:
     """UTC timestamp YYYYmmdd-HHMMSS, the run id format of the artifacts layout."""
     return (now or datetime.now(timezone.utc)).strftime("%Y%m%d-%H%M%S")
-
-
-def image_pull_policy(image: str) -> str:
-    """A digest never changes, so the node's copy is good; a tag may move, and every worker (and every retry)
-    must run the same code, so the kubelet checks the registry (layers already present are not pulled again)."""
-    return "IfNotPresent" if "@sha256:" in image else "Always"
 
 
 def spec_configmap_name(job_name: str) -> str:
@@ -347,7 +340,7 @@ def build_job(
     container = {
         "name": TRAINER_CONTAINER,
         "image": image,
-        "imagePullPolicy": image_pull_policy(image),
+        "imagePullPolicy": common.image_pull_policy(image),
         "command": ["python3", "-m", "jobs.train"],  # = the image ENTRYPOINT, stated for `kubectl describe`
         "args": [
             "--spec", f"{SPEC_MOUNT_DIR}/{SPEC_KEY}",

@@ -10,7 +10,8 @@ import pytest
 import yaml
 
 import kubernetes_validate
-from k8s.manifests import ARTIFACTS_CLAIM, SERVICE_ACCOUNT, WORKER_PORT
+from jobs.contract import ARTIFACTS_CLAIM
+from k8s.manifests import SERVICE_ACCOUNT, WORKER_PORT
 
 ROOT = Path(__file__).resolve().parents[1]
 KUSTOMIZATIONS = sorted(p.parent for p in (ROOT / "k8s").rglob("kustomization.yaml"))
@@ -75,7 +76,7 @@ def test_role_grants_every_request_jobctl_makes():
 
 @needs_kubectl
 def test_deployer_role_grants_what_jobctl_deploy_sends_and_nothing_more():
-    from serving.deploy import DEPLOY_PERMISSIONS
+    from k8s.deploy import DEPLOY_PERMISSIONS
 
     objects = build(ROOT / "k8s/base")
     granted = _granted(objects, "jobctl-deployer")

@@ -1,4 +1,4 @@
-"""JobClient against a Kubernetes API over HTTP (KMock, see test_k8s_harness.py), through the official client."""
+"""JobClient against a Kubernetes API over HTTP (KMock, see tests/support/k8s_cluster.py), through the official client."""
 
 from __future__ import annotations
 
@@ -22,7 +22,7 @@ from k8s.client import (
 )
 from k8s.manifests import build_job_objects
 from bench.common import free_port
-from tests.test_k8s_harness import make_pod
+from tests.support.k8s_cluster import make_pod
 
 SERVER_FIELDS = ("uid", "creationTimestamp", "resourceVersion", "ownerReferences")
 
