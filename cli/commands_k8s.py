@@ -28,10 +28,11 @@ SetOpt = typer.Option(None, "--set", help="FIELD.PATH=VALUE spec override (repea
 
 def _objects(spec_path: Path, overrides, *, run_id, name, namespace, image):
     """The job's objects (render and submit); a likely failure in the pod is a warning on stderr."""
-    from k8s.manifests import build_job_objects, data_path_warnings
+    from k8s.jobset import build_objects
+    from k8s.manifests import data_path_warnings
 
     spec = load_spec_or_exit(spec_path, parse_overrides(overrides))
-    objects = build_job_objects(spec, run_id=run_id, name=name, namespace=namespace, image=image)
+    objects = build_objects(spec, run_id=run_id, name=name, namespace=namespace, image=image)
     for warning in data_path_warnings(spec):
         err_console.print(f"[yellow]warning:[/] {escape(warning)}", highlight=False)
     return objects
@@ -228,10 +229,10 @@ def logs(
     client = _client(namespace, context, kubeconfig)
 
     def show():
-        from k8s.client import job_workers
+        from k8s.workloads import workers as workers_of
 
-        obj = client.get("Job", job)  # read once: worker count, pods, and the logs themselves
-        total = job_workers(obj)
+        obj = client.workload(job)  # read once (Job or JobSet): worker count, pods, and the logs themselves
+        total = workers_of(obj)
         if worker is not None and worker >= total:
             raise BadInputError(f"--worker {worker}: job {job!r} has {total} worker{'s' if total != 1 else ''} "
                                 f"(expected 0..{total - 1})")
@@ -254,11 +255,11 @@ def cancel(
     context: Optional[str] = ContextOpt,
     kubeconfig: Optional[str] = KubeconfigOpt,
 ) -> None:
-    """Delete the Job, its pods (foreground propagation), its spec ConfigMap and Service. Artifacts stay."""
+    """Delete the Job (or JobSet), its pods (foreground propagation), its spec ConfigMap and Service. Artifacts stay."""
     _job_name(job)
     client = _client(namespace, context, kubeconfig)
-    client.delete(job)
-    console.print(f"deleted job/{job} in namespace {client.namespace} (pods are terminating)", highlight=False)
+    kind = client.delete(job)
+    console.print(f"deleted {kind.lower()}/{job} in namespace {client.namespace} (pods are terminating)", highlight=False)
 
 
 def register(app: typer.Typer) -> None:

@@ -26,7 +26,8 @@ from k8s.errors import (  # noqa: F401 - re-exported
     NotFoundError,
     RollbackError,
 )
-from k8s.manifests import TRAINER_CONTAINER, find_job, spec_configmap_name
+from k8s import jobset, workloads
+from k8s.manifests import TRAINER_CONTAINER, spec_configmap_name
 from k8s.status import (  # noqa: F401 - re-exported
     INDEX_ANNOTATION,
     TERMINAL,
@@ -55,6 +56,11 @@ REQUIRED_PERMISSIONS = (
     ("list", "batch", "jobs"),
     ("patch", "batch", "jobs"),
     ("delete", "batch", "jobs"),
+    ("create", "jobset.x-k8s.io", "jobsets"),
+    ("get", "jobset.x-k8s.io", "jobsets"),
+    ("list", "jobset.x-k8s.io", "jobsets"),
+    ("patch", "jobset.x-k8s.io", "jobsets"),
+    ("delete", "jobset.x-k8s.io", "jobsets"),
     ("create", "", "configmaps"),
     ("get", "", "configmaps"),
     ("delete", "", "configmaps"),
@@ -74,34 +80,42 @@ class JobClient(KubeTransport):
 
     # ---- submit
     def submit(self, objects: list[dict], *, replace: bool = False, dry_run: bool = False) -> list[dict]:
-        """Create the rendered objects so that deleting the Job removes the rest (owner references).
+        """Create the rendered objects so that deleting the Job (or JobSet) removes the rest (owner references).
 
-        The Job is created suspended, its ConfigMap and Service then point at it, and only then is it resumed:
+        The Job (JobSet) is created suspended, its ConfigMap and Service then point at it, and only then is it resumed:
         no pod starts before its spec exists. When any step fails, whatever was created is deleted again.
         `dry_run` asks the API server to check everything (admission, RBAC, quota, name clashes) and store nothing.
         """
         objects = [copy.deepcopy(o) for o in objects]
         for obj in objects:
             obj.setdefault("metadata", {})["namespace"] = self.namespace
-        job = find_job(objects)
-        name = job["metadata"]["name"]
+        job = jobset.find_workload(objects)
+        kind, name = job["kind"], job["metadata"]["name"]
         dependents = [o for o in objects if o is not job]
         query = {"dryRun": "All"} if dry_run else None
         if replace and not dry_run:
-            self._remove_existing(name, dependents)
+            self._remove_existing(kind, name, dependents)
 
         created: list[dict] = []
         try:
             body = copy.deepcopy(job)
             body["spec"]["suspend"] = True
             try:
-                created.append(self.request("POST", "Job", body=body, query=query))
+                created.append(self.request("POST", kind, body=body, query=query))
+            except ApiMissingError as exc:
+                if kind != jobset.KIND:
+                    raise
+                raise ApiMissingError(
+                    f"{exc}. distribution.backend 'jobset' needs the JobSet controller (kubernetes-sigs/jobset, API "
+                    f"{jobset.API_VERSION}); install it (docs/kubernetes.md, Job or JobSet) or submit with "
+                    "--set distribution.backend=job. Nothing was created.", status=404,
+                ) from None
             except ConflictError:
                 if dry_run and replace:  # the real run deletes it first
                     created.append({**body, WOULD_REPLACE: True})
                 else:
                     raise ConflictError(
-                        f"a Job named {name!r} already exists in namespace {self.namespace!r}; "
+                        f"a {kind} named {name!r} already exists in namespace {self.namespace!r}; "
                         f"expected a new name: `jobctl submit ... --replace` deletes the old one first, or change "
                         f"`name` in the spec (or --set name=...). See it with `jobctl status {name}`.",
                         status=409,
@@ -110,7 +124,7 @@ class JobClient(KubeTransport):
             for dep in dependents:
                 if uid:
                     dep["metadata"]["ownerReferences"] = [
-                        {"apiVersion": "batch/v1", "kind": "Job", "name": name, "uid": uid}
+                        {"apiVersion": job["apiVersion"], "kind": kind, "name": name, "uid": uid}
                     ]
                 try:
                     created.append(self.request("POST", dep["kind"], body=dep, query=query))
@@ -126,7 +140,7 @@ class JobClient(KubeTransport):
                     ) from None
             if not dry_run and not job["spec"].get("suspend"):
                 created[0] = self.request(
-                    "PATCH", "Job", name, body={"spec": {"suspend": False}},
+                    "PATCH", kind, name, body={"spec": {"suspend": False}},
                     content_type="application/merge-patch+json",
                 )
         except BaseException as exc:  # KeyboardInterrupt included: never leave half a job behind
@@ -141,51 +155,61 @@ class JobClient(KubeTransport):
             raise
         return created
 
-    def _remove_existing(self, name: str, dependents: list[dict], timeout: float = 120.0) -> None:
-        self.delete_object("Job", name, propagation="Foreground")
+    def _remove_existing(self, kind: str, name: str, dependents: list[dict], timeout: float = 120.0) -> None:
+        self.delete_object(kind, name, propagation="Foreground")
         for dep in dependents:
             self.delete_object(dep["kind"], dep["metadata"]["name"])
         deadline = time.monotonic() + timeout
         while True:  # foreground deletion: the Job stays (with a deletionTimestamp) until its pods are gone
             try:
-                self.get("Job", name)
+                self.get(kind, name)
             except NotFoundError:
                 return
             if time.monotonic() > deadline:
-                raise KubeError(f"--replace: the old Job {name!r} was still terminating after {timeout:g}s; try again")
+                raise KubeError(f"--replace: the old {kind} {name!r} was still terminating after {timeout:g}s; try again")
             time.sleep(self.poll_interval)
 
     # ---- read
+    def workload(self, name: str) -> dict:
+        """The Job named `name`, else the JobSet (distribution.backend: jobset); NotFoundError naming both."""
+        try:
+            return self.get("Job", name)
+        except NotFoundError as job_missing:
+            try:
+                return self.get(jobset.KIND, name)
+            except ApiMissingError:  # no JobSet controller in this cluster: it can only have been a Job
+                raise job_missing from None
+            except NotFoundError:
+                raise NotFoundError(f"{job_missing}, nor a JobSet of that name; `jobctl list` shows jobctl's jobs",
+                                    status=404) from None
+
     def pods(self, job: Mapping) -> list[dict]:
-        selector = ((job.get("spec") or {}).get("selector") or {}).get("matchLabels")
-        if not selector:  # not yet defaulted by the API server: use the label jobctl puts on its pods
-            selector = {common.LABEL_JOB: job["metadata"]["name"]}
-        pods = self.list_objects("Pod", selector)
-        uid = (job.get("metadata") or {}).get("uid")
-        if uid:  # pods of an older Job that had the same name are not this job's
-            pods = [
-                p for p in pods
-                if not (p.get("metadata") or {}).get("ownerReferences")
-                or any(o.get("uid") == uid for o in p["metadata"]["ownerReferences"])
-            ]
-        return pods
+        """The pods of a Job or JobSet; not those of an older one that had the same name."""
+        return [p for p in self.list_objects("Pod", workloads.pod_selector(job)) if workloads.owns_pod(job, p)]
 
     def status(self, name: str) -> JobReport:
-        job = self.get("Job", name)
-        return summarize_job(job, self.pods(job))
+        job = self.workload(name)
+        return workloads.summarize(job, self.pods(job))
 
     def list(self, selector=None) -> list[JobReport]:
-        """jobctl's Jobs (managed-by=jobctl) matching `selector` (a string or a dict), newest first."""
+        """jobctl's Jobs and JobSets (managed-by=jobctl) matching `selector` (a string or a dict), newest first.
+        A JobSet's child Job is shown as its JobSet, not twice; a cluster without JobSet simply has none."""
         base = f"{common.LABEL_MANAGED_BY}={common.MANAGED_BY}"
         extra = label_selector(selector)
-        jobs = self.list_objects("Job", base + ("," + extra if extra else ""))
-        reports = [summarize_job(j) for j in jobs]
+        wanted = base + ("," + extra if extra else "")
+        found = self.list_objects("Job", f"{wanted},!{jobset.LABEL_JOBSET_NAME}")
+        try:
+            found += self.list_objects(jobset.KIND, wanted)
+        except ApiMissingError:
+            pass
+        reports = [workloads.summarize(j) for j in found]
         return sorted(reports, key=lambda r: r.created, reverse=True)
 
-    def delete(self, name: str) -> None:
-        """Delete the Job with foreground propagation (pods first), and the spec ConfigMap and Service when no
-        owner reference would have them collected (e.g. manifests applied with kubectl)."""
-        self.delete_object("Job", name, propagation="Foreground", missing_ok=False)
+    def delete(self, name: str) -> str:
+        """Delete the Job (or JobSet) with foreground propagation (pods first), and the spec ConfigMap and Service
+        when no owner reference would have them collected (e.g. manifests applied with kubectl). Returns the kind."""
+        workload_kind = self.workload(name)["kind"]
+        self.delete_object(workload_kind, name, propagation="Foreground", missing_ok=False)
         for kind, obj_name in (("ConfigMap", spec_configmap_name(name)), ("Service", name)):
             try:
                 obj = self.get(kind, obj_name)
@@ -194,15 +218,17 @@ class JobClient(KubeTransport):
             meta = obj.get("metadata") or {}
             if (meta.get("labels") or {}).get(common.LABEL_JOB) == name and not meta.get("ownerReferences"):
                 self.delete_object(kind, obj_name)
+        return workload_kind
 
     def wait(
         self, name: str, *, timeout: Optional[float] = None, on_change: Optional[Callable[[JobReport], None]] = None
     ) -> JobReport:
-        """Poll until the Job succeeds or fails; returns the final report. KubeError on timeout."""
+        """Poll until the Job (JobSet) succeeds or fails; returns the final report. KubeError on timeout."""
         deadline = None if timeout is None else time.monotonic() + timeout
         last_state = None
+        kind = self.workload(name)["kind"]
         while True:
-            report = summarize_job(self.get("Job", name))
+            report = workloads.summarize(self.get(kind, name))
             if on_change and report.state != last_state:
                 on_change(report)
                 last_state = report.state
@@ -225,8 +251,8 @@ class JobClient(KubeTransport):
         """(worker index, line) pairs. Without `follow`: the latest pod of each worker. With `follow`: streams,
         and when a worker's pod is replaced (retry), continues with the new pod until the Job finishes.
         `workers` None: the chief; `job`: the Job object when the caller has already read it."""
-        job = job if job is not None else self.get("Job", name)
-        total = job_workers(job)
+        job = job if job is not None else self.workload(name)
+        total = workloads.workers(job)
         indices = workers if workers is not None else [0]
         for i in indices:
             if not 0 <= i < total:
@@ -258,7 +284,7 @@ class JobClient(KubeTransport):
     def _latest_pods(self, job: Mapping) -> dict[int, dict]:
         latest: dict[int, dict] = {}
         for pod in self.pods(job):
-            idx = pod_index(pod)
+            idx = workloads.worker_of(job, pod)
             idx = 0 if idx is None else idx
             key = ((pod.get("metadata") or {}).get("creationTimestamp") or "", pod["metadata"]["name"])
             cur = latest.get(idx)
@@ -271,7 +297,7 @@ class JobClient(KubeTransport):
         for i in indices:
             pod = latest.get(i)
             if pod is None:
-                yield i, f"(worker {i}: no pod yet; the job is {job_state(job)[0]})"
+                yield i, f"(worker {i}: no pod yet; the job is {workloads.state(job)[0]})"
                 continue
             if (pod.get("status") or {}).get("phase", "Pending") == "Pending":
                 report = explain_pod(pod)
@@ -290,7 +316,7 @@ class JobClient(KubeTransport):
         try:
             while not stop.is_set():
                 pod = self._latest_pods(job).get(index)
-                finished = job_state(self.get("Job", name))[0] in TERMINAL
+                finished = workloads.state(self.get(job.get("kind") or "Job", name))[0] in TERMINAL
                 if pod is None or pod["metadata"]["name"] in streamed:
                     if finished:
                         break

@@ -35,6 +35,7 @@ PLURAL = "jobsets"
 REPLICATED_JOB = "worker"
 # JobSet's pod labels and annotations (kubernetes-sigs/jobset api/jobset/v1alpha2/jobset_types.go).
 LABEL_JOBSET_NAME = "jobset.sigs.k8s.io/jobset-name"
+LABEL_JOBSET_UID = "jobset.sigs.k8s.io/jobset-uid"
 LABEL_REPLICATED_JOB = "jobset.sigs.k8s.io/replicatedjob-name"
 LABEL_JOB_INDEX = "jobset.sigs.k8s.io/job-index"
 LABEL_RESTART_ATTEMPT = "jobset.sigs.k8s.io/restart-attempt"

@@ -34,6 +34,7 @@ RESOURCES = {
     "Service": ("/api/v1", "services", ""),
     "Pod": ("/api/v1", "pods", ""),
     "Job": ("/apis/batch/v1", "jobs", "batch"),
+    "JobSet": ("/apis/jobset.x-k8s.io/v1alpha2", "jobsets", "jobset.x-k8s.io"),  # distribution.backend: jobset
     "Deployment": ("/apis/apps/v1", "deployments", "apps"),
     "PodDisruptionBudget": ("/apis/policy/v1", "poddisruptionbudgets", "policy"),
     "HorizontalPodAutoscaler": ("/apis/autoscaling/v2", "horizontalpodautoscalers", "autoscaling"),

@@ -59,9 +59,13 @@ class ClusterEmulator(kmock.KubernetesEmulator):
     forbidden: set = attrs.field(factory=set)  # {(verb, "resource[/sub]")}
     failures: dict = attrs.field(factory=dict)  # {(verb, "resource"): (status, reason, message)}
     pod_logs: dict = attrs.field(factory=dict)  # pod name -> (list of lines, seconds between lines when followed)
+    # API groups the cluster does not serve (a CRD not installed): answered as the API server does, a plain-text 404
+    missing_groups: set = attrs.field(factory=set)
     _versions: Any = attrs.field(factory=lambda: itertools.count(1000))
 
     async def _handle(self, request):
+        if request.resource is not None and request.resource.group in self.missing_groups:
+            return aiohttp.web.Response(status=404, text="404 page not found\n", content_type="text/plain")
         if request.resource is not None and request.resource.plural in _BY_PLURAL:
             plural = request.resource.plural + (f"/{request.subresource}" if request.subresource else "")
             verb = rbac_verb(str(request.method.value if hasattr(request.method, "value") else request.method), request.name)

@@ -1,4 +1,6 @@
-"""A JobSet's state for `jobctl status / list / logs / submit --wait`, from the JobSet, its child Jobs and pods. Pure.
+"""The object behind a jobctl job name, a batch/v1 Job or a JobSet: its state, workers, pods and summary for
+`jobctl status / list / logs / cancel / submit --wait`. Pure: the client reads the objects, this reads them.
+
 
 JobSet (v0.12.0) reports: conditions Completed / Failed / Suspended / RestartingJobSet (metav1.Condition),
 `status.restarts` (whole-group restarts so far), `status.terminalState` and per replicated job the number of child
@@ -10,8 +12,55 @@ from __future__ import annotations
 
 from typing import Mapping, Optional
 
-from k8s import jobset
-from k8s.client import INDEX_ANNOTATION, JobReport, explain_pod
+from k8s import common, jobset
+from k8s.status import INDEX_ANNOTATION, JobReport, explain_pod, job_state, job_workers, pod_index, summarize_job
+
+# The kinds a jobctl job can be, in the order `jobctl status NAME` looks for them.
+KINDS = ("Job", jobset.KIND)
+
+
+def is_jobset(obj: Mapping) -> bool:
+    return obj.get("kind") == jobset.KIND or str(obj.get("apiVersion", "")).startswith(jobset.GROUP + "/")
+
+
+def state(obj: Mapping) -> tuple[str, str]:
+    return jobset_state(obj) if is_jobset(obj) else job_state(obj)
+
+
+def workers(obj: Mapping) -> int:
+    return jobset_workers(obj) if is_jobset(obj) else job_workers(obj)
+
+
+def summarize(obj: Mapping, pods: list[Mapping] = ()) -> JobReport:
+    return summarize_jobset(obj, pods) if is_jobset(obj) else summarize_job(obj, pods)
+
+
+def worker_of(obj: Mapping, pod: Mapping) -> Optional[int]:
+    """The worker index of one of `obj`'s pods (0 is the chief)."""
+    return worker_index(pod, _pods_per_job(obj)) if is_jobset(obj) else pod_index(pod)
+
+
+def pod_selector(obj: Mapping) -> dict[str, str]:
+    """Labels that select the workload's pods: the Job's selector, or JobSet's own pod label."""
+    name = obj["metadata"]["name"]
+    if is_jobset(obj):
+        return {jobset.LABEL_JOBSET_NAME: name}
+    selector = ((obj.get("spec") or {}).get("selector") or {}).get("matchLabels")
+    return selector or {common.LABEL_JOB: name}  # not yet defaulted by the API server: jobctl's own label
+
+
+def owns_pod(obj: Mapping, pod: Mapping) -> bool:
+    """False for pods of an older Job or JobSet that had the same name."""
+    uid = (obj.get("metadata") or {}).get("uid")
+    meta = pod.get("metadata") or {}
+    if not uid:
+        return True
+    if is_jobset(obj):  # pods belong to the child Jobs; JobSet labels them with its own uid
+        found = (meta.get("labels") or {}).get(jobset.LABEL_JOBSET_UID)
+        return found is None or found == uid
+    owners = meta.get("ownerReferences")
+    return not owners or any(o.get("uid") == uid for o in owners)
+
 
 
 def _conditions(js: Mapping) -> dict[str, Mapping]:
