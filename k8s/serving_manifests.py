@@ -30,7 +30,7 @@ from typing import Iterable, Optional
 
 from jobs.contract import ARTIFACTS_CLAIM, ARTIFACTS_MOUNT, pod_path
 from jobs.spec.fields import QUANTITY, quantity_is_positive
-from k8s import common
+from k8s import common, object_store
 
 GRPC_PORT = 8500
 REST_PORT = 8501
@@ -92,6 +92,8 @@ class DeployOptions:
     num_versions: int = 1
     poll_seconds: int = 30
     version_labels: dict[str, int] = field(default_factory=dict)
+    # s3:// on the stock image: copied in by these containers' image (k8s/object_store.py)
+    s3_copy_image: str = object_store.COPY_IMAGE
 
 
 def _model_path(opts: DeployOptions) -> tuple[str, bool]:
@@ -178,6 +180,8 @@ def build_manifests(opts: DeployOptions) -> list[dict]:
     _check(opts)
     model, name = names(opts)
     base_path, remote = _model_path(opts)
+    if _copied_in(opts):  # the stock image cannot read s3 (serving#1963): TF Serving reads the local copy
+        base_path = object_store.local_model_dir(model)
     lbl = common.labels(name, COMPONENT, extra={"jobctl.io/model": _label_value(model)})
     selector = {k: lbl[k] for k in (common.LABEL_NAME, common.LABEL_INSTANCE, common.LABEL_COMPONENT)}
     meta = lambda n: {"name": n, "namespace": opts.namespace, "labels": dict(lbl)}  # noqa: E731
@@ -216,6 +220,10 @@ def build_manifests(opts: DeployOptions) -> list[dict]:
         })
     # Plain, unshared dicts: YAML output without anchors, callers may mutate one object safely.
     return json.loads(json.dumps(objects))
+
+
+def _copied_in(opts: DeployOptions) -> bool:
+    return opts.base_path.startswith("s3://")
 
 
 def _label_value(v: str) -> str:
@@ -266,8 +274,10 @@ def _deployment(opts, name, model, remote, lbl, selector, meta) -> dict:
         {"name": "config", "configMap": {"name": f"{name}-config"}},
         {"name": "tmp", "emptyDir": {"sizeLimit": "1Gi"}},
     ]
+    init: list[dict] = []
+    sidecars: list[dict] = []
     if remote:
-        if opts.object_store_secret:
+        if opts.object_store_secret and not _copied_in(opts):
             common.validate_dns1123(opts.object_store_secret, "--object-store-secret", max_length=253)
             if opts.base_path.startswith("gs://"):
                 # Google's client reads a key *file*: the Secret's key.json, mounted read-only (the root file
@@ -277,8 +287,15 @@ def _deployment(opts, name, model, remote, lbl, selector, meta) -> dict:
                                                                         "items": [{"key": GCS_KEY, "path": GCS_KEY}]}})
                 container.setdefault("env", []).append(
                     {"name": "GOOGLE_APPLICATION_CREDENTIALS", "value": f"{GCS_KEY_DIR}/{GCS_KEY}"})
-            else:  # s3://: AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY, AWS_REGION, S3_ENDPOINT as the Secret's keys
-                container["envFrom"] = [{"secretRef": {"name": opts.object_store_secret}}]
+        if _copied_in(opts):
+            # s3: an init container copies the versions into a volume, a sidecar copies new ones; only they get
+            # the Secret (AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY, AWS_REGION, S3_ENDPOINT), TF Serving none.
+            init, sidecars, copy_volumes = object_store.copy_containers(
+                opts.base_path, model, secret=opts.object_store_secret, num_versions=opts.num_versions,
+                keep_versions=opts.version_labels.values(), poll_seconds=opts.poll_seconds, image=opts.s3_copy_image)
+            container["volumeMounts"].append(
+                {"name": object_store.VOLUME, "mountPath": object_store.MODELS_DIR, "readOnly": True})
+            volumes += copy_volumes
     else:
         common.validate_dns1123(opts.pvc, "--pvc", max_length=253)
         container["volumeMounts"].append({"name": "artifacts", "mountPath": ARTIFACTS_MOUNT, "readOnly": True})
@@ -306,7 +323,8 @@ def _deployment(opts, name, model, remote, lbl, selector, meta) -> dict:
                     "automountServiceAccountToken": False,
                     "securityContext": common.pod_security_context(),
                     "terminationGracePeriodSeconds": 30,
-                    "containers": [container],
+                    **({"initContainers": init} if init else {}),
+                    "containers": [container, *sidecars],
                     "volumes": volumes,
                     # Spread replicas so one node going away does not take the whole model down.
                     "topologySpreadConstraints": [{

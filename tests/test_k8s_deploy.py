@@ -95,8 +95,9 @@ def test_options_shape_the_objects():
     assert {"name": "GOOGLE_APPLICATION_CREDENTIALS", "value": "/var/run/secrets/object-store/key.json"} in container["env"]
     assert {"name": "object-store-key", "mountPath": "/var/run/secrets/object-store", "readOnly": True} in container["volumeMounts"]
     assert {"name": "object-store-key", "secret": {"secretName": "gcs-creds", "items": [{"key": "key.json", "path": "key.json"}]}} in pod["volumes"]
+    # s3://: the stock image cannot read it (serving#1963); copied in, credentials only in the copiers (test below)
     s3 = by_kind(build_manifests(DeployOptions("s3://bucket/models/digits", object_store_secret="aws-creds")), "Deployment")
-    assert s3["spec"]["template"]["spec"]["containers"][0]["envFrom"] == [{"secretRef": {"name": "aws-creds"}}]
+    assert "envFrom" not in s3["spec"]["template"]["spec"]["containers"][0]
     assert 'base_path: "gs://bucket/models/digits"' in by_kind(remote, "ConfigMap")["data"]["models.config"]
     assert not any(o["kind"] == "PodDisruptionBudget" for o in remote)  # one replica: a PDB would block drains
 
@@ -280,3 +281,41 @@ def test_serving_and_training_pods_share_one_image_pull_policy(image, policy):
     training = find_job(build_job_objects(parse_spec({"name": "digits"}), image=image, run_id="r1"))
     for obj in (serving, training):
         assert obj["spec"]["template"]["spec"]["containers"][0]["imagePullPolicy"] == policy
+
+
+# ------------------------------------------------------------------------------------------------- s3 copied in
+S3 = DeployOptions("s3://models-bucket/models/ensemble", object_store_secret="aws-creds", num_versions=2,
+                   version_labels={"stable": 3}, replicas=1)
+
+
+@pytest.mark.parametrize("version", [NEWEST, "1.29"])
+def test_s3_deployment_is_schema_valid(version):
+    for obj in build_manifests(S3):
+        kubernetes_validate.validate(obj, version, strict=True)
+
+
+def test_s3_model_is_copied_in_and_tf_serving_never_sees_the_credentials():
+    objects = build_manifests(S3)
+    pod = by_kind(objects, "Deployment")["spec"]["template"]["spec"]
+    (copy,) = pod["initContainers"]
+    tfserving, sync = pod["containers"]
+    assert (copy["name"], tfserving["name"], sync["name"]) == ("model-copy", "tfserving", "model-sync")
+    # TF Serving reads the local copy, read-only, and holds no credential of any kind
+    assert 'base_path: "/models/ensemble"' in by_kind(objects, "ConfigMap")["data"]["models.config"]
+    assert {"name": "models", "mountPath": "/models", "readOnly": True} in tfserving["volumeMounts"]
+    assert "envFrom" not in tfserving and not any(e["name"].startswith("AWS_") for e in tfserving.get("env", []))
+    # the copiers get the Secret by reference only, and keep what the version policy serves
+    for c in (copy, sync):
+        assert c["envFrom"] == [{"secretRef": {"name": "aws-creds"}}]
+        env = {e["name"]: e.get("value") for e in c["env"]}
+        assert env["SRC"] == "s3://models-bucket/models/ensemble" and env["DST"] == "/models/ensemble"
+        assert (env["KEEP_LATEST"], env["KEEP_VERSIONS"], env["POLL_SECONDS"]) == ("2", "3", "30")
+        assert c["securityContext"] == common.container_security_context(read_only_root=True)
+    text = yaml.safe_dump_all(objects)
+    assert "aws-creds" in text and "AWS_SECRET_ACCESS_KEY" not in text and "AWS_ACCESS_KEY_ID" not in text
+
+
+def test_s3_copy_image_is_checked():
+    bad = DeployOptions("s3://models-bucket/models/ensemble", s3_copy_image="not an image")
+    with pytest.raises(common.ManifestError, match="--s3-copy-image: expected an image reference"):
+        build_manifests(bad)
