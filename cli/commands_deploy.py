@@ -48,13 +48,40 @@ def deploy(
     memory: str = typer.Option("1Gi", "--memory"),
     batching: bool = typer.Option(True, "--enable-batching/--no-batching"),
     label: Optional[list[str]] = typer.Option(None, "--label", help="version label LABEL=VERSION (repeat)"),
+    output_format: str = typer.Option("deployment", "--format",
+                                      help="deployment: the stock TF Serving image as a Deployment and Services; "
+                                           "kserve: one KServe InferenceService (TensorFlow runtime)"),
+    grpc: bool = typer.Option(False, "--grpc", help="kserve: expose gRPC (the runtime's port 9000) instead of REST"),
+    service_account: Optional[str] = typer.Option(
+        None, "--service-account", help="kserve: service account whose Secret KServe's storage initializer reads"),
+    runtime_version: Optional[str] = typer.Option(
+        None, "--runtime-version", help="kserve: tensorflow/serving release (default 2.21.0, -gpu with --gpus)"),
+    poll_seconds: int = typer.Option(30, "--poll-seconds", min=1,
+                                     help="how often TF Serving (and, for s3://, the copy sidecar) looks for new versions"),
+    s3_copy_image: Optional[str] = typer.Option(None, "--s3-copy-image",
+                                                help="s3://: the image with the AWS CLI that copies the model in"),
     context: Optional[str] = typer.Option(None, "--context", help="kubeconfig context"),
     kubeconfig: Optional[str] = typer.Option(None, "--kubeconfig",
                                              help="kubeconfig file (default: $KUBECONFIG, ~/.kube/config, in-cluster)"),
 ) -> None:
-    """Deployment + Service (+ headless Service, HPA) running the stock TF Serving image on BASE_PATH."""
+    """Deployment + Service (+ headless Service, HPA) running the stock TF Serving image on BASE_PATH, or with
+    --format kserve one KServe InferenceService."""
     from k8s.deploy import DeployClient, apply
     from k8s.serving_manifests import DeployOptions, build_manifests, to_yaml
+
+    kserve_only = {"--grpc": grpc, "--service-account": service_account is not None,
+                   "--runtime-version": runtime_version is not None}
+    deployment_only = {"--headless": headless, "--image": image is not None, "--label": bool(label),
+                       "--object-store-secret": object_store_secret is not None, "--s3-copy-image": s3_copy_image is not None,
+                       "--no-batching": not batching}
+    if output_format not in ("deployment", "kserve"):
+        raise BadInputError(f"--format: expected 'deployment' or 'kserve', received {output_format!r}")
+    wrong = [flag for flag, given in (kserve_only if output_format == "deployment" else deployment_only).items() if given]
+    if wrong:
+        other = "kserve" if output_format == "deployment" else "deployment"
+        raise BadInputError(f"{', '.join(wrong)}: appl{'ies' if len(wrong) == 1 else 'y'} to --format {other}, not "
+                            f"--format {output_format}" + ("; KServe reads credentials through --service-account"
+                                                            if "--object-store-secret" in wrong else ""))
 
     if output_dir:
         check_output_dir(output_dir, "-o/--output-dir")
@@ -72,9 +99,17 @@ def deploy(
         base_path=base_path, model_name=model_name, name=name, namespace=namespace, replicas=replicas,
         artifacts_dir=artifacts_dir, pvc=pvc, object_store_secret=object_store_secret,
         headless=headless, hpa_max_replicas=hpa_max, hpa_cpu_percent=hpa_cpu, cpu=cpu, memory=memory,
-        batching=batching, version_labels=version_labels(label), **({"image": image} if image is not None else {}),
+        batching=batching, version_labels=version_labels(label), poll_seconds=poll_seconds,
+        **({"image": image} if image is not None else {}),
+        **({"s3_copy_image": s3_copy_image} if s3_copy_image is not None else {}),
     )
-    objects = build_manifests(opts)
+    if output_format == "kserve":
+        from k8s.kserve import RUNTIME_VERSION, from_deploy_options
+
+        objects = [from_deploy_options(opts, grpc=grpc, service_account=service_account,
+                                       runtime_version=runtime_version or RUNTIME_VERSION)]
+    else:
+        objects = build_manifests(opts)
     if output_dir:
         write_manifests_or_exit(objects, output_dir, "-o/--output-dir")
     if dry_run and not output_dir:

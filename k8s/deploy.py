@@ -12,7 +12,8 @@ from k8s.serving_manifests import COMPONENT
 from k8s.transport import RESOURCES, KubeTransport
 
 # The kinds `jobctl deploy` manages, in the order prune lists them.
-DEPLOY_KINDS = ("ConfigMap", "Service", "Deployment", "PodDisruptionBudget", "HorizontalPodAutoscaler")
+DEPLOY_KINDS = ("ConfigMap", "Service", "Deployment", "PodDisruptionBudget", "HorizontalPodAutoscaler",
+                "InferenceService")  # --format kserve; pruned too, so switching formats leaves nothing behind
 _VERBS = ("create", "patch", "list", "delete")
 # (verb, API group, resource) of every request `apply` sends: k8s/base's jobctl-deployer Role grants these.
 DEPLOY_PERMISSIONS = tuple((verb, RESOURCES[kind][2], RESOURCES[kind][1]) for kind in DEPLOY_KINDS for verb in _VERBS)

@@ -21,9 +21,11 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field
+from pathlib import PurePosixPath
 from typing import Optional
 
-from k8s import common
+from jobs.contract import ARTIFACTS_MOUNT
+from k8s import common, serving_manifests
 from k8s.common import ManifestError
 
 API_VERSION = "serving.kserve.io/v1beta1"
@@ -153,3 +155,24 @@ def build_inference_service(opts: InferenceServiceOptions, model_name: Optional[
     if opts.raw_deployment:
         metadata["annotations"] = {"serving.kserve.io/deploymentMode": "RawDeployment"}
     return {"apiVersion": API_VERSION, "kind": KIND, "metadata": metadata, "spec": {"predictor": predictor}}
+
+
+def from_deploy_options(opts: "serving_manifests.DeployOptions", *, grpc: bool = False,
+                        service_account: Optional[str] = None, runtime_version: str = RUNTIME_VERSION,
+                        raw_deployment: bool = False) -> dict:
+    """`jobctl deploy --format kserve`: the InferenceService for the same BASE_PATH and options as the Deployment.
+
+    A path on the artifacts volume becomes pvc://<--pvc>/<path in the claim>; gs:// and s3:// are kept (KServe's
+    storage initializer copies them in); --replicas and --hpa-max are the min and max replicas."""
+    model, _ = serving_manifests.names(opts)
+    path, remote = serving_manifests.model_path(opts)
+    if remote:
+        uri = opts.base_path.rstrip("/")
+    else:
+        common.validate_dns1123(opts.pvc, "--pvc", max_length=253)
+        uri = pvc_uri(opts.pvc, str(PurePosixPath(path).relative_to(ARTIFACTS_MOUNT)))
+    return build_inference_service(InferenceServiceOptions(
+        storage_uri=uri, name=opts.name or dns_name(model), namespace=opts.namespace, runtime_version=runtime_version,
+        min_replicas=opts.replicas, max_replicas=opts.hpa_max_replicas or opts.replicas, cpu=opts.cpu,
+        memory=opts.memory, grpc=grpc, service_account=service_account, raw_deployment=raw_deployment,
+    ), model_name=model)

@@ -117,6 +117,9 @@ def _model_path(opts: DeployOptions) -> tuple[str, bool]:
     return pod_path(*rel.parts), False
 
 
+model_path = _model_path  # public: k8s/kserve.py maps the same BASE_PATH to a storage URI
+
+
 def _check(opts: DeployOptions) -> None:
     problems = []
     for fname in ("cpu", "memory"):

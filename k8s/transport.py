@@ -38,6 +38,7 @@ RESOURCES = {
     "Deployment": ("/apis/apps/v1", "deployments", "apps"),
     "PodDisruptionBudget": ("/apis/policy/v1", "poddisruptionbudgets", "policy"),
     "HorizontalPodAutoscaler": ("/apis/autoscaling/v2", "horizontalpodautoscalers", "autoscaling"),
+    "InferenceService": ("/apis/serving.kserve.io/v1beta1", "inferenceservices", "serving.kserve.io"),  # --format kserve
     # Kueue (kueue.x-k8s.io): the Workload it creates for each queued Job, and the on-demand visibility API
     # that answers "pending workloads of a LocalQueue" (subresource pendingworkloads).
     "Workload": ("/apis/kueue.x-k8s.io/v1beta1", "workloads", "kueue.x-k8s.io"),

@@ -99,3 +99,77 @@ def test_bad_options_are_named(changes, needle):
     with pytest.raises(ManifestError) as info:
         build_inference_service(opts)
     assert needle in str(info.value)
+
+
+# -------------------------------------------------------------------------------- `jobctl deploy --format kserve`
+def deploy(*args):
+    from typer.testing import CliRunner
+
+    from cli.main import app
+
+    result = CliRunner().invoke(app, ["deploy", *map(str, args)])
+    return result.exit_code, result.output
+
+
+def test_cli_dry_run_renders_a_valid_inference_service_on_the_artifacts_claim():
+    import yaml
+
+    code, out = deploy("artifacts/models/ensemble", "--format", "kserve", "--dry-run", "--replicas", "2",
+                       "--hpa-max", "5", "--grpc", "--service-account", "model-reader", "-n", "ml")
+    assert code == 0, out
+    (isvc,) = [d for d in yaml.safe_load_all(out) if d]
+    crds.validate(isvc)
+    pred = isvc["spec"]["predictor"]
+    assert pred["model"]["storageUri"] == "pvc://jobctl-artifacts/models/ensemble"
+    assert (pred["minReplicas"], pred["maxReplicas"]) == (2, 5)
+    assert pred["model"]["ports"][0]["name"] == "h2c" and pred["serviceAccountName"] == "model-reader"
+    assert isvc["metadata"]["name"] == "ensemble" and isvc["metadata"]["namespace"] == "ml"
+
+
+@pytest.mark.parametrize("args, needle", [
+    (["--format", "kserve", "--headless"], "--headless: applies to --format deployment, not --format kserve"),
+    (["--format", "kserve", "--object-store-secret", "s"], "KServe reads credentials through --service-account"),
+    (["--grpc"], "--grpc: applies to --format kserve, not --format deployment"),
+    (["--format", "kfserving"], "--format: expected 'deployment' or 'kserve', received 'kfserving'"),
+    (["--format", "kserve", "--runtime-version", "latest"], "--runtime-version: expected a tensorflow/serving release"),
+])
+def test_cli_options_of_the_other_format_are_refused(args, needle):
+    code, out = deploy("artifacts/models/ensemble", "--dry-run", *args)
+    assert code == 2 and needle in " ".join(out.split())
+
+
+def test_cli_deploys_updates_and_switches_format_against_the_api(cluster, tmp_path):
+    from tests.support.k8s_cluster import write_kubeconfig
+
+    kube = ["--kubeconfig", write_kubeconfig(tmp_path / "kubeconfig", cluster.url), "--context", "fake-ml"]
+    code, out = deploy("gs://models-bucket/models/ensemble", "--format", "kserve", "--name", "ensemble", *kube)
+    assert code == 0, out
+    assert "created InferenceService ml/ensemble" in out
+    (isvc,) = cluster.objects("InferenceService")
+    crds.validate({k: v for k, v in isvc.items() if k != "status"})
+    assert isvc["spec"]["predictor"]["model"]["storageUri"] == "gs://models-bucket/models/ensemble"
+
+    code, out = deploy("gs://models-bucket/models/ensemble", "--format", "kserve", "--name", "ensemble",
+                       "--replicas", "3", *kube)
+    assert code == 0 and "updated InferenceService ml/ensemble" in out
+    assert cluster.objects("InferenceService")[0]["spec"]["predictor"]["minReplicas"] == 3
+    patch = [r for r in cluster.emulator if str(getattr(r.method, "value", r.method)).upper() == "PATCH"][-1]
+    assert patch.headers["Content-Type"] == "application/merge-patch+json"  # custom resources take no strategic merge
+
+    # The same name as a plain Deployment: the InferenceService is pruned, nothing of the old format is left
+    code, out = deploy("gs://models-bucket/models/ensemble", "--name", "ensemble", "--replicas", "1", *kube)
+    assert code == 0, out
+    assert "deleted InferenceService ml/ensemble (no longer part of this deployment)" in out
+    assert cluster.objects("InferenceService") == [] and len(cluster.objects("Deployment")) == 1
+
+
+def test_cli_on_a_cluster_without_kserve_is_one_error(cluster, tmp_path):
+    from tests.support.k8s_cluster import write_kubeconfig
+
+    cluster.emulator.missing_groups.add("serving.kserve.io")
+    kube = ["--kubeconfig", write_kubeconfig(tmp_path / "kubeconfig", cluster.url), "--context", "fake-ml"]
+    code, out = deploy("artifacts/models/ensemble", "--format", "kserve", *kube)
+    text = " ".join(out.split())
+    assert code == 1 and text.count("error:") == 1
+    assert "the API serving.kserve.io/v1beta1 (inferenceservices) is not served by the cluster" in text
+    assert cluster.objects() == []
