@@ -140,6 +140,9 @@ def jobset_from_job(job: dict, max_restarts: int, ttl_seconds_after_finished: in
     job_spec["backoffLimit"] = 0
     # JobSet owns the lifetime: its ttl removes the child Jobs with it; a child's own ttl would race the restarts.
     job_spec.pop("ttlSecondsAfterFinished", None)
+    # A Job rendered suspended (e.g. for a queue that admits it) becomes a suspended JobSet: JobSet suspends and
+    # resumes its child Jobs itself, and its webhook owns the children's suspend field.
+    suspend = job_spec.pop("suspend", None)
     container = job_spec["template"]["spec"]["containers"][0]
     container["env"] = container["env"] + _jobset_env(workers)
     spec: dict = {
@@ -153,6 +156,8 @@ def jobset_from_job(job: dict, max_restarts: int, ttl_seconds_after_finished: in
             "template": {"metadata": {"labels": dict(job["metadata"]["labels"])}, "spec": job_spec},
         }],
     }
+    if suspend is not None:
+        spec["suspend"] = suspend
     return {"apiVersion": API_VERSION, "kind": KIND, "metadata": job["metadata"], "spec": spec}
 
 

@@ -247,3 +247,12 @@ def test_summary_counts_workers_and_orders_pods_by_worker_index():
     assert [p.index for p in report.pods] == [0, 1, 2]
     assert (report.active, report.succeeded, report.failed) == (2, 1, 0)
     assert report.state == "Running" and report.name == "cifar-dist"
+
+
+def test_a_suspended_job_becomes_a_suspended_jobset():
+    job = find_job(build_job_objects(spec(), run_id=RUN_ID))
+    job["spec"]["suspend"] = True  # how a queue-managed Job is rendered
+    js = jobset.jobset_from_job(job, max_restarts=2, ttl_seconds_after_finished=60)
+    assert js["spec"]["suspend"] is True
+    assert "suspend" not in js["spec"]["replicatedJobs"][0]["template"]["spec"]
+    crds.validate(js)
