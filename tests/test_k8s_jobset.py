@@ -256,3 +256,14 @@ def test_a_suspended_job_becomes_a_suspended_jobset():
     assert js["spec"]["suspend"] is True
     assert "suspend" not in js["spec"]["replicatedJobs"][0]["template"]["spec"]
     crds.validate(js)
+
+
+def test_jobset_pods_are_the_ones_the_training_network_policy_admits():
+    import yaml
+    from pathlib import Path
+
+    policy = yaml.safe_load((Path(__file__).resolve().parents[1] / "k8s" / "base" / "networkpolicy.yaml").read_text())
+    wanted = policy["spec"]["podSelector"]["matchLabels"]
+    pod_labels = the_jobset(render())["spec"]["replicatedJobs"][0]["template"]["spec"]["template"]["metadata"]["labels"]
+    assert wanted.items() <= pod_labels.items()
+    assert policy["spec"]["ingress"][0]["ports"] == [{"protocol": "TCP", "port": 2222}]

@@ -190,3 +190,31 @@ def test_the_indexed_job_and_the_jobset_side_by_side_in_list(env):
     create_children(cluster, "cifar")  # a child Job labelled managed-by=jobctl: shown as its JobSet only
     code, out = invoke("list", *kube, "--json")
     assert code == 0 and sorted(j["name"] for j in json.loads(out)) == ["cifar", "plain"]
+
+
+def test_logs_follow_continues_with_the_new_pod_after_a_group_restart(env):
+    cluster, kube, spec = env
+    assert invoke("submit", spec, *kube)[0] == 0
+    job, pods = create_children(cluster, "cifar", created="2026-12-02T12:00:00Z")
+    cluster.set_logs(pods[0]["metadata"]["name"], ["attempt 0: epoch 1/10", "attempt 0: worker 1 lost"])
+    client = cluster.client()
+    lines: list[str] = []
+    follower = threading.Thread(target=lambda: lines.extend(line for _, line in client.logs("cifar", follow=True)),
+                                daemon=True)
+    follower.start()
+    deadline = time.monotonic() + 10
+    while len(lines) < 2 and time.monotonic() < deadline:
+        time.sleep(0.02)
+    delete_children(cluster, job, pods)
+    job, pods = create_children(cluster, "cifar", restart=1, created="2026-12-02T12:05:00Z")
+    cluster.set_logs(pods[0]["metadata"]["name"], ["attempt 1: resumed from epoch 1", "attempt 1: done"])
+    set_status(cluster, "cifar", restarts=1, replicatedJobsStatus=[{"name": "worker", "active": 1}])
+    while len(lines) < 5 and time.monotonic() < deadline:
+        time.sleep(0.02)
+    set_status(cluster, "cifar", restarts=1, terminalState="Completed",
+               conditions=[condition("Completed", "AllJobsCompleted", "jobset completed successfully")])
+    follower.join(10)
+    assert not follower.is_alive()
+    assert lines == ["attempt 0: epoch 1/10", "attempt 0: worker 1 lost",
+                     "--- worker 0: pod cifar-worker-0-0-r1x0 (retry 1) ---",
+                     "attempt 1: resumed from epoch 1", "attempt 1: done"]
