@@ -51,7 +51,7 @@ class QueueReport:
             text += f", {_ordinal(self.position)} in line"
         if self.reason or self.message:
             text += ": " + " - ".join(x for x in (self.reason, self.message) if x)
-        if self.position is None and self.position_note and self.state in (PENDING, EVICTED, PREEMPTED):
+        if self.position is None and self.position_note:
             text += f" ({self.position_note})"
         return text
 
