@@ -30,10 +30,11 @@ def _objects(spec_path: Path, overrides, *, run_id, name, namespace, image):
     """The job's objects (render and submit); a likely failure in the pod is a warning on stderr."""
     from k8s.jobset import build_objects
     from k8s.manifests import data_path_warnings
+    from k8s.sizing import gpu_waste_warnings
 
     spec = load_spec_or_exit(spec_path, parse_overrides(overrides))
     objects = build_objects(spec, run_id=run_id, name=name, namespace=namespace, image=image)
-    for warning in data_path_warnings(spec):
+    for warning in data_path_warnings(spec) + gpu_waste_warnings(spec):
         err_console.print(f"[yellow]warning:[/] {escape(warning)}", highlight=False)
     return objects
 
@@ -121,9 +122,15 @@ def _wait_streaming(client, job_name: str, timeout: Optional[float]):
         except Exception as exc:  # logs are a convenience here: never let them change the exit code
             err_console.print(f"(log streaming stopped: {exc})", highlight=False, markup=False)
 
+    def show_state(report):
+        if report.state == "Queued" and report.queue:  # until Kueue admits it: its queue, position and reason
+            err_console.print(f"job {job_name}: queued; {report.queue.line()}", highlight=False, markup=False)
+        else:
+            err_console.print(f"job {job_name}: {report.state.lower()}", highlight=False, markup=False)
+
     thread = threading.Thread(target=stream, daemon=True)
     thread.start()
-    client.wait(job_name, timeout=timeout)
+    client.wait(job_name, timeout=timeout, on_change=show_state)
     thread.join(timeout=5)  # the last lines, while the stream drains; a hung stream cannot hold the exit
     return client.status(job_name)  # with the pods, for the final table
 
@@ -139,6 +146,8 @@ def _print_report(report) -> None:
     )
     if report.message:
         console.print(f"  {report.message}", highlight=False, markup=False)
+    if report.queue:
+        console.print(f"  {report.queue.line()}", highlight=False, markup=False)
     for c in report.conditions:
         text = f"  condition {c.get('type')}={c.get('status')}"
         if c.get("reason"):
@@ -202,12 +211,15 @@ def list_jobs(
         console.print(f"no jobctl jobs in namespace {client.namespace}", highlight=False)
         return
     table = Table(box=None, pad_edge=False)
-    for col in ("NAME", "STATE", "WORKERS", "ACTIVE", "SUCCEEDED", "FAILED", "CREATED", "SWEEP", "TRIAL"):
-        table.add_column(col)
+    queued = any(r.queue for r in reports)
+    for col in ("NAME", "STATE", "WORKERS", "ACTIVE", "SUCCEEDED", "FAILED", "CREATED", "SWEEP", "TRIAL") + (
+            ("QUEUE",) if queued else ()):
+        table.add_column(col, overflow="fold")
     for r in reports:
         table.add_row(
             r.name, r.state, str(r.workers), str(r.active), str(r.succeeded), str(r.failed), r.created,
             r.labels.get(LABEL_SWEEP, ""), r.labels.get(LABEL_TRIAL, ""),
+            *((r.queue.line() if r.queue else "",) if queued else ()),
         )
     console.print(table)
 
@@ -229,7 +241,7 @@ def logs(
     client = _client(namespace, context, kubeconfig)
 
     def show():
-        from k8s.workloads import workers as workers_of
+        from k8s.backends import workers as workers_of
 
         obj = client.workload(job)  # read once (Job or JobSet): worker count, pods, and the logs themselves
         total = workers_of(obj)

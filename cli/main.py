@@ -45,5 +45,12 @@ def main() -> None:
     app()
 
 
+def kubectl_plugin() -> None:
+    """`kubectl jobctl ...`: kubectl runs the `kubectl-jobctl` executable it finds on PATH with the remaining
+    arguments (https://kubernetes.io/docs/tasks/extend-kubectl/kubectl-plugins/); the same commands, named as
+    kubectl users type them in --help."""
+    app(prog_name="kubectl jobctl")
+
+
 if __name__ == "__main__":
     main()

@@ -13,7 +13,7 @@ import threading
 import time
 from typing import Callable, Iterator, Mapping, Optional
 
-from k8s import common
+from k8s import backends, common, jobset, kueue
 from k8s.config import SERVICE_ACCOUNT_DIR, load_api_client  # noqa: F401 - re-exported
 from k8s.errors import (  # noqa: F401 - re-exported
     ApiMissingError,
@@ -26,7 +26,7 @@ from k8s.errors import (  # noqa: F401 - re-exported
     NotFoundError,
     RollbackError,
 )
-from k8s import jobset, workloads
+from k8s.kueue import queue_name
 from k8s.manifests import TRAINER_CONTAINER, spec_configmap_name
 from k8s.status import (  # noqa: F401 - re-exported
     INDEX_ANNOTATION,
@@ -69,6 +69,9 @@ REQUIRED_PERMISSIONS = (
     ("delete", "", "services"),
     ("list", "", "pods"),
     ("get", "", "pods/log"),
+    # Kueue, read only: where a queued job stands (status, list, submit --wait).
+    ("list", "kueue.x-k8s.io", "workloads"),
+    ("get", "visibility.kueue.x-k8s.io", "localqueues/pendingworkloads"),
 )
 
 # Marks, in `submit(dry_run=True, replace=True)`'s answer, an object that exists and that the real run replaces.
@@ -82,8 +85,10 @@ class JobClient(KubeTransport):
     def submit(self, objects: list[dict], *, replace: bool = False, dry_run: bool = False) -> list[dict]:
         """Create the rendered objects so that deleting the Job (or JobSet) removes the rest (owner references).
 
-        The Job (JobSet) is created suspended, its ConfigMap and Service then point at it, and only then is it resumed:
-        no pod starts before its spec exists. When any step fails, whatever was created is deleted again.
+        The Job (JobSet) is created suspended, its ConfigMap and Service then point at it, and only then is it
+        resumed: no pod starts before its spec exists. A job for a Kueue LocalQueue (resources.queue) stays
+        suspended: Kueue resumes it when it admits its Workload; un-suspending it here would bypass the queue. When
+        any step fails, whatever was created is deleted again.
         `dry_run` asks the API server to check everything (admission, RBAC, quota, name clashes) and store nothing.
         """
         objects = [copy.deepcopy(o) for o in objects]
@@ -138,7 +143,7 @@ class JobClient(KubeTransport):
                         f"{dep['kind'].lower()} {dep['metadata']['name']} -n {self.namespace}`) or use --replace",
                         status=409,
                     ) from None
-            if not dry_run and not job["spec"].get("suspend"):
+            if not dry_run and not job["spec"].get("suspend") and not queue_name(job):
                 created[0] = self.request(
                     "PATCH", kind, name, body={"spec": {"suspend": False}},
                     content_type="application/merge-patch+json",
@@ -185,29 +190,86 @@ class JobClient(KubeTransport):
 
     def pods(self, job: Mapping) -> list[dict]:
         """The pods of a Job or JobSet; not those of an older one that had the same name."""
-        return [p for p in self.list_objects("Pod", workloads.pod_selector(job)) if workloads.owns_pod(job, p)]
+        return [p for p in self.list_objects("Pod", backends.pod_selector(job)) if backends.owns_pod(job, p)]
 
     def status(self, name: str) -> JobReport:
         job = self.workload(name)
-        return workloads.summarize(job, self.pods(job))
+        report = backends.summarize(job, self.pods(job))
+        if queue_name(job):
+            report.queue = self.queue_report(job)
+        return report
 
     def list(self, selector=None) -> list[JobReport]:
-        """jobctl's Jobs and JobSets (managed-by=jobctl) matching `selector` (a string or a dict), newest first.
-        A JobSet's child Job is shown as its JobSet, not twice; a cluster without JobSet simply has none."""
+        """jobctl's Jobs and JobSets (managed-by=jobctl) matching `selector` (a string or a dict), newest first;
+        queued ones with their Workload's state and position. A JobSet's child Job is shown as its JobSet, not
+        twice; a cluster without JobSet simply has none."""
         base = f"{common.LABEL_MANAGED_BY}={common.MANAGED_BY}"
         extra = label_selector(selector)
         wanted = base + ("," + extra if extra else "")
-        found = self.list_objects("Job", f"{wanted},!{jobset.LABEL_JOBSET_NAME}")
+        jobs = self.list_objects("Job", f"{wanted},!{jobset.LABEL_JOBSET_NAME}")
         try:
-            found += self.list_objects(jobset.KIND, wanted)
+            jobs += self.list_objects(jobset.KIND, wanted)
         except ApiMissingError:
             pass
-        reports = [workloads.summarize(j) for j in found]
+        reports = [backends.summarize(j) for j in jobs]
+        queued = [(j, r) for j, r in zip(jobs, reports) if queue_name(j)]
+        if queued:
+            workloads, note = self._workloads()
+            positions: dict = {}
+            for job, report in queued:
+                report.queue = self.queue_report(job, workloads=workloads, note=note, positions=positions)
         return sorted(reports, key=lambda r: r.created, reverse=True)
+    # ---- Kueue (read-only: the Role grants list on workloads and get on the visibility API, nothing more)
+    def _workloads(self, job: Optional[Mapping] = None) -> tuple[Optional[list[dict]], str]:
+        """(Workloads of the namespace, or of `job`; None and a one-line reason when they cannot be read)."""
+        uid = ((job or {}).get("metadata") or {}).get("uid")
+        try:
+            return self.list_objects("Workload", {kueue.JOB_UID_LABEL: uid} if uid else None), ""
+        except ApiMissingError:
+            return None, "Kueue is not installed in this cluster (no kueue.x-k8s.io Workload API)"
+        except ForbiddenError:
+            return None, ('forbidden to list "workloads" (API group "kueue.x-k8s.io"): the Role jobctl-submitter of '
+                          "k8s/base grants it")
+
+    def queue_report(self, job: Mapping, *, workloads: Optional[list[dict]] = None, note: str = "",
+                     positions: Optional[dict] = None) -> kueue.QueueReport:
+        """Where a queued Job stands: its Workload's state and reason, and its position in the LocalQueue where
+        the visibility API answers (one line saying why not where it does not)."""
+        queue = queue_name(job)
+        if workloads is None and not note:
+            workloads, note = self._workloads(job)
+        if workloads is None:
+            return kueue.QueueReport(queue, "unknown", position_note=note)
+        report = kueue.interpret_workload(queue, kueue.workload_of(job, workloads))
+        if report.workload and report.state in (kueue.PENDING, kueue.EVICTED, kueue.PREEMPTED):
+            positions = {} if positions is None else positions
+            if queue not in positions:
+                positions[queue] = self._pending_workloads(queue)
+            summary, why = positions[queue]
+            if summary is not None:
+                report.position = kueue.position_in(summary, report.workload)
+                if report.position is None:
+                    report.position_note = "not in the visibility API's pending list (being admitted or evicted)"
+            else:
+                report.position_note = why
+        return report
+
+    def _pending_workloads(self, queue: str) -> tuple[Optional[dict], str]:
+        try:
+            return self.request("GET", "LocalQueueVisibility", queue, subresource="pendingworkloads"), ""
+        except ApiMissingError:
+            return None, ("no position: Kueue's visibility API (visibility.kueue.x-k8s.io/v1beta1) is not served "
+                          "here (Kueue before 0.9, or its visibility server is disabled)")
+        except ForbiddenError:
+            return None, ('no position: forbidden to get "localqueues/pendingworkloads" (API group '
+                          '"visibility.kueue.x-k8s.io"); the Role jobctl-submitter of k8s/base grants it')
+        except NotFoundError:
+            return None, f"no position: LocalQueue {queue!r} does not exist in namespace {self.namespace!r}"
 
     def delete(self, name: str) -> str:
-        """Delete the Job (or JobSet) with foreground propagation (pods first), and the spec ConfigMap and Service
-        when no owner reference would have them collected (e.g. manifests applied with kubectl). Returns the kind."""
+        """Delete the Job (or JobSet) with foreground propagation (pods first, and the Workload Kueue owns by it),
+        and the spec ConfigMap and Service when no owner reference would have them collected (e.g. manifests
+        applied with kubectl). Returns the kind deleted."""
         workload_kind = self.workload(name)["kind"]
         self.delete_object(workload_kind, name, propagation="Foreground", missing_ok=False)
         for kind, obj_name in (("ConfigMap", spec_configmap_name(name)), ("Service", name)):
@@ -223,15 +285,20 @@ class JobClient(KubeTransport):
     def wait(
         self, name: str, *, timeout: Optional[float] = None, on_change: Optional[Callable[[JobReport], None]] = None
     ) -> JobReport:
-        """Poll until the Job (JobSet) succeeds or fails; returns the final report. KubeError on timeout."""
+        """Poll until the Job (JobSet) succeeds or fails; returns the final report. KubeError on timeout. `on_change`
+        sees each new state; while Kueue holds the job (Queued), also each change of its Workload's state or position."""
         deadline = None if timeout is None else time.monotonic() + timeout
         last_state = None
         kind = self.workload(name)["kind"]
         while True:
-            report = workloads.summarize(self.get(kind, name))
-            if on_change and report.state != last_state:
+            job = self.get(kind, name)
+            report = backends.summarize(job)
+            if on_change and report.state == "Queued":
+                report.queue = self.queue_report(job)
+            state = (report.state, report.queue and (report.queue.state, report.queue.position))
+            if on_change and state != last_state:
                 on_change(report)
-                last_state = report.state
+                last_state = state
             if report.state in TERMINAL:
                 return report
             if deadline is not None and time.monotonic() > deadline:
@@ -252,7 +319,7 @@ class JobClient(KubeTransport):
         and when a worker's pod is replaced (retry), continues with the new pod until the Job finishes.
         `workers` None: the chief; `job`: the Job object when the caller has already read it."""
         job = job if job is not None else self.workload(name)
-        total = workloads.workers(job)
+        total = backends.workers(job)
         indices = workers if workers is not None else [0]
         for i in indices:
             if not 0 <= i < total:
@@ -284,7 +351,7 @@ class JobClient(KubeTransport):
     def _latest_pods(self, job: Mapping) -> dict[int, dict]:
         latest: dict[int, dict] = {}
         for pod in self.pods(job):
-            idx = workloads.worker_of(job, pod)
+            idx = backends.worker_of(job, pod)
             idx = 0 if idx is None else idx
             key = ((pod.get("metadata") or {}).get("creationTimestamp") or "", pod["metadata"]["name"])
             cur = latest.get(idx)
@@ -297,7 +364,7 @@ class JobClient(KubeTransport):
         for i in indices:
             pod = latest.get(i)
             if pod is None:
-                yield i, f"(worker {i}: no pod yet; the job is {workloads.state(job)[0]})"
+                yield i, f"(worker {i}: no pod yet; the job is {backends.state(job)[0]})"
                 continue
             if (pod.get("status") or {}).get("phase", "Pending") == "Pending":
                 report = explain_pod(pod)
@@ -316,7 +383,7 @@ class JobClient(KubeTransport):
         try:
             while not stop.is_set():
                 pod = self._latest_pods(job).get(index)
-                finished = workloads.state(self.get(job.get("kind") or "Job", name))[0] in TERMINAL
+                finished = backends.state(self.get(job.get("kind") or "Job", name))[0] in TERMINAL
                 if pod is None or pod["metadata"]["name"] in streamed:
                     if finished:
                         break

@@ -28,7 +28,7 @@ from jobs import exit_codes, tf_config
 from jobs.contract import ARTIFACTS_CLAIM, ARTIFACTS_MOUNT
 from jobs.fsutil import atomic_write_text
 from jobs.spec import JobSpec
-from k8s import common
+from k8s import common, sizing
 from k8s.common import ManifestError
 
 TRAINER_CONTAINER = "trainer"
@@ -47,6 +47,7 @@ DEFAULT_TTL_SECONDS_AFTER_FINISHED = 3 * 24 * 3600
 TERMINATION_GRACE_SECONDS = 120
 GPU_RESOURCE = "nvidia.com/gpu"
 LABEL_RUN_ID = "jobctl.io/run-id"
+QUEUE_LABEL = "kueue.x-k8s.io/queue-name"  # Kueue: the LocalQueue a Job is submitted to
 LABEL_SPEC_HASH = "jobctl.io/spec-hash"
 
 _DNS1035_LABEL = re.compile(r"^[a-z]([-a-z0-9]*[a-z0-9])?$")
@@ -294,8 +295,9 @@ def _tolerations(spec: JobSpec) -> list[dict]:
 
 def _resources(spec: JobSpec) -> dict:
     res = spec.resources
+    size = sizing.pod_size(spec)
     # Requests = limits (Guaranteed QoS): a training pod is the last to be evicted under node memory pressure.
-    requests = {"cpu": res.cpu, "memory": res.memory}
+    requests = {"cpu": size.cpu, "memory": size.memory}
     limits = dict(requests)
     if res.gpus:
         limits[GPU_RESOURCE] = str(res.gpus)
@@ -375,13 +377,18 @@ def build_job(
             {"name": "spec", "configMap": {"name": spec_configmap_name(job_name), "defaultMode": 0o444}},
             {"name": "artifacts", "persistentVolumeClaim": {"claimName": artifacts_claim}},
             # /dev/shm is 64 MiB in containers by default; tf.data and NCCL need more. Counts against memory.
-            {"name": "dshm", "emptyDir": {"medium": "Memory", "sizeLimit": res.shm_size}},
+            {"name": "dshm", "emptyDir": {"medium": "Memory", "sizeLimit": sizing.pod_size(spec).shm_size}},
             {"name": "tmp", "emptyDir": {"sizeLimit": "2Gi"}},
             {"name": "cache", "emptyDir": {"sizeLimit": "20Gi"}},
         ],
     }
-    if res.node_selector:
-        pod_spec["nodeSelector"] = dict(res.node_selector)
+    node_selector = dict(res.node_selector)
+    if res.gpu_type:  # GPU feature discovery's (or GKE's, or the cluster's own) label naming the GPU model
+        node_selector[res.gpu_label] = res.gpu_type
+    if node_selector:
+        pod_spec["nodeSelector"] = node_selector
+    if res.priority_class:
+        pod_spec["priorityClassName"] = res.priority_class
     tolerations = _tolerations(spec)
     if tolerations:
         pod_spec["tolerations"] = tolerations
@@ -403,10 +410,16 @@ def build_job(
     }
     if multi:
         job_spec["completionMode"] = "Indexed"
+    metadata = _metadata(job_name, labels, namespace)
+    if res.queue:
+        # Kueue admits the Job by un-suspending it; created suspended, no pod starts before admission, also when
+        # the manifest is applied with kubectl.
+        metadata["labels"][QUEUE_LABEL] = res.queue
+        job_spec["suspend"] = True
     return {
         "apiVersion": "batch/v1",
         "kind": "Job",
-        "metadata": _metadata(job_name, labels, namespace),
+        "metadata": metadata,
         "spec": job_spec,
     }
 

@@ -7,6 +7,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Mapping, Optional
 
 from jobs import exit_codes
+from k8s.kueue import QueueReport, queue_name
 from k8s.manifests import GPU_RESOURCE, TRAINER_CONTAINER
 
 INDEX_ANNOTATION = "batch.kubernetes.io/job-completion-index"
@@ -30,7 +31,7 @@ class PodReport:
 class JobReport:
     name: str
     namespace: str
-    state: str  # Pending, Running, Succeeded, Failed, Suspended
+    state: str  # Pending, Queued (Kueue has not admitted it), Running, Succeeded, Failed, Suspended
     workers: int
     active: int
     succeeded: int
@@ -40,6 +41,7 @@ class JobReport:
     labels: dict = field(default_factory=dict)
     created: str = ""
     message: str = ""
+    queue: Optional[QueueReport] = None  # for a job submitted to a Kueue LocalQueue (resources.queue)
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -189,6 +191,8 @@ def summarize_job(job: Mapping, pods: list[Mapping] = ()) -> JobReport:
     state, message = job_state(job)
     if spec.get("suspend") and state in ("Pending", "Running"):
         state = "Suspended"
+    if state == "Suspended" and queue_name(job):  # Kueue holds it: not yet admitted, or evicted
+        state = "Queued"
     reports = sorted(
         (explain_pod(p) for p in pods),
         key=lambda r: (r.index if r.index is not None else -1, r.created, r.name),

@@ -248,7 +248,7 @@ class KubeTransport:
                 if group and group not in ("", "batch", "apps", "policy", "autoscaling"):
                     return ApiMissingError(
                         f"{verb} {what}: the API {prefix.removeprefix('/apis/')} ({resource}) is not served by the "
-                        f"cluster at {self.host}; expected its CRDs installed (`kubectl api-resources | grep "
+                        f"cluster at {self.host}; expected it installed (`kubectl api-resources | grep "
                         f"{group}`)", status=404)
                 return KubeError(f"{method} {what}: the server at {self.host} answered HTTP 404 without a Kubernetes "
                                  f"Status ({message[:200]!r}); expected a Kubernetes API server: check the kubeconfig's "

@@ -83,8 +83,8 @@ def test_unknown_kinds_and_versions_say_what_is_vendored(api_version, kind, need
         crds.problems({"apiVersion": api_version, "kind": kind, "metadata": {"name": "x"}})
 
 
-def test_vendored_crds_are_the_ones_the_readme_lists():
-    readme = (crds.CRD_DIR / "README.md").read_text()
+def test_vendored_crds_are_the_ones_the_readmes_list():
+    readme = "".join(p.read_text() for p in crds.CRD_DIR.glob("README*.md"))  # README.md, README.kueue.md
     for path in crds.CRD_DIR.glob("*.yaml*"):
         assert f"`{path.name}`" in readme
         crd = crds.load_crd(path)

@@ -84,3 +84,56 @@ def test_deployer_role_grants_what_jobctl_deploy_sends_and_nothing_more():
     assert not {p for p in granted - set(DEPLOY_PERMISSIONS) if p[0] not in ("get", "list", "watch")}
     binding = next(o for o in objects if o["kind"] == "RoleBinding" and o["metadata"]["name"] == "jobctl-deployers")
     assert binding["roleRef"]["name"] == "jobctl-deployer"
+
+
+def _sent_permissions(requests) -> set[tuple[str, str, str]]:
+    """(verb, API group, resource[/subresource]) of each request path the emulator received."""
+    from k8s.transport import rbac_verb
+
+    out = set()
+    for method, path, _ in requests:
+        parts = path.strip("/").split("/")
+        group = "" if parts[0] == "api" else parts[1]
+        rest = parts[parts.index("namespaces") + 2:]
+        resource, name, sub = rest[0], rest[1] if len(rest) > 1 else None, rest[2] if len(rest) > 2 else None
+        out.add((rbac_verb(method, name), group, f"{resource}/{sub}" if sub else resource))
+    return out
+
+
+@needs_kubectl
+def test_role_grants_what_the_client_sends_for_a_queued_job_and_kueue_read_only():
+    """Every request of a queued job's life (submit, status with Workload and position, list, logs, wait, cancel),
+    as the emulator received it, is in REQUIRED_PERMISSIONS and granted by jobctl-submitter; the Kueue rules the
+    Role gains are read-only and only those two resources."""
+    from jobs.spec import parse_spec
+    from k8s.client import REQUIRED_PERMISSIONS
+    from k8s.manifests import build_job_objects
+    from tests.support.k8s_cluster import FakeCluster, make_pod
+    from tests.support.kueue_script import KueueScript
+
+    spec = parse_spec({"name": "cifar", "resources": {"gpus": 1, "queue": "team-a"}})
+    with FakeCluster(namespace="ml") as cluster:
+        client = cluster.client()
+        client.submit(build_job_objects(spec, run_id="r1"))
+        script = KueueScript(cluster, "cifar")
+        script.create_workload()
+        cluster.emulator.pending_workloads["team-a"] = [script.workload_name]
+        client.status("cifar")
+        client.list()
+        script.admit()
+        (pod,) = script.start_pods(make_pod)
+        cluster.set_logs(pod["metadata"]["name"], ["hello"])
+        assert [line for _, line in client.logs("cifar")] == ["hello"]
+        script.finish()
+        client.wait("cifar", timeout=10, on_change=lambda report: None)
+        client.delete("cifar")
+        sent = _sent_permissions(cluster.requests())
+    assert ("list", "kueue.x-k8s.io", "workloads") in sent
+    assert ("get", "visibility.kueue.x-k8s.io", "localqueues/pendingworkloads") in sent
+    assert sent <= set(REQUIRED_PERMISSIONS), sorted(sent - set(REQUIRED_PERMISSIONS))
+    granted = _granted(build(ROOT / "k8s/base"), "jobctl-submitter")
+    assert sent <= granted, sorted(sent - granted)
+    kueue_grants = {p for p in granted if "kueue" in p[1]}
+    assert {p[0] for p in kueue_grants} <= {"get", "list", "watch"}
+    assert {(g, r) for _, g, r in kueue_grants} == {("kueue.x-k8s.io", "workloads"),
+                                                    ("visibility.kueue.x-k8s.io", "localqueues/pendingworkloads")}

@@ -184,7 +184,7 @@ POD_CASES = {
     [
         ("no-gpu-node", "Unschedulable", ["no node has 1 free GPUs", "Scheduler: 0/4 nodes are available: 4 Insufficient nvidia.com/gpu"]),
         ("bad-image", "ImagePullBackOff", ["image ghcr.io/your-org/jobctl-train", "cannot be pulled", "Back-off pulling image"]),
-        ("oom", "OOMKilled", ["more than its memory limit (8Gi)", "raise resources.memory"]),
+        ("oom", "OOMKilled", ["more than its memory limit (16Gi)", "raise resources.memory"]),  # 1 GPU: 16Gi per GPU
         ("bad-spec", "Failed", ["exit code 2 (invalid spec or arguments (not retried))", "training.epochs: expected >= 1"]),
         ("running", "Running", []),
     ],

@@ -227,14 +227,14 @@ def _status(js: dict, **status) -> dict:
      "Suspended", "SuspendedJobs: jobset is suspended"),
 ])
 def test_jobset_state_in_jobctls_words(status, state, message):
-    from k8s.workloads import jobset_state
+    from k8s.backends import jobset_state
 
     js = the_jobset(render(backoff_limit=3))
     assert jobset_state(_status(js, **status)) == (state, message)
 
 
 def test_summary_counts_workers_and_orders_pods_by_worker_index():
-    from k8s.workloads import summarize_jobset
+    from k8s.backends import summarize_jobset
 
     js = the_jobset(render(workers=3))
     pods = []

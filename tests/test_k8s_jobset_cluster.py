@@ -155,7 +155,7 @@ def test_submit_wait_follows_the_jobset_to_its_failure(env, monkeypatch):
 
 def test_a_cluster_without_jobset_is_one_clear_error_and_nothing_is_left(env):
     cluster, kube, spec = env
-    cluster.emulator.missing_groups.add(jobset.GROUP)
+    cluster.emulator.unserved_groups.add(jobset.GROUP)
     code, out = invoke("submit", spec, *kube)
     assert code == exit_codes.FAILURE
     text = " ".join(out.split())

@@ -166,7 +166,7 @@ def test_cli_deploys_updates_and_switches_format_against_the_api(cluster, tmp_pa
 def test_cli_on_a_cluster_without_kserve_is_one_error(cluster, tmp_path):
     from tests.support.k8s_cluster import write_kubeconfig
 
-    cluster.emulator.missing_groups.add("serving.kserve.io")
+    cluster.emulator.unserved_groups.add("serving.kserve.io")
     kube = ["--kubeconfig", write_kubeconfig(tmp_path / "kubeconfig", cluster.url), "--context", "fake-ml"]
     code, out = deploy("artifacts/models/ensemble", "--format", "kserve", *kube)
     text = " ".join(out.split())

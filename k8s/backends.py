@@ -1,4 +1,4 @@
-"""The object behind a jobctl job name, a batch/v1 Job or a JobSet: its state, workers, pods and summary for
+"""The backend object behind a jobctl job name (distribution.backend), a batch/v1 Job or a JobSet: its state, workers, pods and summary for
 `jobctl status / list / logs / cancel / submit --wait`. Pure: the client reads the objects, this reads them.
 
 
@@ -13,6 +13,7 @@ from __future__ import annotations
 from typing import Mapping, Optional
 
 from k8s import common, jobset
+from k8s.kueue import queue_name
 from k8s.status import INDEX_ANNOTATION, JobReport, explain_pod, job_state, job_workers, pod_index, summarize_job
 
 # The kinds a jobctl job can be, in the order `jobctl status NAME` looks for them.
@@ -119,6 +120,8 @@ def summarize_jobset(js: Mapping, pods: list[Mapping] = ()) -> JobReport:
     meta = js.get("metadata") or {}
     status = js.get("status") or {}
     state, message = jobset_state(js)
+    if state == "Suspended" and queue_name(js):  # Kueue holds it: not yet admitted, or evicted
+        state = "Queued"
     per_job = _pods_per_job(js)
     reports = []
     for pod in pods:
