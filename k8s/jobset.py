@@ -25,7 +25,7 @@ from typing import Mapping, Optional
 
 from jobs import tf_config
 from jobs.spec import JobSpec
-from k8s import manifests
+from k8s import kueue, manifests
 from k8s.common import ManifestError
 
 API_VERSION = "jobset.x-k8s.io/v1alpha2"
@@ -153,7 +153,11 @@ def jobset_from_job(job: dict, max_restarts: int, ttl_seconds_after_finished: in
         "replicatedJobs": [{
             "name": REPLICATED_JOB,
             "replicas": 1,
-            "template": {"metadata": {"labels": dict(job["metadata"]["labels"])}, "spec": job_spec},
+            # Kueue admits the JobSet as one Workload (its queue label); a child Job carrying the label too could be
+            # queued on its own.
+            "template": {"metadata": {"labels": {k: v for k, v in job["metadata"]["labels"].items()
+                                                 if k != kueue.QUEUE_LABEL}},
+                         "spec": job_spec},
         }],
     }
     if suspend is not None:

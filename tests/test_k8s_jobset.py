@@ -267,3 +267,15 @@ def test_jobset_pods_are_the_ones_the_training_network_policy_admits():
     pod_labels = the_jobset(render())["spec"]["replicatedJobs"][0]["template"]["spec"]["template"]["metadata"]["labels"]
     assert wanted.items() <= pod_labels.items()
     assert policy["spec"]["ingress"][0]["ports"] == [{"protocol": "TCP", "port": 2222}]
+
+
+def test_a_queued_jobset_is_one_suspended_workload_for_kueue():
+    from k8s.kueue import QUEUE_LABEL
+
+    js = the_jobset(render(queue="team-a", gpu_type="NVIDIA-H100-80GB-HBM3"))
+    crds.validate(js)
+    assert js["metadata"]["labels"][QUEUE_LABEL] == "team-a" and js["spec"]["suspend"] is True  # Kueue admits
+    child = js["spec"]["replicatedJobs"][0]["template"]
+    assert QUEUE_LABEL not in child["metadata"]["labels"]  # the child Job is not a second Workload
+    assert QUEUE_LABEL not in child["spec"]["template"]["metadata"]["labels"]
+    assert child["spec"]["template"]["spec"]["nodeSelector"] == {"nvidia.com/gpu.product": "NVIDIA-H100-80GB-HBM3"}

@@ -218,3 +218,13 @@ def test_logs_follow_continues_with_the_new_pod_after_a_group_restart(env):
     assert lines == ["attempt 0: epoch 1/10", "attempt 0: worker 1 lost",
                      "--- worker 0: pod cifar-worker-0-0-r1x0 (retry 1) ---",
                      "attempt 1: resumed from epoch 1", "attempt 1: done"]
+
+
+def test_a_queued_jobset_is_left_for_kueue_to_admit(env):
+    cluster, kube, spec = env
+    code, out = invoke("submit", spec, *kube, "--set", "resources.queue=team-a")
+    assert code == 0, out
+    js = stored_jobset(cluster, "cifar")
+    assert js["spec"]["suspend"] is True  # never un-suspended by jobctl: Kueue admits
+    assert not [m for m, p, _ in cluster.requests() if m == "PATCH"]
+    assert status(kube)["state"] == "Queued"
