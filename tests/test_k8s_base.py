@@ -26,17 +26,53 @@ def build(directory: Path) -> list[dict]:
 
 
 def test_ships_the_base_and_an_overlay():
-    assert {p.relative_to(ROOT).as_posix() for p in KUSTOMIZATIONS} >= {"k8s/base", "k8s/overlays/example"}
+    assert {p.relative_to(ROOT).as_posix() for p in KUSTOMIZATIONS} >= {"k8s/base", "k8s/overlays/example",
+                                                                       "k8s/overlays/kueue"}
 
 
 @needs_kubectl
 @pytest.mark.parametrize("directory", KUSTOMIZATIONS, ids=[p.relative_to(ROOT).as_posix() for p in KUSTOMIZATIONS])
 def test_every_kustomization_builds_and_validates(directory):
+    """Built-in kinds against Kubernetes' OpenAPI schemas; custom resources (Kueue's) against their vendored CRDs."""
+    from tests.support import crds
+
     objects = build(directory)
     assert objects
     for obj in objects:
+        if not obj["apiVersion"].split("/")[0].endswith(".k8s.io") and "." in obj["apiVersion"].split("/")[0]:
+            crds.validate(obj)  # x-k8s.io groups are CRDs (Kueue); *.k8s.io ones are built in
+            continue
         for version in ("1.29", kubernetes_validate.latest_version()):
             kubernetes_validate.validate(obj, version, strict=True)
+
+
+@needs_kubectl
+def test_kueue_overlay_admits_what_jobctl_renders():
+    """The LocalQueue users name points at the ClusterQueue, whose flavour exists and selects nodes by the label
+    jobctl's gpu_type uses; the queue covers every resource a jobctl pod requests (else Kueue never admits it), with
+    quota for at least one 4-GPU worker sized by the per-GPU rule."""
+    from jobs.spec import parse_spec
+    from jobs.spec.cluster import GPU_PRODUCT_LABEL
+    from k8s.manifests import build_job_objects, find_job
+    from k8s.sizing import cores
+
+    objects = build(ROOT / "k8s/overlays/kueue")
+    by_kind = {o["kind"]: o for o in objects if o["apiVersion"].startswith("kueue.x-k8s.io/")}
+    assert set(by_kind) == {"ResourceFlavor", "ClusterQueue", "LocalQueue"}
+    local, cq, flavor = by_kind["LocalQueue"], by_kind["ClusterQueue"], by_kind["ResourceFlavor"]
+    assert local["metadata"]["namespace"] == "ml-training" and "namespace" not in cq["metadata"]
+    assert local["spec"]["clusterQueue"] == cq["metadata"]["name"]
+    (group,) = cq["spec"]["resourceGroups"]
+    assert [f["name"] for f in group["flavors"]] == [flavor["metadata"]["name"]]
+    assert GPU_PRODUCT_LABEL in flavor["spec"]["nodeLabels"]
+
+    spec = parse_spec({"name": "cifar", "resources": {"gpus": 4, "queue": local["metadata"]["name"],
+                                                      "gpu_type": flavor["spec"]["nodeLabels"][GPU_PRODUCT_LABEL]}})
+    requests = find_job(build_job_objects(spec, run_id="r1"))["spec"]["template"]["spec"]["containers"][0]["resources"]["limits"]
+    assert set(requests) <= set(group["coveredResources"])
+    quota = {r["name"]: r["nominalQuota"] for r in group["flavors"][0]["resources"]}
+    assert int(quota["nvidia.com/gpu"]) >= int(requests["nvidia.com/gpu"])
+    assert float(quota["cpu"]) >= cores(requests["cpu"])
 
 
 @needs_kubectl
