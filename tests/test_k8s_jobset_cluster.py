@@ -228,3 +228,17 @@ def test_a_queued_jobset_is_left_for_kueue_to_admit(env):
     assert js["spec"]["suspend"] is True  # never un-suspended by jobctl: Kueue admits
     assert not [m for m, p, _ in cluster.requests() if m == "PATCH"]
     assert status(kube)["state"] == "Queued"
+
+
+def test_dry_run_name_taken_and_replace_on_a_jobset(env):
+    cluster, kube, spec = env
+    code, out = invoke("submit", spec, *kube, "--dry-run")
+    assert code == 0 and "would create jobset/cifar in namespace ml" in out and cluster.objects() == []
+    assert invoke("submit", spec, *kube)[0] == 0
+    old_uid = stored_jobset(cluster, "cifar")["metadata"]["uid"]
+    code, out = invoke("submit", spec, *kube)
+    assert code == exit_codes.FAILURE and "a JobSet named 'cifar' already exists in namespace 'ml'" in out
+    code, out = invoke("submit", spec, *kube, "--replace")
+    assert code == 0, out
+    assert stored_jobset(cluster, "cifar")["metadata"]["uid"] != old_uid
+    assert len(cluster.objects("ConfigMap")) == 1
