@@ -89,3 +89,45 @@ def test_vendored_crds_are_the_ones_the_readmes_list():
         assert f"`{path.name}`" in readme
         crd = crds.load_crd(path)
         assert crd["kind"] == "CustomResourceDefinition"
+
+
+# ---------------------------------------------------------------------------------------------- CEL rules
+CEL_SCHEMA = {
+    "type": "object",
+    "x-kubernetes-validations": [{"rule": "self.min <= self.max", "message": "min must not exceed max"}],
+    "properties": {
+        "min": {"type": "integer"},
+        "max": {"type": "integer"},
+        "name": {"type": "string", "x-kubernetes-validations": [{"rule": "self == oldSelf", "message": "immutable"}]},
+        "tolerations": {
+            "type": "array",
+            "items": {"type": "object", "properties": {"key": {"type": "string"}, "operator": {"type": "string"}}},
+            "x-kubernetes-validations": [
+                {"rule": "self.all(x, !has(x.key) ? x.operator == 'Exists' : true)", "message": "no key needs Exists"}],
+        },
+        "sorted": {"type": "array", "items": {"type": "integer"},
+                   "x-kubernetes-validations": [{"rule": "isSorted(self)"}]},  # Kubernetes' list library
+        "strict": {"type": "object", "x-kubernetes-validations": [{"rule": "self.count > 0"}]},
+    },
+}
+
+
+@pytest.mark.parametrize("obj, needle", [
+    ({"min": 1, "max": 2}, None),
+    ({"min": 3, "max": 2}, "(root): min must not exceed max (rule: self.min <= self.max)"),
+    ({"min": 1, "max": 2, "tolerations": [{"key": "a", "operator": "Equal"}, {"operator": "Exists"}]}, None),
+    ({"min": 1, "max": 2, "tolerations": [{"operator": "Equal"}]}, "tolerations: no key needs Exists"),
+    ({"min": 1, "max": 2, "name": "x"}, None),  # transition rules (oldSelf) do not apply on create
+    ({"min": 1, "max": 2, "strict": {}}, "strict: rule 'self.count > 0' cannot be evaluated (no such member"),
+])
+def test_cel_rules_run_where_their_value_is_present(obj, needle):
+    failed, _ = crds.cel_check(CEL_SCHEMA, obj)
+    if needle is None:
+        assert failed == []
+    else:
+        assert any(needle in f for f in failed), failed
+
+
+def test_rules_needing_kubernetes_cel_libraries_are_listed_not_passed_silently():
+    failed, unevaluated = crds.cel_check(CEL_SCHEMA, {"min": 1, "max": 2, "sorted": [1, 2]})
+    assert failed == [] and unevaluated == [("sorted", "isSorted(self)")]

@@ -15,9 +15,13 @@ extensions into what the API server enforces on create:
 - `format: int32` / `int64` ranges;
 - `metadata.name` is a DNS-1123 subdomain, labels and annotations map strings to strings.
 
-Not evaluated: `x-kubernetes-validations` (CEL rules). The JobSet and KServe rules are transition rules
-(`self == oldSelf`) or about fields jobctl never sets; `cel_rules(api_version, kind)` lists them so that a test can
-assert that a new upstream rule does not go unnoticed.
+- `x-kubernetes-validations`: each CEL rule runs (cel-python, the Python CEL implementation) with `self` bound to
+  the value at its path, where that value is present, as the API server runs them on create. A false result is a
+  problem with the rule's message; so is an evaluation error (the server rejects those too, e.g. a field read
+  without `has()`). Transition rules (`oldSelf`) do not apply on create and are skipped; rules calling
+  Kubernetes' own CEL libraries (quantity, isSorted, ...) that cel-python lacks are not run, and
+  `unevaluated_rules(obj)` lists them so a test can assert there are none.
+`cel_rules(api_version, kind)` lists every rule of a schema (path, rule).
 """
 
 from __future__ import annotations
@@ -178,7 +182,69 @@ def problems(obj: dict) -> list[str]:
     found = list(_metadata_problems(obj.get("metadata")))
     for error in sorted(validator.iter_errors(obj), key=lambda e: list(map(str, e.absolute_path))):
         found.append(f"{_path(error)}: {error.message}")
+    if not found:  # CEL rules assume a structurally valid object, as on the API server
+        found += cel_check(_crd_version(api_version, kind)["schema"]["openAPIV3Schema"], obj)[0]
     return found
+
+
+def unevaluated_rules(obj: dict) -> list[tuple[str, str]]:
+    """(path, rule) of the CEL rules that apply to `obj` but call a function cel-python does not have."""
+    return cel_check(_crd_version(obj["apiVersion"], obj["kind"])["schema"]["openAPIV3Schema"], obj)[1]
+
+
+# ------------------------------------------------------------------------------------------------ CEL rules
+@functools.lru_cache(maxsize=None)
+def _cel_program(rule: str):
+    import celpy
+
+    env = celpy.Environment()
+    return env.program(env.compile(rule))
+
+
+def cel_check(openapi_schema: dict, obj: Any) -> tuple[list[str], list[tuple[str, str]]]:
+    """(problems, unevaluated (path, rule)) of the CEL rules in `openapi_schema` applied to `obj` (module doc)."""
+    import celpy
+
+    failed: list[str] = []
+    unevaluated: list[tuple[str, str]] = []
+
+    def run(schema_node: dict, value: Any, path: str) -> None:
+        for item in schema_node.get("x-kubernetes-validations") or []:
+            rule = item.get("rule", "")
+            if "oldSelf" in rule:
+                continue  # a transition rule: applies to updates only
+            try:
+                result = _cel_program(rule).evaluate({"self": celpy.json_to_cel(value)})
+            except celpy.CELEvalError as exc:
+                if "undeclared reference" in str(exc.args[0] if exc.args else exc):
+                    unevaluated.append((path or "(root)", rule))
+                else:
+                    failed.append(f"{path or '(root)'}: rule {rule!r} cannot be evaluated "
+                                  f"({exc.args[0] if exc.args else exc})")
+                continue
+            if isinstance(result, celpy.CELEvalError):
+                failed.append(f"{path or '(root)'}: rule {rule!r} cannot be evaluated ({result.args[0]})")
+            elif not bool(result):
+                failed.append(f"{path or '(root)'}: {item.get('message') or 'failed rule'} (rule: {rule})")
+
+    def walk(schema_node: Any, value: Any, path: str) -> None:
+        if not isinstance(schema_node, dict) or value is None:
+            return
+        run(schema_node, value, path)
+        if isinstance(value, dict):
+            props = schema_node.get("properties") or {}
+            extra = schema_node.get("additionalProperties")
+            for key, sub in value.items():
+                if key in props:
+                    walk(props[key], sub, f"{path}.{key}" if path else key)
+                elif isinstance(extra, dict):
+                    walk(extra, sub, f"{path}[{key!r}]")
+        elif isinstance(value, list) and isinstance(schema_node.get("items"), dict):
+            for i, sub in enumerate(value):
+                walk(schema_node["items"], sub, f"{path}[{i}]")
+
+    walk(openapi_schema, obj, "")
+    return failed, unevaluated
 
 
 def validate(obj: dict) -> None:
