@@ -242,3 +242,40 @@ def test_dry_run_name_taken_and_replace_on_a_jobset(env):
     assert code == 0, out
     assert stored_jobset(cluster, "cifar")["metadata"]["uid"] != old_uid
     assert len(cluster.objects("ConfigMap")) == 1
+
+
+def test_jobset_commands_never_import_tensorflow_and_render_no_client(tmp_path):
+    """The JobSet path of render, submit, status, list, logs, cancel in a fresh interpreter: no TensorFlow, and
+    render loads no Kubernetes client either."""
+    import subprocess
+    import sys
+    import textwrap
+    from pathlib import Path
+
+    spec = tmp_path / "job.yaml"
+    spec.write_text(yaml.safe_dump(SPEC))
+    script = textwrap.dedent(f"""
+        import sys
+        from pathlib import Path
+        from typer.testing import CliRunner
+        from cli.main import app
+        r = CliRunner()
+        res = r.invoke(app, ["render", {str(spec)!r}, "-o", {str(tmp_path / "out")!r}])
+        assert res.exit_code == 0, res.output
+        client = sorted(m for m in sys.modules if m.split(".")[0] in ("kubernetes", "urllib3"))
+        assert not client, client
+        from tests.support.k8s_cluster import FakeCluster, write_kubeconfig
+        with FakeCluster(namespace="ml") as cluster:
+            kube = ["--kubeconfig", str(write_kubeconfig(Path({str(tmp_path)!r}) / "kc", cluster.url)),
+                    "--context", "fake-ml"]
+            for args in (["submit", {str(spec)!r}, *kube], ["status", "cifar", *kube], ["list", *kube],
+                         ["logs", "cifar", *kube], ["cancel", "cifar", *kube]):
+                res = r.invoke(app, args)
+                assert res.exit_code == 0, (args, res.output)
+        loaded = sorted(m for m in sys.modules if m.split(".")[0] in ("tensorflow", "keras", "tf_keras"))
+        print("LOADED", loaded)
+        sys.exit(1 if loaded else 0)
+    """)
+    root = Path(__file__).resolve().parents[1]
+    proc = subprocess.run([sys.executable, "-c", script], cwd=root, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-3000:]
