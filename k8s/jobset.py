@@ -120,7 +120,7 @@ def build_jobset_objects(
     except ManifestError as exc:
         if not own:
             raise
-        raise ManifestError(str(exc) + "".join(f"\n  - {p}" for p in own)) from None
+        raise ManifestError(f"{exc}\nand as a JobSet:" + "".join(f"\n  - {p}" for p in own)) from None
     if own:
         plural = "s" if len(own) != 1 else ""
         raise ManifestError(f"job {job_name!r} cannot run as a JobSet: {len(own)} problem{plural}\n"

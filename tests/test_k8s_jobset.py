@@ -200,7 +200,7 @@ def test_jobset_and_kubernetes_problems_are_reported_together():
         jobset.build_jobset_objects(s, run_id=RUN_ID)
     text = str(info.value)
     assert "Service names must start with a letter" in text
-    assert "the name can have at most" in text
+    assert "and as a JobSet:" in text and "the name can have at most" in text
 
 
 # ------------------------------------------------------------------------------------------- status (pure)

@@ -27,6 +27,8 @@ if args[:1] == ["--endpoint-url"]:
 root = os.environ["FAKE_S3"]
 local = lambda uri: os.path.join(root, uri[len("s3://"):].rstrip("/"))
 if args[:2] == ["s3", "ls"]:
+    if os.environ.get("FAKE_LS_FAILS"):
+        sys.exit("An error occurred (ExpiredToken) when calling the ListObjectsV2 operation")
     path = local(args[2])
     if not os.path.isdir(path):
         sys.exit(1)
@@ -161,3 +163,11 @@ def test_containers_carry_credentials_only_by_reference():
 def test_bad_s3_uris_are_refused(uri):
     with pytest.raises(ManifestError, match="BASE_PATH: expected s3://<bucket>/<path"):
         copy_containers(uri, "m")
+
+
+def test_a_failed_listing_in_the_sidecar_removes_nothing(bucket):
+    add_version(bucket, 1)
+    assert run_copy(bucket).returncode == 0
+    again = run_copy(bucket, extra={"FAKE_LS_FAILS": "1"})
+    assert again.returncode != 0 and "ExpiredToken" in again.stderr  # the store's own error reaches the log
+    assert versions(bucket) == ["1"]  # a transient error never unloads what TF Serving serves
