@@ -61,7 +61,9 @@ def pod_size(spec: JobSpec) -> PodSize:
 def cores(quantity: str) -> float:
     """A CPU quantity ('500m', '2', '1.5') in cores."""
     number, suffix = QUANTITY.fullmatch(quantity).groups()
-    return float(number) / 1000 if suffix == "m" else float(number)
+    if suffix == "m":
+        return float(number) / 1000
+    return float(number + suffix) if suffix[:1] in ("e", "E") else float(number)
 
 
 def per_replica_batch(spec: JobSpec) -> int:

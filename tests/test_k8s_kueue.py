@@ -5,6 +5,7 @@ removing the Workload with the Job; the Role granting what the client sends, and
 
 from __future__ import annotations
 
+import json
 import threading
 import time
 
@@ -207,3 +208,25 @@ def test_cli_submit_wait_shows_queued_until_admission_then_the_outcome(tmp_path,
     assert "job cifar: queued; queue team-a: pending, 1st in line: Pending - couldn't assign flavors" in result.output
     assert "job cifar: running" in result.output and "job cifar: succeeded" in result.output
     assert result.output.index("queued") < result.output.index("job cifar: running")
+
+
+def test_cli_status_list_and_json_show_the_queue(tmp_path):
+    from typer.testing import CliRunner
+
+    from cli.main import app
+
+    with FakeCluster(namespace="ml") as cluster:
+        kube = ["--kubeconfig", str(write_kubeconfig(tmp_path / "kc", cluster.url)), "--context", "fake-ml"]
+        cluster.client().submit(queued_objects())
+        script = KueueScript(cluster, "cifar")
+        script.create_workload()
+        cluster.emulator.pending_workloads["team-a"] = ["a", script.workload_name]
+        runner = CliRunner()
+        status = runner.invoke(app, ["status", "cifar", *kube])
+        listing = runner.invoke(app, ["list", *kube])
+        as_json = runner.invoke(app, ["status", "cifar", "--json", *kube])
+    assert status.exit_code == 0 and "job cifar in ml: Queued" in status.output
+    assert "queue team-a: pending, 2nd in line: Pending - couldn't assign flavors" in status.output
+    assert listing.exit_code == 0 and "QUEUE" in listing.output and "2nd in line" in listing.output
+    queue = json.loads(as_json.output)["queue"]
+    assert (queue["state"], queue["position"], queue["workload"]) == ("pending", 2, script.workload_name)
