@@ -6,11 +6,13 @@ The rule (docs/kubernetes.md, "Sizing per GPU"), from the figures in ../shared/A
   98k-213k images/s of jobctl's recipes (cifar10-cnn 134k): 7-8 cores to keep it fed. At 224x224 the JPEG decode
   dominates: 948 images/s per core for Stanford-Dogs-sized JPEGs against ResNet-50's 4.8k images/s per GPU, 5 cores.
   8 covers both; the pod never asks for fewer than the 2 cores of a CPU job.
-- Memory: 2 GiB per pipeline core, 16 GiB per GPU: each of the parallel map calls and the prefetch buffer holds a
-  batch in flight (256 float32 images at 224x224 are 154 MB; 8 in flight about 1.2 GB), the shuffle buffer holds
-  decoded images (10k at 224x224 uint8: 1.5 GB), and the TensorFlow runtime itself is 650 MB RSS on import before
-  CUDA's host allocations. /dev/shm (memory-backed, counted in that limit) is 2 GiB per GPU for NCCL's intra-node
-  buffers and tf.data.
+- Memory: 16 GiB per GPU. Measured on this machine (`python -m bench.bench_sizing`, 2 cores, batch 256, the dogs
+  recipe's augmentation): TensorFlow's import is 631 MB RSS; jobctl's pipeline adds 305 MB at 32x32 and 1,466 MB at
+  224x224 on top of the arrays it reads (CIFAR-10: 157 MB; 5k images at 224x224: 727 MB). Its parallel map and
+  prefetch keep about as many batches in flight as there are cores, so at 8 cores per GPU the 224x224 pipeline
+  holds ~6 GB; with the data set in memory and CUDA's host-side buffers (not measurable here) that is 10-12 GB,
+  rounded up to 16 GiB for headroom: an OOMKilled pod loses its epoch, and GPU nodes carry 128-256 GB of RAM per
+  GPU. /dev/shm (memory-backed, counted in that limit) is 2 GiB per GPU for NCCL's intra-node buffers and tf.data.
 - Without GPUs: 2 cores, 8Gi, 1Gi /dev/shm (unchanged).
 Explicit `resources.cpu`, `memory`, `shm_size` always win.
 """
