@@ -55,7 +55,7 @@ def deploy(
     service_account: Optional[str] = typer.Option(
         None, "--service-account", help="kserve: service account whose Secret KServe's storage initializer reads"),
     runtime_version: Optional[str] = typer.Option(
-        None, "--runtime-version", help="kserve: tensorflow/serving release (default 2.21.0, -gpu with --gpus)"),
+        None, "--runtime-version", help="kserve: tensorflow/serving release (default 2.21.0, the one Dockerfile.serve uses)"),
     poll_seconds: int = typer.Option(30, "--poll-seconds", min=1,
                                      help="how often TF Serving (and, for s3://, the copy sidecar) looks for new versions"),
     s3_copy_image: Optional[str] = typer.Option(None, "--s3-copy-image",
