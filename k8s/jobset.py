@@ -87,7 +87,7 @@ def failure_policy(max_restarts: int) -> dict:
         "restartStrategy": "BlockingRecreate",
         "rules": [
             # A wrong spec, missing data (the pod failure policy's FailJob) or the deadline: restarting cannot help.
-            {"name": "fail-at-once", "action": "FailJobSet", "onJobFailureReasons": list(FAIL_AT_ONCE_REASONS)},
+            {"name": "fail_at_once", "action": "FailJobSet", "onJobFailureReasons": list(FAIL_AT_ONCE_REASONS)},
             # Anything else (a worker crashed, exited 75 or 76): RestartJobSet, JobSet's default, within maxRestarts.
         ],
     }

@@ -97,7 +97,7 @@ def test_failure_policy_restarts_the_whole_group_up_to_the_limit(backoff_limit):
     # The first failed pod fails the child Job, so JobSet restarts every worker; no Job-level retries.
     assert js["spec"]["replicatedJobs"][0]["template"]["spec"]["backoffLimit"] == 0
     # Failures a restart cannot fix end the JobSet at once.
-    assert policy["rules"] == [{"name": "fail-at-once", "action": "FailJobSet",
+    assert policy["rules"] == [{"name": "fail_at_once", "action": "FailJobSet",
                                 "onJobFailureReasons": ["PodFailurePolicy", "DeadlineExceeded"]}]
 
 
@@ -276,3 +276,15 @@ def test_a_queued_jobset_is_one_suspended_workload_for_kueue():
     assert QUEUE_LABEL not in child["metadata"]["labels"]  # the child Job is not a second Workload
     assert QUEUE_LABEL not in child["spec"]["template"]["metadata"]["labels"]
     assert child["spec"]["template"]["spec"]["nodeSelector"] == {"nvidia.com/gpu.product": "NVIDIA-H100-80GB-HBM3"}
+
+
+@pytest.mark.parametrize("resources", [{"workers": 2}, {"workers": 64, "gpus": 0}])
+def test_what_jobsets_webhook_checks_beyond_the_schema(resources):
+    from tests.support.jobset_controller import webhook_problems
+
+    assert webhook_problems(the_jobset(render(**resources))) == []
+    longest = jobset.build_jobset_objects(spec(workers=64), run_id=RUN_ID, name="a" * 45)[-1]
+    assert webhook_problems(longest) == []  # the longest name jobctl accepts for 64 workers
+    bad = the_jobset(render())
+    bad["spec"]["failurePolicy"]["rules"][0]["name"] = "fail-at-once"  # hyphens: refused by the webhook
+    assert webhook_problems(bad) == ["invalid failure policy rule name 'fail-at-once'"]

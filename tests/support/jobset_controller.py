@@ -11,6 +11,7 @@ index, hostname `<job>-<podIndex>` and the JobSet's subdomain.
 from __future__ import annotations
 
 import copy
+import re
 from typing import Optional
 
 from k8s import jobset
@@ -92,3 +93,41 @@ def set_status(cluster: FakeCluster, name: str, **status) -> None:
 def condition(kind: str, reason: str, message: str) -> dict:
     return {"type": kind, "status": "True", "reason": reason, "message": message,
             "lastTransitionTime": "2026-12-02T12:00:00Z"}
+
+
+# The JobSet admission webhook's checks that a schema cannot express (jobset v0.12.0 pkg/webhooks/jobset_webhook.go).
+_RULE_NAME = re.compile(r"^[A-Za-z]([A-Za-z0-9_,:]*[A-Za-z0-9_])?$")
+_VALID_FAILURE_REASONS = {"BackoffLimitExceeded", "DeadlineExceeded", "FailedIndexes", "MaxFailedIndexesExceeded",
+                          "PodFailurePolicy"}
+_DNS1035 = re.compile(r"^[a-z]([-a-z0-9]*[a-z0-9])?$")
+
+
+def webhook_problems(js: dict) -> list[str]:
+    """What JobSet's validating webhook would refuse on create, for the fields jobctl sets."""
+    found = []
+    name = js["metadata"]["name"]
+    rules = (js["spec"].get("failurePolicy") or {}).get("rules") or []
+    names = [r.get("name", "") for r in rules]
+    for rule in rules:
+        if not 1 <= len(rule.get("name", "")) <= 128 or not _RULE_NAME.fullmatch(rule.get("name", "")):
+            found.append(f"invalid failure policy rule name {rule.get('name')!r}")
+        for reason in rule.get("onJobFailureReasons") or []:
+            if reason not in _VALID_FAILURE_REASONS:
+                found.append(f"invalid onJobFailureReasons {reason!r}")
+    if len(set(names)) != len(names):
+        found.append(f"rule names are not unique: {names}")
+    for rjob in js["spec"]["replicatedJobs"]:
+        if not _DNS1035.fullmatch(rjob["name"]):
+            found.append(f"replicatedJob name {rjob['name']!r} is not a DNS-1035 label")
+        job_name = f"{name}-{rjob['name']}-{rjob.get('replicas', 1) - 1}"
+        if len(job_name) > 63 or not _DNS1035.fullmatch(job_name):
+            found.append(f"job name {job_name!r} is not a DNS-1035 label of at most 63 characters")
+        spec = rjob["template"]["spec"]
+        if spec.get("completionMode") == "Indexed" and spec.get("completions"):
+            pod = f"{job_name}-{spec['completions'] - 1}-abcde"
+            if len(pod) > 63 or not _DNS1035.fullmatch(pod):
+                found.append(f"pod name {pod!r} is not a DNS-1035 label of at most 63 characters")
+    subdomain = (js["spec"].get("network") or {}).get("subdomain")
+    if subdomain is not None and (len(subdomain) > 63 or not _DNS1035.fullmatch(subdomain)):
+        found.append(f"network.subdomain {subdomain!r} is not a DNS-1035 label")
+    return found
