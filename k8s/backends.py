@@ -1,6 +1,5 @@
-"""The backend object behind a jobctl job name (distribution.backend), a batch/v1 Job or a JobSet: its state, workers, pods and summary for
-`jobctl status / list / logs / cancel / submit --wait`. Pure: the client reads the objects, this reads them.
-
+"""The object behind a jobctl job name (distribution.backend), a batch/v1 Job or a JobSet: its state, workers,
+pods and summary for `jobctl status / list / logs / cancel / submit --wait`. Pure: the client reads the objects.
 
 JobSet (v0.12.0) reports: conditions Completed / Failed / Suspended / RestartingJobSet (metav1.Condition),
 `status.restarts` (whole-group restarts so far), `status.terminalState` and per replicated job the number of child
@@ -15,10 +14,6 @@ from typing import Mapping, Optional
 from k8s import common, jobset
 from k8s.kueue import queue_name
 from k8s.status import INDEX_ANNOTATION, JobReport, explain_pod, job_state, job_workers, pod_index, summarize_job
-
-# The kinds a jobctl job can be, in the order `jobctl status NAME` looks for them.
-KINDS = ("Job", jobset.KIND)
-
 
 def is_jobset(obj: Mapping) -> bool:
     return obj.get("kind") == jobset.KIND or str(obj.get("apiVersion", "")).startswith(jobset.GROUP + "/")
@@ -61,7 +56,6 @@ def owns_pod(obj: Mapping, pod: Mapping) -> bool:
         return found is None or found == uid
     owners = meta.get("ownerReferences")
     return not owners or any(o.get("uid") == uid for o in owners)
-
 
 
 def _conditions(js: Mapping) -> dict[str, Mapping]:
