@@ -24,7 +24,8 @@ import aiohttp.web
 import attrs
 import kmock
 
-from k8s.client import INDEX_ANNOTATION, RESOURCES, JobClient, rbac_verb
+from k8s.client import INDEX_ANNOTATION, JobClient
+from k8s.transport import RESOURCES, rbac_verb
 
 _RESOURCE = {kind: kmock.resource(group, prefix.rsplit("/", 1)[-1], plural) for kind, (prefix, plural, group) in RESOURCES.items()}
 _BY_PLURAL = {plural: kind for kind, (_, plural, _) in RESOURCES.items()}
@@ -58,9 +59,17 @@ class ClusterEmulator(kmock.KubernetesEmulator):
     forbidden: set = attrs.field(factory=set)  # {(verb, "resource[/sub]")}
     failures: dict = attrs.field(factory=dict)  # {(verb, "resource"): (status, reason, message)}
     pod_logs: dict = attrs.field(factory=dict)  # pod name -> (list of lines, seconds between lines when followed)
+    # Kueue's visibility API: LocalQueue name -> names of its pending Workloads, in order (absent: no such queue)
+    pending_workloads: dict = attrs.field(factory=dict)
+    # API groups this cluster does not serve (no CRD, no aggregated API): a real API server answers their paths
+    # with a plain-text 404, not a Status.
+    unserved_groups: set = attrs.field(factory=set)
     _versions: Any = attrs.field(factory=lambda: itertools.count(1000))
 
     async def _handle(self, request):
+        group = request.url.path.split("/")[2] if request.url.path.startswith("/apis/") else ""
+        if group in self.unserved_groups:
+            return aiohttp.web.Response(status=404, text="404 page not found\n", content_type="text/plain")
         if request.resource is not None and request.resource.plural in _BY_PLURAL:
             plural = request.resource.plural + (f"/{request.subresource}" if request.subresource else "")
             verb = rbac_verb(str(request.method.value if hasattr(request.method, "value") else request.method), request.name)
@@ -141,11 +150,30 @@ class ClusterEmulator(kmock.KubernetesEmulator):
         return stream()
 
 
-class FakeCluster:
-    """Start with `with FakeCluster() as cluster:`; `cluster.client()` is a JobClient aimed at it."""
+    async def serve_pending_workloads(self, request):
+        """visibility.kueue.x-k8s.io/v1beta1 PendingWorkloadsSummary, as Kueue's visibility server answers."""
+        queue = request.name
+        if queue not in self.pending_workloads:
+            raise kmock.KubernetesError(status=404, reason="NotFound",
+                                        message=f'localqueues.kueue.x-k8s.io "{queue}" not found')
+        items = [
+            {"metadata": {"name": name, "namespace": request.namespace, "creationTimestamp": _now()},
+             "priority": 0, "localQueueName": queue, "positionInClusterQueue": i, "positionInLocalQueue": i}
+            for i, name in enumerate(self.pending_workloads[queue])
+        ]
+        return {"kind": "PendingWorkloadsSummary", "apiVersion": "visibility.kueue.x-k8s.io/v1beta1",
+                "metadata": {}, "items": items}
 
-    def __init__(self, namespace: str = "ml"):
+
+class FakeCluster:
+    """Start with `with FakeCluster() as cluster:`; `cluster.client()` is a JobClient aimed at it.
+    `kueue=False`: a cluster without Kueue (its Workload and visibility APIs are not served)."""
+
+    KUEUE_KINDS = ("Workload", "LocalQueueVisibility")
+
+    def __init__(self, namespace: str = "ml", *, kueue: bool = True):
         self.namespace = namespace
+        self.kueue = kueue
         self.emulator = ClusterEmulator()
         self.loop = asyncio.new_event_loop()
         self._ready = threading.Event()
@@ -161,8 +189,14 @@ class FakeCluster:
         self._stop = asyncio.Event()
         emu = self.emulator
         for kind, res in _RESOURCE.items():
-            emu.resources[res] = {}
+            if self.kueue or kind not in self.KUEUE_KINDS:
+                emu.resources[res] = {}
+        if not self.kueue:
+            emu.unserved_groups |= {"kueue.x-k8s.io", "visibility.kueue.x-k8s.io"}
         emu["get", _RESOURCE["Pod"], kmock.subresource("log")] << emu.serve_log
+        if self.kueue:
+            emu["get", _RESOURCE["LocalQueueVisibility"], kmock.subresource("pendingworkloads")] \
+                << emu.serve_pending_workloads
         async with emu, kmock.Server(emu) as server:
             self.url = str(server.url).rstrip("/")
             self._ready.set()
@@ -231,6 +265,11 @@ class FakeCluster:
                 objs[key] = obj
 
         self._call(store)
+
+    def delete_stored(self, kind: str, name: str) -> None:
+        """Remove an object as a controller would (no API request, so nothing is recorded as sent by jobctl)."""
+        key = (_RESOURCE[kind], self.namespace, name)
+        self._call(lambda: self.emulator.objects[key].delete())
 
     def patch(self, kind: str, name: str, changes: dict) -> None:
         key = (_RESOURCE[kind], self.namespace, name)

@@ -1,7 +1,8 @@
 """`jobctl render | submit | status | list | logs | cancel`: training jobs on Kubernetes.
 
 Nothing here imports TensorFlow, and the kubernetes client is imported only by the commands that talk to a
-cluster (inside k8s.client, on first request): `render` contacts nothing.
+cluster (inside k8s.transport, on first request): `render` contacts nothing. Errors are raised; cli.main maps
+them (a k8s.errors.KubeError exits 1, a bad argument or manifest 2).
 """
 
 from __future__ import annotations
@@ -14,9 +15,10 @@ from typing import List, Optional
 import typer
 from rich.markup import escape
 
-from cli.common import (check_output_dir, console, err_console, fail, load_job_spec, parse_overrides,
+from cli.common import (check_output_dir, console, err_console, load_job_spec, parse_overrides,
                         write_manifests_or_exit)
 from jobs import exit_codes
+from jobs.errors import BadInputError
 
 NamespaceOpt = typer.Option(None, "--namespace", "-n", help="default: the kubeconfig context's namespace, or 'default'")
 ContextOpt = typer.Option(None, "--context", help="kubeconfig context (default: the current one)")
@@ -26,59 +28,33 @@ SetOpt = typer.Option(None, "--set", help="FIELD.PATH=VALUE spec override (repea
 
 def _objects(spec_path: Path, overrides, *, run_id, name, namespace, image):
     """The job's objects (render and submit); a likely failure in the pod is a warning on stderr."""
-    from k8s.common import ManifestError
-    from k8s.manifests import build_job_objects, data_path_warnings
+    from k8s.jobset import build_objects
+    from k8s.manifests import data_path_warnings
+    from k8s.sizing import gpu_waste_warnings
 
     spec = load_job_spec(spec_path, parse_overrides(overrides))
-    try:
-        objects = build_job_objects(spec, run_id=run_id, name=name, namespace=namespace, image=image)
-    except ManifestError as exc:
-        err_console.print(str(exc), highlight=False, markup=False)
-        raise typer.Exit(exit_codes.BAD_SPEC)
-    for warning in data_path_warnings(spec):
+    objects = build_objects(spec, run_id=run_id, name=name, namespace=namespace, image=image)
+    for warning in data_path_warnings(spec) + gpu_waste_warnings(spec):
         err_console.print(f"[yellow]warning:[/] {escape(warning)}", highlight=False)
     return objects
 
 
 def _client(namespace, context, kubeconfig):
+    """A JobClient; its kubernetes ApiClient is created on the first request. A namespace no object can live in
+    is refused before any configuration is read."""
     from k8s.client import JobClient
+    from k8s.common import validate_dns1123
 
     if namespace is not None:
-        _checked_namespace(namespace)
-
+        validate_dns1123(namespace, "--namespace")
     return JobClient(namespace, context=context, kubeconfig=kubeconfig)
-
-
-def _run(fn):
-    """Call `fn`; a KubeError becomes a one-paragraph error and exit code 1 (2 for an argument no request can
-    satisfy, such as a name no object can have)."""
-    from k8s.client import BadArgumentError, KubeError
-
-    try:
-        return fn()
-    except BadArgumentError as exc:
-        fail(str(exc), exit_codes.BAD_SPEC)
-    except KubeError as exc:
-        fail(str(exc), exit_codes.FAILURE)
-
-
-def _checked_namespace(namespace: str) -> str:
-    from k8s.common import ManifestError, validate_dns1123
-
-    try:
-        return validate_dns1123(namespace, "--namespace")
-    except ManifestError as exc:
-        fail(str(exc), exit_codes.BAD_SPEC)
 
 
 def _job_name(job: str) -> str:
     """JOB checked before any client exists: an empty name would address every Job in the namespace."""
-    from k8s.client import InvalidNameError, check_object_name
+    from k8s.client import check_object_name
 
-    try:
-        return check_object_name(job, "JOB")
-    except InvalidNameError as exc:
-        fail(str(exc), exit_codes.BAD_SPEC)
+    return check_object_name(job, "JOB")
 
 
 def render(
@@ -118,7 +94,7 @@ def submit(
     """Create the job's ConfigMap, Service and Job; all or nothing. With --wait, exit 0 on success, 1 on failure."""
     objects = _objects(spec_path, overrides, run_id=run_id, name=name, namespace=None, image=image)
     client = _client(namespace, context, kubeconfig)
-    created = _run(lambda: client.submit(objects, replace=replace, dry_run=dry_run))
+    created = client.submit(objects, replace=replace, dry_run=dry_run)
     job_name = objects[-1]["metadata"]["name"]
     from k8s.client import WOULD_REPLACE
 
@@ -131,7 +107,7 @@ def submit(
     if not wait:
         console.print(f"follow with: jobctl logs {job_name} -f -n {client.namespace}; jobctl status {job_name}", highlight=False)
         return
-    report = _run(lambda: _wait_streaming(client, job_name, timeout))
+    report = _wait_streaming(client, job_name, timeout)
     _print_report(report)
     raise typer.Exit(exit_codes.OK if report.state == "Succeeded" else exit_codes.FAILURE)
 
@@ -146,9 +122,15 @@ def _wait_streaming(client, job_name: str, timeout: Optional[float]):
         except Exception as exc:  # logs are a convenience here: never let them change the exit code
             err_console.print(f"(log streaming stopped: {exc})", highlight=False, markup=False)
 
+    def show_state(report):
+        if report.state == "Queued" and report.queue:  # until Kueue admits it: its queue, position and reason
+            err_console.print(f"job {job_name}: queued; {report.queue.line()}", highlight=False, markup=False)
+        else:
+            err_console.print(f"job {job_name}: {report.state.lower()}", highlight=False, markup=False)
+
     thread = threading.Thread(target=stream, daemon=True)
     thread.start()
-    client.wait(job_name, timeout=timeout)
+    client.wait(job_name, timeout=timeout, on_change=show_state)
     thread.join(timeout=5)  # the last lines, while the stream drains; a hung stream cannot hold the exit
     return client.status(job_name)  # with the pods, for the final table
 
@@ -164,6 +146,8 @@ def _print_report(report) -> None:
     )
     if report.message:
         console.print(f"  {report.message}", highlight=False, markup=False)
+    if report.queue:
+        console.print(f"  {report.queue.line()}", highlight=False, markup=False)
     for c in report.conditions:
         text = f"  condition {c.get('type')}={c.get('status')}"
         if c.get("reason"):
@@ -195,7 +179,7 @@ def status(
     """The Job's conditions and, for each pod: phase, restarts, node, and why it is not running."""
     _job_name(job)
     client = _client(namespace, context, kubeconfig)
-    report = _run(lambda: client.status(job))
+    report = client.status(job)
     if as_json:
         console.print_json(json.dumps(report.to_dict()))
     else:
@@ -217,7 +201,7 @@ def list_jobs(
 
     terms = [t for t in (selector, f"{LABEL_SWEEP}={sweep}" if sweep else None) if t]
     client = _client(namespace, context, kubeconfig)
-    reports = _run(lambda: client.list(",".join(terms) or None))
+    reports = client.list(",".join(terms) or None)
     if as_json:
         console.print_json(json.dumps([
             {k: v for k, v in r.to_dict().items() if k != "pods"} for r in reports
@@ -227,12 +211,15 @@ def list_jobs(
         console.print(f"no jobctl jobs in namespace {client.namespace}", highlight=False)
         return
     table = Table(box=None, pad_edge=False)
-    for col in ("NAME", "STATE", "WORKERS", "ACTIVE", "SUCCEEDED", "FAILED", "CREATED", "SWEEP", "TRIAL"):
-        table.add_column(col)
+    queued = any(r.queue for r in reports)
+    for col in ("NAME", "STATE", "WORKERS", "ACTIVE", "SUCCEEDED", "FAILED", "CREATED", "SWEEP", "TRIAL") + (
+            ("QUEUE",) if queued else ()):
+        table.add_column(col, overflow="fold")
     for r in reports:
         table.add_row(
             r.name, r.state, str(r.workers), str(r.active), str(r.succeeded), str(r.failed), r.created,
             r.labels.get(LABEL_SWEEP, ""), r.labels.get(LABEL_TRIAL, ""),
+            *((r.queue.line() if r.queue else "",) if queued else ()),
         )
     console.print(table)
 
@@ -249,18 +236,18 @@ def logs(
 ) -> None:
     """Print (or stream) a job's logs, prefixed with the worker when there are several."""
     if worker is not None and all_workers:
-        fail("--worker and --all: choose one", exit_codes.BAD_SPEC)
+        raise BadInputError("--worker and --all: choose one")
     _job_name(job)
     client = _client(namespace, context, kubeconfig)
 
     def show():
-        from k8s.client import job_workers
+        from k8s.backends import workers as workers_of
 
-        obj = client.get("Job", job)  # read once: worker count, pods, and the logs themselves
-        total = job_workers(obj)
+        obj = client.workload(job)  # read once (Job or JobSet): worker count, pods, and the logs themselves
+        total = workers_of(obj)
         if worker is not None and worker >= total:
-            fail(f"--worker {worker}: job {job!r} has {total} worker{'s' if total != 1 else ''} "
-                 f"(expected 0..{total - 1})", exit_codes.BAD_SPEC)
+            raise BadInputError(f"--worker {worker}: job {job!r} has {total} worker{'s' if total != 1 else ''} "
+                                f"(expected 0..{total - 1})")
         workers = list(range(total)) if all_workers else [worker] if worker is not None else None
         prefix = all_workers and len(workers) > 1
         if follow and not client.pods(obj):  # otherwise -f sits silent until a pod starts
@@ -269,7 +256,7 @@ def logs(
             console.print(f"[worker {index}] {line}" if prefix else line, highlight=False, markup=False, soft_wrap=True)
 
     try:
-        _run(show)
+        show()
     except KeyboardInterrupt:
         raise typer.Exit(130)
 
@@ -280,11 +267,11 @@ def cancel(
     context: Optional[str] = ContextOpt,
     kubeconfig: Optional[str] = KubeconfigOpt,
 ) -> None:
-    """Delete the Job, its pods (foreground propagation), its spec ConfigMap and Service. Artifacts stay."""
+    """Delete the Job (or JobSet), its pods (foreground propagation), its spec ConfigMap and Service. Artifacts stay."""
     _job_name(job)
     client = _client(namespace, context, kubeconfig)
-    _run(lambda: client.delete(job))
-    console.print(f"deleted job/{job} in namespace {client.namespace} (pods are terminating)", highlight=False)
+    kind = client.delete(job)
+    console.print(f"deleted {kind.lower()}/{job} in namespace {client.namespace} (pods are terminating)", highlight=False)
 
 
 def register(app: typer.Typer) -> None:

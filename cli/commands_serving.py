@@ -1,7 +1,7 @@
-"""Serving commands: ensemble, evaluate, serve, predict, deploy (docs/serving.md).
+"""Serving commands: ensemble, evaluate, serve, predict (docs/serving.md; `deploy` is in commands_deploy.py).
 
 TensorFlow is imported inside the commands that need it, never at import time: `jobctl --help` and
-`jobctl deploy --dry-run` stay fast.
+`jobctl predict --help` stay fast.
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ from typing import Optional
 
 import typer
 
-from cli.common import check_output_dir, check_output_file, console, fail, write_manifests_or_exit
+from cli.common import check_output_dir, check_output_file, console, fail
 from jobs import contract, exit_codes
 
 
@@ -285,76 +285,8 @@ def predict(
         console.print(f"accuracy on {len(results)} labelled images: [bold]{accuracy:.4f}[/]")
 
 
-def deploy(
-    base_path: str = typer.Argument(..., help="model base path under the artifacts dir, or gs:// / s3:// URI"),
-    replicas: int = typer.Option(2, "--replicas", min=1),
-    dry_run: bool = typer.Option(False, "--dry-run", help="print the manifests, create nothing"),
-    output_dir: Optional[Path] = typer.Option(None, "-o", "--output-dir", help="write one YAML per object here"),
-    model_name: Optional[str] = typer.Option(None, "--model-name", help="default: the base path's last component"),
-    name: Optional[str] = typer.Option(None, "--name", help="Deployment/Service name (default: <model>-serving)"),
-    namespace: Optional[str] = typer.Option(None, "--namespace", "-n",
-                                            help="default: the kubeconfig context's namespace, else 'default'"),
-    image: Optional[str] = typer.Option(None, "--image",
-                                        help="built from Dockerfile.serve (default: jobctl-serve:<jobctl version>)"),
-    artifacts_dir: str = typer.Option("artifacts", "--artifacts-dir", help="local path the artifacts PVC holds"),
-    pvc: str = typer.Option("jobctl-artifacts", "--pvc", help="artifacts PersistentVolumeClaim"),
-    object_store_secret: Optional[str] = typer.Option(None, "--object-store-secret",
-                                                      help="Secret with credentials env for gs:// or s3:// URIs"),
-    headless: bool = typer.Option(False, "--headless", help="also a headless Service for client round-robin"),
-    hpa_max: Optional[int] = typer.Option(None, "--hpa-max", min=1, help="add an HPA scaling up to N replicas"),
-    hpa_cpu: int = typer.Option(70, "--hpa-cpu", min=1, max=100, help="HPA target CPU utilization %"),
-    cpu: str = typer.Option("1", "--cpu"),
-    memory: str = typer.Option("1Gi", "--memory"),
-    batching: bool = typer.Option(True, "--enable-batching/--no-batching"),
-    label: Optional[list[str]] = typer.Option(None, "--label", help="version label LABEL=VERSION (repeat)"),
-    context: Optional[str] = typer.Option(None, "--context", help="kubeconfig context"),
-    kubeconfig: Optional[str] = typer.Option(None, "--kubeconfig",
-                                             help="kubeconfig file (default: $KUBECONFIG, ~/.kube/config, in-cluster)"),
-) -> None:
-    """Deployment + Service (+ headless Service, HPA) running the stock TF Serving image on BASE_PATH."""
-    if output_dir:
-        check_output_dir(output_dir, "-o/--output-dir")
-    from serving.deploy import DeployError, DeployOptions, apply, build_manifests, to_yaml
-    from k8s.common import ManifestError
-
-    api_client = None
-    if namespace is None:  # as the training commands: the context's namespace
-        from k8s.client import KubeError, load_api_client
-
-        try:
-            api_client, namespace = load_api_client(context=context, kubeconfig=kubeconfig)
-        except KubeError as exc:
-            if not (dry_run or output_dir):  # nothing to talk to: a real deploy needs the configuration
-                fail(str(exc), exit_codes.FAILURE)
-        namespace = namespace or "default"
-    try:
-        opts = DeployOptions(
-            base_path=base_path, model_name=model_name, name=name, namespace=namespace, replicas=replicas,
-            artifacts_dir=artifacts_dir, pvc=pvc, object_store_secret=object_store_secret,
-            headless=headless, hpa_max_replicas=hpa_max, hpa_cpu_percent=hpa_cpu, cpu=cpu, memory=memory,
-            batching=batching, version_labels=_labels(label), **({"image": image} if image is not None else {}),
-        )
-        objects = build_manifests(opts)
-    except (DeployError, ManifestError) as exc:
-        fail(str(exc), exit_codes.BAD_SPEC)
-    if output_dir:
-        write_manifests_or_exit(objects, output_dir, "-o/--output-dir")
-    if dry_run:
-        if not output_dir:
-            print(to_yaml(objects), end="")
-        return
-    if output_dir:
-        return
-    try:
-        for line in apply(objects, api_client=api_client, context=context, kubeconfig=kubeconfig):
-            console.print(line, highlight=False)
-    except DeployError as exc:
-        fail(str(exc), exit_codes.FAILURE)
-
-
 def register(app: typer.Typer) -> None:
     app.command("ensemble")(ensemble)
     app.command("evaluate")(evaluate)
     app.command("serve")(serve)
     app.command("predict")(predict)
-    app.command("deploy")(deploy)

@@ -56,6 +56,10 @@ def validate(
             f"{spec.resources.workers} worker(s) x {spec.resources.gpus} GPU)",
             highlight=False,
         )
+        from k8s.sizing import gpu_waste_warnings  # pure; no cluster client
+
+        for warning in gpu_waste_warnings(spec):  # never blocking: a small batch can be a choice
+            err_console.print(f"warning: {path}: {warning}", highlight=False, markup=False)
         if show:
             console.print(spec.to_yaml(), highlight=False, markup=False)
     if bad:

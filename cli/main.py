@@ -9,7 +9,7 @@ from __future__ import annotations
 import typer
 from typer.core import TyperGroup
 
-from cli import commands_k8s, commands_serving, commands_sweep, commands_train
+from cli import commands_deploy, commands_k8s, commands_serving, commands_sweep, commands_train
 from cli.common import fail
 from jobs.errors import JobctlError
 
@@ -37,12 +37,19 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
 )
 
-for module in (commands_train, commands_k8s, commands_sweep, commands_serving):
+for module in (commands_train, commands_k8s, commands_sweep, commands_serving, commands_deploy):
     module.register(app)
 
 
 def main() -> None:
     app()
+
+
+def kubectl_plugin() -> None:
+    """`kubectl jobctl ...`: kubectl runs the `kubectl-jobctl` executable it finds on PATH with the remaining
+    arguments (https://kubernetes.io/docs/tasks/extend-kubectl/kubectl-plugins/); the same commands, named as
+    kubectl users type them in --help."""
+    app(prog_name="kubectl jobctl")
 
 
 if __name__ == "__main__":

@@ -79,8 +79,10 @@ export:
 resources:                   # Kubernetes (jobctl submit)
   gpus: 0                    # per worker
   workers: 1                 # > 1: MultiWorkerMirroredStrategy across pods
-  cpu: "2"
-  memory: 8Gi
+  # cpu: "2"                # default 2 cores, 8Gi, 1Gi /dev/shm; with GPUs 8 cores, 16Gi, 2Gi per GPU
+  # memory: 8Gi
+  # queue: team-a            # a Kueue LocalQueue: Kueue admits the job
+  # gpu_type: NVIDIA-H100-80GB-HBM3   # nodeSelector on nvidia.com/gpu.product (resources.gpu_label)
   node_selector: {{}}
   tolerations: []
 """

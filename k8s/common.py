@@ -14,6 +14,9 @@ from __future__ import annotations
 import re
 from typing import Mapping, Optional
 
+from jobs.spec.fields import DNS1123_LABEL, DNS1123_SUBDOMAIN
+from k8s.errors import ManifestError  # noqa: F401 - re-exported: manifest builders raise it
+
 PART_OF = "jobctl"
 MANAGED_BY = "jobctl"
 # Label keys jobctl reads back (status, list, sweeps): part of the contract with `kubectl -l ...` users.
@@ -33,14 +36,8 @@ LABEL_TRIAL = "jobctl.io/trial"
 RUN_AS_USER = 10001
 RUN_AS_GROUP = 10001
 
-_DNS1123_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
 _LABEL_VALUE = re.compile(r"^(([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9])?$")
 _LABEL_NAME = re.compile(r"^([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9]$")
-DNS1123_SUBDOMAIN = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
-
-
-class ManifestError(ValueError):
-    """Input that cannot become a valid Kubernetes object. The message names the field, the value and the rule."""
 
 
 def validate_dns1123(name: str, field: str, *, max_length: int = 63) -> str:
@@ -50,7 +47,7 @@ def validate_dns1123(name: str, field: str, *, max_length: int = 63) -> str:
     """
     if not isinstance(name, str):
         raise ManifestError(f"{field}: expected a string (DNS-1123 label), received {type(name).__name__} {name!r}")
-    if not name or len(name) > max_length or not _DNS1123_LABEL.fullmatch(name):
+    if not name or len(name) > max_length or not DNS1123_LABEL.fullmatch(name):
         raise ManifestError(
             f"{field}: expected a DNS-1123 label (lower-case letters, digits and '-', starting and ending with a "
             f"letter or digit, 1 to {max_length} characters), received {name!r} ({len(name)} characters)"
@@ -148,6 +145,13 @@ def validate_image(ref: str, field: str) -> str:
         raise ManifestError(f"{field}: expected an image reference such as ghcr.io/org/name:1.0 or "
                             f"name@sha256:<digest>, received {ref!r}")
     return ref
+
+
+def image_pull_policy(image: str) -> str:
+    """One rule for training and serving pods: a digest never changes, so the node's copy is good; a tag may move,
+    and every worker, retry and replica must run the same code, so the kubelet checks the registry (a cheap manifest
+    request: layers already on the node are not pulled again)."""
+    return "IfNotPresent" if "@sha256:" in image else "Always"
 
 
 def versioned_image(repository: str) -> str:

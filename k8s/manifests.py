@@ -25,18 +25,17 @@ from pathlib import Path, PurePosixPath
 from typing import Mapping, Optional
 
 from jobs import exit_codes, tf_config
+from jobs.contract import ARTIFACTS_CLAIM, ARTIFACTS_MOUNT
 from jobs.fsutil import atomic_write_text
 from jobs.spec import JobSpec
-from k8s import common
+from k8s import common, sizing
 from k8s.common import ManifestError
 
 TRAINER_CONTAINER = "trainer"
 SPEC_MOUNT_DIR = "/etc/jobctl"
 SPEC_KEY = "spec.yaml"
-ARTIFACTS_MOUNT = "/artifacts"
 CACHE_MOUNT = "/cache"
-# Defaults of the kustomize base (k8s/base): change both together.
-ARTIFACTS_CLAIM = "jobctl-artifacts"
+# Default of the kustomize base (k8s/base): change both together. The artifacts claim is jobs.contract's.
 SERVICE_ACCOUNT = "jobctl-training"
 WORKER_PORT = tf_config.DEFAULT_PORT
 DEFAULT_IMAGE_REPOSITORY = "ghcr.io/your-org/jobctl-train"
@@ -48,6 +47,7 @@ DEFAULT_TTL_SECONDS_AFTER_FINISHED = 3 * 24 * 3600
 TERMINATION_GRACE_SECONDS = 120
 GPU_RESOURCE = "nvidia.com/gpu"
 LABEL_RUN_ID = "jobctl.io/run-id"
+QUEUE_LABEL = "kueue.x-k8s.io/queue-name"  # Kueue: the LocalQueue a Job is submitted to
 LABEL_SPEC_HASH = "jobctl.io/spec-hash"
 
 _DNS1035_LABEL = re.compile(r"^[a-z]([-a-z0-9]*[a-z0-9])?$")
@@ -62,12 +62,6 @@ def default_image() -> str:
 def new_run_id(now: Optional[datetime] = None) -> str:
     """UTC timestamp YYYYmmdd-HHMMSS, the run id format of the artifacts layout."""
     return (now or datetime.now(timezone.utc)).strftime("%Y%m%d-%H%M%S")
-
-
-def image_pull_policy(image: str) -> str:
-    """A digest never changes, so the node's copy is good; a tag may move, and every worker (and every retry)
-    must run the same code, so the kubelet checks the registry (layers already present are not pulled again)."""
-    return "IfNotPresent" if "@sha256:" in image else "Always"
 
 
 def spec_configmap_name(job_name: str) -> str:
@@ -301,8 +295,9 @@ def _tolerations(spec: JobSpec) -> list[dict]:
 
 def _resources(spec: JobSpec) -> dict:
     res = spec.resources
+    size = sizing.pod_size(spec)
     # Requests = limits (Guaranteed QoS): a training pod is the last to be evicted under node memory pressure.
-    requests = {"cpu": res.cpu, "memory": res.memory}
+    requests = {"cpu": size.cpu, "memory": size.memory}
     limits = dict(requests)
     if res.gpus:
         limits[GPU_RESOURCE] = str(res.gpus)
@@ -347,7 +342,7 @@ def build_job(
     container = {
         "name": TRAINER_CONTAINER,
         "image": image,
-        "imagePullPolicy": image_pull_policy(image),
+        "imagePullPolicy": common.image_pull_policy(image),
         "command": ["python3", "-m", "jobs.train"],  # = the image ENTRYPOINT, stated for `kubectl describe`
         "args": [
             "--spec", f"{SPEC_MOUNT_DIR}/{SPEC_KEY}",
@@ -382,13 +377,18 @@ def build_job(
             {"name": "spec", "configMap": {"name": spec_configmap_name(job_name), "defaultMode": 0o444}},
             {"name": "artifacts", "persistentVolumeClaim": {"claimName": artifacts_claim}},
             # /dev/shm is 64 MiB in containers by default; tf.data and NCCL need more. Counts against memory.
-            {"name": "dshm", "emptyDir": {"medium": "Memory", "sizeLimit": res.shm_size}},
+            {"name": "dshm", "emptyDir": {"medium": "Memory", "sizeLimit": sizing.pod_size(spec).shm_size}},
             {"name": "tmp", "emptyDir": {"sizeLimit": "2Gi"}},
             {"name": "cache", "emptyDir": {"sizeLimit": "20Gi"}},
         ],
     }
-    if res.node_selector:
-        pod_spec["nodeSelector"] = dict(res.node_selector)
+    node_selector = dict(res.node_selector)
+    if res.gpu_type:  # GPU feature discovery's (or GKE's, or the cluster's own) label naming the GPU model
+        node_selector[res.gpu_label] = res.gpu_type
+    if node_selector:
+        pod_spec["nodeSelector"] = node_selector
+    if res.priority_class:
+        pod_spec["priorityClassName"] = res.priority_class
     tolerations = _tolerations(spec)
     if tolerations:
         pod_spec["tolerations"] = tolerations
@@ -410,10 +410,16 @@ def build_job(
     }
     if multi:
         job_spec["completionMode"] = "Indexed"
+    metadata = _metadata(job_name, labels, namespace)
+    if res.queue:
+        # Kueue admits the Job by un-suspending it; created suspended, no pod starts before admission, also when
+        # the manifest is applied with kubectl.
+        metadata["labels"][QUEUE_LABEL] = res.queue
+        job_spec["suspend"] = True
     return {
         "apiVersion": "batch/v1",
         "kind": "Job",
-        "metadata": _metadata(job_name, labels, namespace),
+        "metadata": metadata,
         "spec": job_spec,
     }
 

@@ -12,7 +12,7 @@ os.environ.setdefault("PYTHONHASHSEED", "0")
 @pytest.fixture()
 def cluster():
     """A fresh KMock-backed Kubernetes API in namespace "ml"; modules needing another setup define their own."""
-    from bench.k8s_emulator import FakeCluster  # imported here so tests that never use it skip kmock/aiohttp
+    from tests.support.k8s_cluster import FakeCluster  # imported here so tests that never use it skip kmock/aiohttp
 
     with FakeCluster(namespace="ml") as c:
         yield c

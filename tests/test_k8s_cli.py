@@ -16,9 +16,8 @@ import yaml
 from typer.testing import CliRunner
 
 from cli.main import app
-from bench.k8s_emulator import FakeCluster, make_pod
 from jobs import exit_codes
-from tests.support.k8s import write_kubeconfig, write_spec
+from tests.support.k8s_cluster import FakeCluster, make_pod, write_kubeconfig, write_spec
 
 ROOT = Path(__file__).resolve().parents[1]
 runner = CliRunner()
@@ -229,17 +228,18 @@ def test_missing_kubeconfig_and_not_in_a_pod(tmp_path, monkeypatch):
 
 def test_in_cluster_configuration(tmp_path, monkeypatch):
     from k8s import client as kclient
+    from k8s import config as kconfig
 
     sa = tmp_path / "sa"
     sa.mkdir()
     (sa / "token").write_text("pod-token")
     (sa / "ca.crt").write_text("-----BEGIN CERTIFICATE-----\n-----END CERTIFICATE-----\n")
     (sa / "namespace").write_text("team-a")
-    monkeypatch.setattr(kclient, "SERVICE_ACCOUNT_DIR", str(sa))
+    monkeypatch.setattr(kconfig, "SERVICE_ACCOUNT_DIR", str(sa))
     monkeypatch.setenv("KUBECONFIG", str(tmp_path / "none"))
     monkeypatch.setenv("KUBERNETES_SERVICE_HOST", "10.96.0.1")
     monkeypatch.setenv("KUBERNETES_SERVICE_PORT", "443")
-    api, namespace = kclient.load_api_client()
+    api, namespace = kconfig.load_api_client()
     assert api.configuration.host == "https://10.96.0.1:443"
     bearer = api.configuration.auth_settings()["BearerToken"]  # what each request's Authorization header carries
     assert bearer["key"] == "authorization" and bearer["value"].lower() == "bearer pod-token"
@@ -255,8 +255,7 @@ def test_cluster_commands_never_import_tensorflow(tmp_path):
         from pathlib import Path
         from typer.testing import CliRunner
         from cli.main import app
-        from bench.k8s_emulator import FakeCluster, make_pod
-        from tests.support.k8s import write_kubeconfig, write_spec
+        from tests.support.k8s_cluster import FakeCluster, write_kubeconfig, write_spec
         tmp = Path({str(tmp_path)!r})
         spec = write_spec(tmp / "job.yaml", workers=2)
         r = CliRunner()
@@ -275,17 +274,21 @@ def test_cluster_commands_never_import_tensorflow(tmp_path):
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-3000:]
 
 
-def test_render_is_fast_in_a_fresh_process(tmp_path):
+def test_render_loads_neither_kubernetes_nor_tensorflow(tmp_path):
+    """What keeps `render` fast (bench/bench_render.py times it): it imports no cluster client and no TensorFlow."""
     spec = write_spec(tmp_path / "job.yaml", workers=4)
-    started = time.monotonic()
-    proc = subprocess.run(
-        [sys.executable, "-m", "cli.main", "render", str(spec), "-o", str(tmp_path / "out")],
-        cwd=ROOT, capture_output=True, text=True, timeout=60,
-    )
-    elapsed = time.monotonic() - started
-    assert proc.returncode == 0, proc.stderr
-    # The target is 1 s (bench/bench_render.py measures it); 3 s here tolerates a machine shared with other tests.
-    assert elapsed < 3.0, elapsed
+    script = textwrap.dedent(f"""
+        import sys
+        from typer.testing import CliRunner
+        from cli.main import app
+        res = CliRunner().invoke(app, ["render", {str(spec)!r}, "-o", {str(tmp_path / "out")!r}])
+        assert res.exit_code == 0, res.output
+        heavy = sorted(m for m in sys.modules if m.split(".")[0] in ("kubernetes", "tensorflow", "keras", "urllib3"))
+        print("LOADED", heavy)
+        sys.exit(1 if heavy else 0)
+    """)
+    proc = subprocess.run([sys.executable, "-c", script], cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-3000:]
 
 
 def test_an_empty_or_invalid_job_name_is_refused_before_any_request(env):

@@ -1,4 +1,4 @@
-"""JobClient against a Kubernetes API over HTTP (KMock, see bench/k8s_emulator.py), through the official client."""
+"""JobClient against a Kubernetes API over HTTP (KMock, see tests/support/k8s_cluster.py), through the official client."""
 
 from __future__ import annotations
 
@@ -22,7 +22,7 @@ from k8s.client import (
 )
 from k8s.manifests import build_job_objects
 from bench.common import free_port
-from bench.k8s_emulator import make_pod
+from tests.support.k8s_cluster import make_pod
 
 SERVER_FIELDS = ("uid", "creationTimestamp", "resourceVersion", "ownerReferences")
 
@@ -184,7 +184,7 @@ POD_CASES = {
     [
         ("no-gpu-node", "Unschedulable", ["no node has 1 free GPUs", "Scheduler: 0/4 nodes are available: 4 Insufficient nvidia.com/gpu"]),
         ("bad-image", "ImagePullBackOff", ["image ghcr.io/your-org/jobctl-train", "cannot be pulled", "Back-off pulling image"]),
-        ("oom", "OOMKilled", ["more than its memory limit (8Gi)", "raise resources.memory"]),
+        ("oom", "OOMKilled", ["more than its memory limit (16Gi)", "raise resources.memory"]),  # 1 GPU: 16Gi per GPU
         ("bad-spec", "Failed", ["exit code 2 (invalid spec or arguments (not retried))", "training.epochs: expected >= 1"]),
         ("running", "Running", []),
     ],

@@ -1,5 +1,5 @@
-"""The Kubernetes API emulator the tests and the CLI benchmark use (bench/k8s_emulator.py), checked against what a
-real API server does."""
+"""The KMock-based Kubernetes API of tests/support/k8s_cluster.py checks its own emulation: label selectors, garbage
+collection by owner uid, 403s and dry runs that store nothing."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ from typing import Optional
 
 import pytest
 
-from bench.k8s_emulator import FakeCluster
+from tests.support.k8s_cluster import FakeCluster
 
 
 # ----------------------------------------------------------------------------- the emulation itself

@@ -15,8 +15,8 @@ from jobs import exit_codes
 from jobs.spec import SpecError, parse_spec
 from k8s import common
 from k8s.common import ManifestError
+from jobs.contract import ARTIFACTS_CLAIM
 from k8s.manifests import (
-    ARTIFACTS_CLAIM,
     SERVICE_ACCOUNT,
     TRAINER_CONTAINER,
     build_job_objects,

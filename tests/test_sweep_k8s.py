@@ -201,7 +201,7 @@ def test_cli_sweep_on_kubernetes_through_a_kubeconfig(cluster, tmp_path):
     from typer.testing import CliRunner
 
     from cli.main import app
-    from tests.support.k8s import write_kubeconfig
+    from tests.support.k8s_cluster import write_kubeconfig
 
     kubeconfig = write_kubeconfig(tmp_path / "kubeconfig", cluster.url)
     (tmp_path / "sweep.yaml").write_text(yaml.safe_dump({

@@ -82,3 +82,43 @@ def test_matches_the_rendered_manifest_contract():
     assert cfg["cluster"]["worker"] == [
         f"{job['metadata']['name']}-{i}.{expected_domain}:{service['spec']['ports'][0]['port']}" for i in range(2)
     ]
+
+
+# ---------------------------------------------------------------------------------------------- JobSet
+JOBSET = {"JOBCTL_WORKERS": "4", "JOBCTL_SERVICE": "cifar", "JOBSET_NAME": "cifar", "JOBSET_REPLICATED_JOB": "worker",
+          "JOBSET_JOB_INDEX": "0", "JOBCTL_PODS_PER_JOB": "4", "JOB_COMPLETION_INDEX": "2", "JOBCTL_NAMESPACE": "ml"}
+
+
+def test_jobset_hosts_follow_jobsets_naming():
+    cfg = tf_config_from_env(JOBSET)
+    assert cfg == {
+        "cluster": {"worker": [f"cifar-worker-0-{i}.cifar.ml.svc:2222" for i in range(4)]},
+        "task": {"type": "worker", "index": 2},
+    }
+
+
+def test_jobset_with_several_child_jobs_counts_across_them():
+    """Two child Jobs of two pods: worker 3 is pod 1 of job 1 (the general JobSet layout)."""
+    cfg = tf_config_from_env(dict(JOBSET, JOBCTL_PODS_PER_JOB="2", JOBSET_JOB_INDEX="1", JOB_COMPLETION_INDEX="1"))
+    assert cfg["task"]["index"] == 3
+    assert [h.split(".")[0] for h in cfg["cluster"]["worker"]] == [
+        "cifar-worker-0-0", "cifar-worker-0-1", "cifar-worker-1-0", "cifar-worker-1-1"]
+
+
+@pytest.mark.parametrize(
+    "override, needle",
+    [
+        ({"JOBSET_JOB_INDEX": "1"}, "JOBSET_JOB_INDEX: expected an integer between 0 and 0, received 1"),
+        ({"JOBSET_JOB_INDEX": None}, "JOBSET_JOB_INDEX is not set"),
+        ({"JOBCTL_PODS_PER_JOB": "3"}, "JOBCTL_PODS_PER_JOB: expected a divisor of JOBCTL_WORKERS=4"),
+        ({"JOBCTL_PODS_PER_JOB": "8"}, "JOBCTL_PODS_PER_JOB: expected an integer between 1 and 4, received 8"),
+        ({"JOBSET_REPLICATED_JOB": None}, "JOBSET_REPLICATED_JOB is not set; expected a DNS-1123 label (set by the jobctl JobSet manifest)"),
+        ({"JOBSET_REPLICATED_JOB": "Worker"}, "JOBSET_REPLICATED_JOB: expected a DNS-1123 label"),
+        ({"JOB_COMPLETION_INDEX": "4"}, "JOB_COMPLETION_INDEX: expected an integer between 0 and 3, received 4"),
+    ],
+)
+def test_malformed_jobset_values_name_the_variable(override, needle):
+    env = {k: v for k, v in dict(JOBSET, **override).items() if v is not None}
+    with pytest.raises(TFConfigError) as info:
+        tf_config_from_env(env)
+    assert needle in str(info.value)

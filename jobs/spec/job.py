@@ -85,6 +85,11 @@ class JobSpec(StrictModel):
                 "multi-worker training (tf-keras) draws a new input order each epoch, so a mid-epoch resume could not "
                 "be exact (backups at epoch ends still resume it)"
             )
+        if self.distribution.backend == "jobset" and self.resources.workers < 2:
+            problems.append(
+                "distribution.backend 'jobset' runs a group of workers, but resources.workers="
+                f"{self.resources.workers}; expected resources.workers >= 2, or backend 'job' for one worker"
+            )
         if problems:
             raise ValueError("; ".join(problems))
         return self

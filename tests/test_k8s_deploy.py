@@ -16,10 +16,11 @@ from google.protobuf import text_format
 from typer.testing import CliRunner
 
 from k8s import common
-from serving.deploy import (
+from k8s.deploy import apply
+from k8s.errors import ApiUnreachableError, ForbiddenError, KubeError
+from k8s.serving_manifests import (
     DeployError,
     DeployOptions,
-    apply,
     build_manifests,
     kustomize_files,
 )
@@ -94,8 +95,9 @@ def test_options_shape_the_objects():
     assert {"name": "GOOGLE_APPLICATION_CREDENTIALS", "value": "/var/run/secrets/object-store/key.json"} in container["env"]
     assert {"name": "object-store-key", "mountPath": "/var/run/secrets/object-store", "readOnly": True} in container["volumeMounts"]
     assert {"name": "object-store-key", "secret": {"secretName": "gcs-creds", "items": [{"key": "key.json", "path": "key.json"}]}} in pod["volumes"]
+    # s3://: the stock image cannot read it (serving#1963); copied in, credentials only in the copiers (test below)
     s3 = by_kind(build_manifests(DeployOptions("s3://bucket/models/digits", object_store_secret="aws-creds")), "Deployment")
-    assert s3["spec"]["template"]["spec"]["containers"][0]["envFrom"] == [{"secretRef": {"name": "aws-creds"}}]
+    assert "envFrom" not in s3["spec"]["template"]["spec"]["containers"][0]
     assert 'base_path: "gs://bucket/models/digits"' in by_kind(remote, "ConfigMap")["data"]["models.config"]
     assert not any(o["kind"] == "PodDisruptionBudget" for o in remote)  # one replica: a PDB would block drains
 
@@ -135,7 +137,7 @@ def test_bad_options_are_named(opts, needle):
 
 @pytest.fixture()
 def cluster():
-    from bench.k8s_emulator import FakeCluster
+    from tests.support.k8s_cluster import FakeCluster
 
     c = FakeCluster(namespace="ml")
     for group, version, plural in [("apps", "v1", "deployments"), ("policy", "v1", "poddisruptionbudgets"),
@@ -176,19 +178,23 @@ def test_apply_creates_then_updates_through_the_api(cluster):
 
 
 def test_apply_reports_api_errors(cluster):
+    """A 403 reads as one for `submit` does (one transport): the missing RBAC rule and the Role that grants it."""
     cluster.emulator.failures[("create", "configmaps")] = (403, "Forbidden", 'configmaps is forbidden: User "alice"')
-    with pytest.raises(DeployError) as info:
+    with pytest.raises(ForbiddenError) as info:
         apply(build_manifests(DeployOptions("artifacts/models/ensemble", namespace="ml")), api_client=cluster.api_client())
     message = str(info.value)
-    assert message.startswith('create ConfigMap ml/ensemble-serving-config: configmaps is forbidden: User "alice" (HTTP 403)')
-    assert "jobctl-deployer Role" in message and '"kind"' not in message  # the server's sentence, not its JSON
+    assert message.startswith('forbidden: user "alice" cannot create "configmaps" (API group "") in namespace "ml"')
+    assert 'The RBAC rule missing: {apiGroups: [""], resources: ["configmaps"], verbs: ["create"]}' in message
+    assert "The Role jobctl-deployer in k8s/base/rbac.yaml" in message and '"kind"' not in message
+    assert info.value.exit_code == 1
 
 
 def test_a_failed_deploy_removes_what_it_created(cluster):
     cluster.emulator.failures[("create", "services")] = (500, "InternalError", "etcdserver: request timed out")
-    with pytest.raises(DeployError) as info:
+    with pytest.raises(KubeError) as info:
         apply(build_manifests(DeployOptions("artifacts/models/ensemble", namespace="ml")), api_client=cluster.api_client())
-    assert "create Service ml/ensemble-serving: etcdserver: request timed out (HTTP 500)" in str(info.value)
+    assert ("create Service 'ensemble-serving' in namespace 'ml': etcdserver: request timed out (HTTP 500 InternalError)"
+            in str(info.value))
     assert "rolled back what this deploy had created: Deployment ensemble-serving, ConfigMap ensemble-serving-config" in str(info.value)
     assert not [o for o in cluster.objects() if o.get("kind") in ("ConfigMap", "Deployment")]
 
@@ -199,13 +205,21 @@ def test_an_unreachable_api_server_is_one_clear_error():
     cfg = client.Configuration()
     cfg.host = "http://127.0.0.1:1"
     cfg.retries = 0
-    with pytest.raises(DeployError, match=r"create ConfigMap ml/ensemble-serving-config: cannot reach the Kubernetes API at http://127.0.0.1:1"):
+    with pytest.raises(ApiUnreachableError, match=r"cannot reach the Kubernetes API at http://127.0.0.1:1 \(connection refused\)"):
         apply(build_manifests(DeployOptions("artifacts/models/ensemble", namespace="ml")), api_client=client.ApiClient(cfg))
+
+
+def test_deploy_errors_exit_the_same_everywhere():
+    """DeployError (options no deployment can have) is a bad input wherever it is raised; cluster errors exit 1."""
+    from jobs import exit_codes
+
+    assert DeployError("x").exit_code == exit_codes.BAD_SPEC and isinstance(DeployError("x"), ValueError)
+    assert KubeError("x").exit_code == exit_codes.FAILURE
 
 
 def test_cli_deploy_uses_the_kubeconfig_context_and_its_namespace(cluster, tmp_path):
     from cli.main import app
-    from tests.support.k8s import write_kubeconfig
+    from tests.support.k8s_cluster import write_kubeconfig
 
     kubeconfig = write_kubeconfig(tmp_path / "kubeconfig", cluster.url)
     r = CliRunner().invoke(app, ["deploy", "artifacts/models/ensemble", "--kubeconfig", str(kubeconfig), "--context", "fake-ml"])
@@ -233,7 +247,7 @@ def test_cli_deploy_dry_run_and_output_dir(tmp_path):
 
 def test_committed_kustomize_directory_matches_the_builders():
     committed = {p.name: p.read_text() for p in (ROOT / "k8s" / "serving").glob("*.yaml")}
-    assert committed == kustomize_files(), "k8s/serving is stale: run `python -m serving.deploy k8s/serving`"
+    assert committed == kustomize_files(), "k8s/serving is stale: run `python -m k8s.serving_manifests k8s/serving`"
     if shutil.which("kubectl"):
         out = subprocess.run(["kubectl", "kustomize", str(ROOT / "k8s" / "serving")], capture_output=True, text=True, timeout=60)
         assert out.returncode == 0, out.stderr
@@ -252,3 +266,56 @@ def test_dockerfile_serve_lints_clean_and_uses_the_config():
         pytest.skip("hadolint not installed")
     r = subprocess.run([hadolint, str(ROOT / "Dockerfile.serve")], capture_output=True, text=True, timeout=60)
     assert r.returncode == 0, r.stdout + r.stderr
+
+
+@pytest.mark.parametrize("image, policy", [
+    ("ghcr.io/org/jobctl-serve:1.2.0", "Always"),  # a tag may move: every replica checks the registry
+    ("ghcr.io/org/jobctl-serve:latest", "Always"),
+    ("ghcr.io/org/jobctl-serve@sha256:" + "a" * 64, "IfNotPresent"),  # a digest never changes
+])
+def test_serving_and_training_pods_share_one_image_pull_policy(image, policy):
+    from jobs.spec import parse_spec
+    from k8s.manifests import build_job_objects, find_job
+
+    serving = by_kind(build_manifests(DeployOptions("artifacts/models/ensemble", image=image)), "Deployment")
+    training = find_job(build_job_objects(parse_spec({"name": "digits"}), image=image, run_id="r1"))
+    for obj in (serving, training):
+        assert obj["spec"]["template"]["spec"]["containers"][0]["imagePullPolicy"] == policy
+
+
+# ------------------------------------------------------------------------------------------------- s3 copied in
+S3 = DeployOptions("s3://models-bucket/models/ensemble", object_store_secret="aws-creds", num_versions=2,
+                   version_labels={"stable": 3}, replicas=1)
+
+
+@pytest.mark.parametrize("version", [NEWEST, "1.29"])
+def test_s3_deployment_is_schema_valid(version):
+    for obj in build_manifests(S3):
+        kubernetes_validate.validate(obj, version, strict=True)
+
+
+def test_s3_model_is_copied_in_and_tf_serving_never_sees_the_credentials():
+    objects = build_manifests(S3)
+    pod = by_kind(objects, "Deployment")["spec"]["template"]["spec"]
+    (copy,) = pod["initContainers"]
+    tfserving, sync = pod["containers"]
+    assert (copy["name"], tfserving["name"], sync["name"]) == ("model-copy", "tfserving", "model-sync")
+    # TF Serving reads the local copy, read-only, and holds no credential of any kind
+    assert 'base_path: "/models/ensemble"' in by_kind(objects, "ConfigMap")["data"]["models.config"]
+    assert {"name": "models", "mountPath": "/models", "readOnly": True} in tfserving["volumeMounts"]
+    assert "envFrom" not in tfserving and not any(e["name"].startswith("AWS_") for e in tfserving.get("env", []))
+    # the copiers get the Secret by reference only, and keep what the version policy serves
+    for c in (copy, sync):
+        assert c["envFrom"] == [{"secretRef": {"name": "aws-creds"}}]
+        env = {e["name"]: e.get("value") for e in c["env"]}
+        assert env["SRC"] == "s3://models-bucket/models/ensemble" and env["DST"] == "/models/ensemble"
+        assert (env["KEEP_LATEST"], env["KEEP_VERSIONS"], env["POLL_SECONDS"]) == ("2", "3", "30")
+        assert c["securityContext"] == common.container_security_context(read_only_root=True)
+    text = yaml.safe_dump_all(objects)
+    assert "aws-creds" in text and "AWS_SECRET_ACCESS_KEY" not in text and "AWS_ACCESS_KEY_ID" not in text
+
+
+def test_s3_copy_image_is_checked():
+    bad = DeployOptions("s3://models-bucket/models/ensemble", s3_copy_image="not an image")
+    with pytest.raises(common.ManifestError, match="--s3-copy-image: expected an image reference"):
+        build_manifests(bad)

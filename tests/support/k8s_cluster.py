@@ -1,10 +1,13 @@
-"""Files the Kubernetes CLI tests hand to jobctl: a kubeconfig aimed at the emulator (bench/k8s_emulator.py), a spec."""
+"""Kubernetes test helpers: the API emulator (bench/k8s_emulator.py, shared with the CLI benchmark), a kubeconfig
+pointing at it and a minimal job spec."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
 import yaml
+
+from bench.k8s_emulator import ClusterEmulator, FakeCluster, make_pod  # noqa: F401 - re-exported for test modules
 
 
 def write_kubeconfig(path: Path, url: str) -> Path:

@@ -1,7 +1,8 @@
 """Kubernetes objects that run the stock TensorFlow Serving image (Dockerfile.serve) on an exported model.
 
-`build_manifests(DeployOptions)` is pure (plain dicts, no client, no TensorFlow); `apply()` creates or updates
-them through an injected `kubernetes` ApiClient.
+`build_manifests(DeployOptions)` is pure (plain dicts, no client, no TensorFlow), beside the training manifests
+(k8s/manifests.py) and sharing their labels, security contexts and image pull policy (k8s/common.py);
+`k8s.deploy.apply()` creates or updates them through the shared transport.
 
 Objects, in creation order:
     ConfigMap   <name>-config     models.config (name, base path, version policy), batching.config, monitoring.config
@@ -27,13 +28,13 @@ from dataclasses import dataclass, field
 from pathlib import PurePosixPath
 from typing import Iterable, Optional
 
-from k8s import common
+from jobs.contract import ARTIFACTS_CLAIM, ARTIFACTS_MOUNT, pod_path
+from jobs.spec.fields import QUANTITY, quantity_is_positive
+from k8s import common, object_store
 
 GRPC_PORT = 8500
 REST_PORT = 8501
 CONFIG_DIR = "/etc/jobctl-serving"
-ARTIFACTS_MOUNT = "/artifacts"
-ARTIFACTS_CLAIM = "jobctl-artifacts"  # the kustomize base's PVC (k8s/base/artifacts-pvc.yaml)
 DEFAULT_IMAGE_REPOSITORY = "ghcr.io/your-org/jobctl-serve"
 GCS_KEY_DIR, GCS_KEY = "/var/run/secrets/object-store", "key.json"
 
@@ -45,11 +46,11 @@ def default_image() -> str:
 
 COMPONENT = "serving"
 OBJECT_STORE = re.compile(r"^(gs|s3)://[^/]+(/.*)?$")
-_QUANTITY = re.compile(r"^([+-]?[0-9.]+)([eEinumkKMGTP]*[-+]?[0-9]*)$")
 
 
-class DeployError(ValueError):
-    """Options that cannot produce a deployment; names the option, the value and what is expected."""
+class DeployError(common.ManifestError):
+    """Options that cannot produce a deployment; names the option, the value and what is expected. A bad input:
+    exit 2 wherever it is raised (what the cluster answers is a k8s.errors.KubeError, exit 1)."""
 
 
 @dataclass
@@ -91,6 +92,8 @@ class DeployOptions:
     num_versions: int = 1
     poll_seconds: int = 30
     version_labels: dict[str, int] = field(default_factory=dict)
+    # s3:// on the stock image: copied in by these containers' image (k8s/object_store.py)
+    s3_copy_image: str = object_store.COPY_IMAGE
 
 
 def _model_path(opts: DeployOptions) -> tuple[str, bool]:
@@ -111,24 +114,19 @@ def _model_path(opts: DeployOptions) -> tuple[str, bool]:
         ) from None
     if ".." in rel.parts or not rel.parts:
         raise DeployError(f"BASE_PATH: expected a model directory below {opts.artifacts_dir!r}, received {opts.base_path!r}")
-    return str(PurePosixPath(ARTIFACTS_MOUNT) / rel), False
+    return pod_path(*rel.parts), False
 
 
-def _number(text: str) -> float:
-    try:
-        return float(text)
-    except ValueError:
-        return float("nan")
+model_path = _model_path  # public: k8s/kserve.py maps the same BASE_PATH to a storage URI
 
 
 def _check(opts: DeployOptions) -> None:
     problems = []
     for fname in ("cpu", "memory"):
         v = getattr(opts, fname)
-        m = _QUANTITY.match(v) if isinstance(v, str) else None
-        if not m:
+        if not isinstance(v, str) or not QUANTITY.fullmatch(v):
             problems.append(f"--{fname}: expected a Kubernetes quantity (e.g. '500m', '2', '1Gi'), received {v!r}")
-        elif not _number(m.group(1)) > 0:
+        elif not quantity_is_positive(v):
             problems.append(f"--{fname}: expected a quantity above zero (e.g. '500m', '2', '1Gi'), received {v!r}")
     if opts.replicas < 1:
         problems.append(f"--replicas: expected >= 1, received {opts.replicas}")
@@ -185,6 +183,8 @@ def build_manifests(opts: DeployOptions) -> list[dict]:
     _check(opts)
     model, name = names(opts)
     base_path, remote = _model_path(opts)
+    if _copied_in(opts):  # the stock image cannot read s3 (serving#1963): TF Serving reads the local copy
+        base_path = object_store.local_model_dir(model)
     lbl = common.labels(name, COMPONENT, extra={"jobctl.io/model": _label_value(model)})
     selector = {k: lbl[k] for k in (common.LABEL_NAME, common.LABEL_INSTANCE, common.LABEL_COMPONENT)}
     meta = lambda n: {"name": n, "namespace": opts.namespace, "labels": dict(lbl)}  # noqa: E731
@@ -225,6 +225,10 @@ def build_manifests(opts: DeployOptions) -> list[dict]:
     return json.loads(json.dumps(objects))
 
 
+def _copied_in(opts: DeployOptions) -> bool:
+    return opts.base_path.startswith("s3://")
+
+
 def _label_value(v: str) -> str:
     v = re.sub(r"[^A-Za-z0-9_.-]", "-", v)[:63].strip("-_.")
     return v or "model"
@@ -247,7 +251,7 @@ def _deployment(opts, name, model, remote, lbl, selector, meta) -> dict:
     container = {
         "name": "tfserving",
         "image": opts.image,
-        "imagePullPolicy": "IfNotPresent" if not opts.image.endswith(":latest") else "Always",
+        "imagePullPolicy": common.image_pull_policy(opts.image),
         "args": args,
         "ports": [
             {"name": "grpc", "containerPort": GRPC_PORT, "protocol": "TCP"},
@@ -273,8 +277,10 @@ def _deployment(opts, name, model, remote, lbl, selector, meta) -> dict:
         {"name": "config", "configMap": {"name": f"{name}-config"}},
         {"name": "tmp", "emptyDir": {"sizeLimit": "1Gi"}},
     ]
+    init: list[dict] = []
+    sidecars: list[dict] = []
     if remote:
-        if opts.object_store_secret:
+        if opts.object_store_secret and not _copied_in(opts):
             common.validate_dns1123(opts.object_store_secret, "--object-store-secret", max_length=253)
             if opts.base_path.startswith("gs://"):
                 # Google's client reads a key *file*: the Secret's key.json, mounted read-only (the root file
@@ -284,8 +290,15 @@ def _deployment(opts, name, model, remote, lbl, selector, meta) -> dict:
                                                                         "items": [{"key": GCS_KEY, "path": GCS_KEY}]}})
                 container.setdefault("env", []).append(
                     {"name": "GOOGLE_APPLICATION_CREDENTIALS", "value": f"{GCS_KEY_DIR}/{GCS_KEY}"})
-            else:  # s3://: AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY, AWS_REGION, S3_ENDPOINT as the Secret's keys
-                container["envFrom"] = [{"secretRef": {"name": opts.object_store_secret}}]
+        if _copied_in(opts):
+            # s3: an init container copies the versions into a volume, a sidecar copies new ones; only they get
+            # the Secret (AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY, AWS_REGION, S3_ENDPOINT), TF Serving none.
+            init, sidecars, copy_volumes = object_store.copy_containers(
+                opts.base_path, model, secret=opts.object_store_secret, num_versions=opts.num_versions,
+                keep_versions=opts.version_labels.values(), poll_seconds=opts.poll_seconds, image=opts.s3_copy_image)
+            container["volumeMounts"].append(
+                {"name": object_store.VOLUME, "mountPath": object_store.MODELS_DIR, "readOnly": True})
+            volumes += copy_volumes
     else:
         common.validate_dns1123(opts.pvc, "--pvc", max_length=253)
         container["volumeMounts"].append({"name": "artifacts", "mountPath": ARTIFACTS_MOUNT, "readOnly": True})
@@ -313,7 +326,8 @@ def _deployment(opts, name, model, remote, lbl, selector, meta) -> dict:
                     "automountServiceAccountToken": False,
                     "securityContext": common.pod_security_context(),
                     "terminationGracePeriodSeconds": 30,
-                    "containers": [container],
+                    **({"initContainers": init} if init else {}),
+                    "containers": [container, *sidecars],
                     "volumes": volumes,
                     # Spread replicas so one node going away does not take the whole model down.
                     "topologySpreadConstraints": [{
@@ -347,156 +361,18 @@ def to_yaml(objects: Iterable[dict]) -> str:
     return "".join("---\n" + yaml.safe_dump(o, sort_keys=False) for o in objects)
 
 
-# ----------------------------------------------------------------------------------------------- cluster
-_API = {
-    ("v1", "ConfigMap"): ("CoreV1Api", "config_map"),
-    ("v1", "Service"): ("CoreV1Api", "service"),
-    ("apps/v1", "Deployment"): ("AppsV1Api", "deployment"),
-    ("policy/v1", "PodDisruptionBudget"): ("PolicyV1Api", "pod_disruption_budget"),
-    ("autoscaling/v2", "HorizontalPodAutoscaler"): ("AutoscalingV2Api", "horizontal_pod_autoscaler"),
-}
-
-
-_TIMEOUT = (5.0, 30.0)  # seconds to connect, to answer: a dead API server is an error within seconds
-_VERBS = ("create", "patch", "list", "delete")
-# (verb, API group, resource) of every request `apply` sends: k8s/base's jobctl-deployer Role grants these.
-DEPLOY_PERMISSIONS = tuple(
-    (verb, api_version.rpartition("/")[0], kind.lower() + ("es" if kind.endswith("s") else "s"))
-    for (api_version, kind) in _API
-    for verb in _VERBS
-)
-
-
-def _api_message(exc) -> str:
-    """The API server's own sentence from an ApiException (its body is a Status object), not the raw JSON."""
-    try:
-        body = json.loads(exc.body or "")
-        message = body.get("message") if isinstance(body, dict) else None
-    except ValueError:
-        message = None
-    return f"{message or (exc.body or '').strip()[:300] or exc.reason} (HTTP {exc.status})"
-
-
-def apply(objects: list[dict], api_client=None, context: Optional[str] = None, kubeconfig: Optional[str] = None,
-          prune: bool = True) -> list[str]:
-    """Create each object, or patch it with the whole object when it exists (409): `jobctl deploy` twice rolls out
-    the new spec. All or nothing for what this call creates: on an error, the objects it created are deleted
-    again (updated ones stay updated). `prune`: objects of this deployment (its instance label) that the new set
-    no longer has, e.g. an HPA after `--hpa-max` is dropped, are deleted once everything else is applied.
-
-    `api_client`: a `kubernetes.client.ApiClient` (tests pass one pointed at a mock server); created lazily
-    from kubeconfig or the in-cluster config otherwise.
-    """
-    import kubernetes
-    import urllib3
-    from kubernetes.client.rest import ApiException
-
-    if api_client is None:
-        from k8s.client import KubeError, load_api_client
-
-        try:
-            api_client, _ = load_api_client(context=context, kubeconfig=kubeconfig)  # the objects carry the namespace
-        except KubeError as exc:
-            raise DeployError(str(exc)) from None
-    host = getattr(api_client.configuration, "host", "?")
-
-    def api_for(obj):
-        key = (obj["apiVersion"], obj["kind"])
-        if key not in _API:
-            raise DeployError(f"cannot apply {obj['apiVersion']} {obj['kind']}")
-        api_name, suffix = _API[key]
-        return getattr(kubernetes.client, api_name)(api_client), suffix
-
-    def call(what: str, fn, *args):
-        try:
-            return fn(*args, _request_timeout=_TIMEOUT)
-        except (urllib3.exceptions.HTTPError, OSError) as exc:
-            raise DeployError(f"{what}: cannot reach the Kubernetes API at {host} ({exc.__class__.__name__}); check "
-                              "the kubeconfig context (--context, --kubeconfig) and `kubectl cluster-info`") from None
-
-    lines: list[str] = []
-    created: list[dict] = []
-    try:
-        for obj in objects:
-            api, suffix = api_for(obj)
-            ns, name, kind = obj["metadata"]["namespace"], obj["metadata"]["name"], obj["kind"]
-            try:
-                call(f"create {kind} {ns}/{name}", getattr(api, f"create_namespaced_{suffix}"), ns, obj)
-                created.append(obj)
-                lines.append(f"created {kind} {ns}/{name}")
-                continue
-            except ApiException as exc:
-                if exc.status != 409:
-                    raise DeployError(f"create {kind} {ns}/{name}: {_api_message(exc)}"
-                                      + (_FORBIDDEN_HINT.format(ns=ns) if exc.status == 403 else "")) from None
-            try:
-                # A patch with the whole object (strategic merge for built-in kinds): fields jobctl sets are
-                # updated, server-set fields (a Service's clusterIP, status) are kept.
-                call(f"update {kind} {ns}/{name}", getattr(api, f"patch_namespaced_{suffix}"), name, ns, obj)
-                lines.append(f"updated {kind} {ns}/{name}")
-            except ApiException as exc:
-                raise DeployError(f"update {kind} {ns}/{name}: {_api_message(exc)}"
-                                  + (_FORBIDDEN_HINT.format(ns=ns) if exc.status == 403 else "")) from None
-    except DeployError as exc:
-        undone = []
-        for obj in reversed(created):
-            api, suffix = api_for(obj)
-            ns, name = obj["metadata"]["namespace"], obj["metadata"]["name"]
-            try:
-                call("rollback", getattr(api, f"delete_namespaced_{suffix}"), name, ns)
-                undone.append(f"{obj['kind']} {name}")
-            except (ApiException, DeployError):
-                pass
-        raise DeployError(f"{exc}" + (f"; rolled back what this deploy had created: {', '.join(undone)}" if undone else "")) from None
-    if prune and objects:
-        lines += _prune(objects, api_for)
-    return lines
-
-
-_FORBIDDEN_HINT = (f"; the kubeconfig's user needs {', '.join(_VERBS)} on "
-                   f"{', '.join(dict.fromkeys(r for _, _, r in DEPLOY_PERMISSIONS))} in namespace {{ns!r}} "
-                   "(k8s/base's jobctl-deployer Role)")
-
-
-def _prune(objects: list[dict], api_for) -> list[str]:
-    """Delete this deployment's objects (same instance label) of the kinds jobctl deploys that `objects` lacks."""
-    import urllib3
-    from kubernetes.client.rest import ApiException
-
-    instance = objects[0]["metadata"]["labels"][common.LABEL_INSTANCE]
-    ns = objects[0]["metadata"]["namespace"]
-    wanted = {(o["kind"], o["metadata"]["name"]) for o in objects}
-    selector = f"{common.LABEL_INSTANCE}={instance},{common.LABEL_COMPONENT}={COMPONENT}"
-    lines = []
-    for (api_version, kind) in _API:
-        api, suffix = api_for({"apiVersion": api_version, "kind": kind})
-        try:
-            found = getattr(api, f"list_namespaced_{suffix}")(ns, label_selector=selector, _request_timeout=_TIMEOUT)
-        except (ApiException, OSError, urllib3.exceptions.HTTPError):
-            continue  # pruning is tidying: a kind the user may not list is left alone
-        for item in found.items or []:
-            name = item.metadata.name
-            if (kind, name) not in wanted:
-                try:
-                    getattr(api, f"delete_namespaced_{suffix}")(name, ns, _request_timeout=_TIMEOUT)
-                    lines.append(f"deleted {kind} {ns}/{name} (no longer part of this deployment)")
-                except (ApiException, OSError, urllib3.exceptions.HTTPError):
-                    lines.append(f"could not delete {kind} {ns}/{name}, which is no longer part of this deployment")
-    return lines
-
-
 # ----------------------------------------------------------------------------------------------- kustomize
 KUSTOMIZE_OPTIONS = DeployOptions(base_path="artifacts/models/ensemble", headless=True, image="ghcr.io/your-org/jobctl-serve:0.1.0")
 
 
 def kustomize_files(opts: DeployOptions = KUSTOMIZE_OPTIONS) -> dict[str, str]:
     """k8s/serving/: the same objects as `jobctl deploy`, without namespace (kustomize sets it), plus a
-    kustomization.yaml. tests/test_serving_deploy.py keeps the committed directory equal to this."""
+    kustomization.yaml. tests/test_k8s_deploy.py keeps the committed directory equal to this."""
     import yaml
 
     files: dict[str, str] = {}
     resources = []
-    header = "# Generated by serving.deploy.kustomize_files() (jobctl deploy's builders); edit through an overlay.\n"
+    header = "# Generated by k8s.serving_manifests.kustomize_files() (jobctl deploy's builders); edit through an overlay.\n"
     for obj in build_manifests(opts):
         obj["metadata"].pop("namespace", None)
         fname = f"{obj['kind'].lower()}-{obj['metadata']['name']}.yaml"
@@ -510,7 +386,7 @@ def kustomize_files(opts: DeployOptions = KUSTOMIZE_OPTIONS) -> dict[str, str]:
     return files
 
 
-if __name__ == "__main__":  # python -m serving.deploy k8s/serving  (regenerates the kustomize directory)
+if __name__ == "__main__":  # python -m k8s.serving_manifests k8s/serving  (regenerates the kustomize directory)
     import sys
     from pathlib import Path
 
