@@ -49,7 +49,7 @@ def main(argv=None) -> int:
     print(f"  TensorBoard: tensorboard --logdir {Path(args.artifacts_dir) / 'runs'}")
 
     if not args.no_serving:
-        from jobs.data import load_dataset
+        from jobs.datasets import load_dataset
         from serving.demo import run_serving_demo
 
         spec = results[0][0]

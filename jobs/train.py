@@ -610,7 +610,7 @@ def _train(spec: JobSpec, info, root: Path, shared_run_dir: Path, run_dir: Path,
     keras = info.keras  # Keras 3, or tf-keras under MultiWorkerMirroredStrategy (see jobs/distribute.py)
     seed_everything(spec.seed, spec.training.deterministic, keras)
 
-    from jobs.data import load_dataset
+    from jobs.datasets import load_dataset
     from jobs.export import export_model, run_metadata
     from jobs.models import build_model
     from jobs.pipeline import make_dataset, repeat_for_fit, steps_per_call
@@ -866,7 +866,7 @@ def main(argv: Optional[list[str]] = None) -> int:
 
 def run_with_exit_code(spec: JobSpec, **kwargs) -> int:
     """Map failures to the documented exit codes (the pod failure policy depends on them)."""
-    from jobs.data import DataUnavailable
+    from jobs.datasets import DataUnavailable
     from jobs.distribute import Preempted, is_peer_failure
     from jobs.export import ExportError
     from jobs.models import WeightsUnavailable

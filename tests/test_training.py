@@ -12,7 +12,7 @@ import pytest
 from typer.testing import CliRunner
 
 from cli.main import app
-from jobs.data import load_dataset
+from jobs.datasets import load_dataset
 from jobs.spec import apply_overrides, parse_spec
 
 ROOT = Path(__file__).resolve().parents[1]
