@@ -11,7 +11,8 @@ from typing import Optional
 
 import numpy as np
 
-from jobs.datasets.base import DataUnavailable, Raw, stratified_holdout
+from jobs.datasets.base import Raw
+from jobs.datasets.folder_files import LAYOUT_HINT, holdout_order, list_folder
 from jobs.errors import BadInputError
 from jobs.spec import DataSpec
 
@@ -21,7 +22,7 @@ log = logging.getLogger(__name__)
 DEFAULT_IMAGE_FOLDER_SIZE = (64, 64)
 
 
-def _to_target_mode(im, color_mode: str):
+def to_target_mode(im, color_mode: str):
     """Return a PIL image in mode 'L' or 'RGB': grayscale stays grey under 'keep', everything else becomes RGB.
 
     Alpha is dropped (as tf.io.decode_image with 3 channels does); 16-bit grey is scaled, not clipped.
@@ -48,7 +49,7 @@ def _decode_image(path: Path, size: tuple[int, int], color_mode: str):
         with Image.open(path) as im:
             if im.format == "JPEG":
                 im.draft(None, (w, h))  # DCT-domain downscale: decodes big photos several times faster
-            im = _to_target_mode(im, color_mode)
+            im = to_target_mode(im, color_mode)
             if im.size != (w, h):
                 im = im.resize((w, h), Image.Resampling.BILINEAR)
             arr = np.asarray(im, dtype=np.uint8)
@@ -57,23 +58,6 @@ def _decode_image(path: Path, size: tuple[int, int], color_mode: str):
             return None, "not an image Pillow can read"
         return None, f"{type(exc).__name__}: {str(exc).replace(str(path), '<file>')}"
     return (arr[..., None] if arr.ndim == 2 else arr), None
-
-
-def _class_dirs(root: Path) -> list[str]:
-    return sorted(p.name for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
-
-
-def _list_images(root: Path, classes: list[str]) -> list[tuple[Path, str]]:
-    """Every non-hidden file under each class folder (recursively, like Keras), in sorted order."""
-    out = []
-    for c in classes:
-        cdir = root / c
-        if not cdir.is_dir():
-            continue
-        for dirpath, dirnames, filenames in os.walk(cdir):
-            dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
-            out.extend((Path(dirpath) / f, c) for f in sorted(filenames) if not f.startswith("."))
-    return out
 
 
 def _decode_all(files: list[tuple[Path, str]], class_index: dict[str, int], size, color_mode, root: Path):
@@ -109,37 +93,9 @@ def _decode_all(files: list[tuple[Path, str]], class_index: dict[str, int], size
 
 
 def load_image_folder(spec: DataSpec, seed: int) -> Raw:
-    root = Path(spec.path).expanduser()  # type: ignore[arg-type]  # the spec requires a path for image_folder
-    layout_hint = "expected a folder with one sub-folder per class (root/<class>/<image>), optionally under root/train and root/test"
-    if not root.exists():
-        raise DataUnavailable(f"data.path: folder {spec.path!r} does not exist; {layout_hint}")
-    if not root.is_dir():
-        raise BadInputError(f"data.path: {spec.path!r} is a file, not a folder; {layout_hint}")
+    listing = list_folder(spec)
+    root, train_root, split_layout, classes = listing.root, listing.train_root, listing.split_layout, listing.classes
     notes: list[str] = []
-    split_layout = (root / "train").is_dir() and (root / "test").is_dir()
-    if (root / "test").is_dir() and not split_layout:
-        raise BadInputError(
-            f"data.path: {spec.path!r} has a test/ sub-folder but no train/; expected both train/ and test/ "
-            "(root/train/<class>/<image>, root/test/<class>/<image>) or neither (root/<class>/<image>)"
-        )
-    train_root = root / "train" if split_layout else root
-    found = _class_dirs(train_root)
-    if len(found) < 2:
-        raise BadInputError(
-            f"data.path: {str(train_root)!r} has {len(found)} class sub-folder{'s' if len(found) != 1 else ''} "
-            f"{found}; {layout_hint}, with at least 2 classes"
-        )
-    classes = found
-    if spec.class_names is not None:
-        # Like Keras' image_dataset_from_directory(class_names=...): the folder names, listed to fix label order.
-        if sorted(spec.class_names) != found:
-            missing = sorted(set(spec.class_names) - set(found))
-            extra = sorted(set(found) - set(spec.class_names))
-            raise BadInputError(
-                f"data.class_names: for image_folder they must name the class folders of {str(train_root)!r} "
-                f"(they set the label order); no folder for {missing}, folders not listed {extra}"
-            )
-        classes = list(spec.class_names)
     class_index = {c: i for i, c in enumerate(classes)}
 
     size = tuple(spec.resize) if spec.resize is not None else DEFAULT_IMAGE_FOLDER_SIZE
@@ -149,17 +105,7 @@ def load_image_folder(spec: DataSpec, seed: int) -> Raw:
         notes.append(msg)
 
     started = time.monotonic()
-    train_files = _list_images(train_root, classes)
-    test_files: list[tuple[Path, str]] = []
-    if split_layout:
-        test_classes = _class_dirs(root / "test")
-        unknown = sorted(set(test_classes) - set(classes))
-        if unknown:
-            raise BadInputError(
-                f"data.path: {str(root / 'test')!r} has class folders {unknown} that {str(train_root)!r} lacks; "
-                "expected the test classes to be among the training classes"
-            )
-        test_files = _list_images(root / "test", test_classes)
+    train_files, test_files = listing.train, listing.test
     x_all, y_tr, grey_tr, skipped = _decode_all(train_files, class_index, size, spec.color_mode, root)
     x_te, y_te, grey_te, skipped_te = _decode_all(test_files, class_index, size, spec.color_mode, root)
     skipped += skipped_te
@@ -173,7 +119,7 @@ def load_image_folder(spec: DataSpec, seed: int) -> Raw:
             log.debug("skipped %s: %s", p, r)
         notes.append(msg)
     if not len(x_all):
-        raise BadInputError(f"data.path: no readable images under {str(train_root)!r}; {layout_hint}")
+        raise BadInputError(f"data.path: no readable images under {str(train_root)!r}; {LAYOUT_HINT}")
     if split_layout and not len(x_te):
         raise BadInputError(f"data.path: no readable images under {str(root / 'test')!r}; expected test/<class>/<image>")
 
@@ -189,18 +135,13 @@ def load_image_folder(spec: DataSpec, seed: int) -> Raw:
         log.warning(msg)
         notes.append(msg)
 
-    rng = np.random.default_rng(seed)
+    # One gather per split, so the peak is the decoded array plus one copy.
+    train_idx, test_idx = holdout_order(y_tr, len(x_te), split_layout, spec.test_fraction, seed)
     if split_layout:
-        train_idx, test_idx = np.arange(len(x_all)), np.arange(len(x_te))
         test_source = x_te
     else:
-        train_idx, test_idx = stratified_holdout(y_tr, spec.test_fraction, rng)
         y_te, test_source = y_tr, x_all
         notes.append(f"no train/ and test/ sub-folders: held out {len(test_idx)} images ({spec.test_fraction:g} per class) as the test set")
-    # Files are listed class by class; shuffle (with the seed) so a validation split taken from the end, as Keras
-    # does, holds every class -- image_dataset_from_directory shuffles its file list the same way. One gather per
-    # split, so the peak is the decoded array plus one copy.
-    train_idx, test_idx = rng.permutation(train_idx), rng.permutation(test_idx)
     x_train, y_train = np.ascontiguousarray(x_all[train_idx]), y_tr[train_idx]
     x_test, y_test = np.ascontiguousarray(test_source[test_idx]), y_te[test_idx]
     del x_all, test_source, x_te
