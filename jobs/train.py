@@ -610,20 +610,23 @@ def _train(spec: JobSpec, info, root: Path, shared_run_dir: Path, run_dir: Path,
     keras = info.keras  # Keras 3, or tf-keras under MultiWorkerMirroredStrategy (see jobs/distribute.py)
     seed_everything(spec.seed, spec.training.deterministic, keras)
 
-    from jobs.datasets import load_dataset
     from jobs.export import export_model, run_metadata
+    from jobs.inputs import load_inputs
     from jobs.models import build_model
-    from jobs.pipeline import make_dataset, repeat_for_fit, steps_per_call
+    from jobs.pipeline import repeat_for_fit, steps_per_call
 
     t0 = time.perf_counter()
     run_dir.mkdir(parents=True, exist_ok=True)
     atomic_write_text(run_dir / "spec.yaml", spec.to_yaml())
 
-    data = load_dataset(spec.data)
+    # In memory, or streamed from files (packed shards, large image folders): jobs/inputs.py chooses and says why.
+    data = load_inputs(spec.data, num_workers=info.workers, worker_index=info.task_index)
+    num_train, num_val, num_test = data.counts["train"], data.counts["validation"], data.counts["test"]
     for note in data.notes:
         print(f"data: {note}", file=out)
+    print(f"data: {data.mode}: {data.reason}", file=out)
     print(
-        f"data: {spec.data.dataset} train {len(data.x_train)}, validation {len(data.x_val)}, test {len(data.x_test)}, "
+        f"data: {spec.data.dataset} train {num_train}, validation {num_val}, test {num_test}, "
         f"input {data.input_shape}, {data.num_classes} classes",
         file=out,
     )
@@ -631,7 +634,7 @@ def _train(spec: JobSpec, info, root: Path, shared_run_dir: Path, run_dir: Path,
     t = spec.training
     replicas = info.replicas
     global_batch, learning_rate = batch_and_learning_rate(t, replicas, even_split=info.kind == "mirrored")
-    steps_per_epoch = max(1, -(-len(data.x_train) // global_batch))
+    steps_per_epoch = max(1, -(-num_train // global_batch))
     # Several steps per call only without a tf.distribute strategy (one device: the CPU or one GPU). Under
     # MirroredStrategy Keras 3.15's multi-step loop fails ("You must feed a value for placeholder tensor" from a
     # cond in the replica context; keras-team/keras#19246, reproduced here with 2 logical devices), and tf-keras
@@ -647,7 +650,7 @@ def _train(spec: JobSpec, info, root: Path, shared_run_dir: Path, run_dir: Path,
     )
 
     build_kwargs = dict(
-        x_adapt=data.x_train if spec.preprocessing.standardize else None, name=spec.name.replace("-", "_"),
+        x_adapt=data.adapt_sample() if spec.preprocessing.standardize else None, name=spec.name.replace("-", "_"),
     )
     with _precision_policy(keras, t.mixed_precision), info.strategy.scope():
         model = info.models.build_model(
@@ -676,22 +679,21 @@ def _train(spec: JobSpec, info, root: Path, shared_run_dir: Path, run_dir: Path,
     if first_epoch and first_epoch > t.epochs:  # (equal: fit had finished; the journal resumes the export)
         raise ValueError(f"training.epochs: {t.epochs}, but this run's backup already holds {first_epoch} finished "
                          f"epochs; expected at least {first_epoch} to resume it, or a new --run-id")
-    train_ds = make_dataset(
-        data.x_train, data.y_train, data.num_classes, global_batch, training=True, seed=spec.seed,
-        augmentation=spec.augmentation, shuffle_buffer=t.shuffle_buffer, deterministic=t.deterministic,
-        from_epoch=first_epoch,
+    train_ds = data.train_dataset(
+        global_batch, seed=spec.seed, augmentation=spec.augmentation, shuffle_buffer=t.shuffle_buffer,
+        deterministic=t.deterministic, from_epoch=first_epoch,
     )
-    val_ds = make_dataset(data.x_val, data.y_val, data.num_classes, global_batch, training=False, seed=spec.seed)
+    val_ds = data.eval_dataset("validation", global_batch, seed=spec.seed)
     steps = {}
     if not info.legacy_keras:  # tf-keras under MultiWorkerMirroredStrategy keeps one epoch per pass of its shards
-        train_ds, steps["steps_per_epoch"] = repeat_for_fit(train_ds, len(data.x_train), global_batch)
-        repeated_val, validation_steps = repeat_for_fit(val_ds, len(data.x_val), global_batch)
+        train_ds, steps["steps_per_epoch"] = repeat_for_fit(train_ds, num_train, global_batch)
+        repeated_val, validation_steps = repeat_for_fit(val_ds, num_val, global_batch)
         # A multi-step call stops where a one-pass dataset ends, while over a repeated one it would score batches
         # of the next pass: repeat validation only when its batches divide into whole calls.
         if validation_steps % per_call == 0:
             val_ds, steps["validation_steps"] = repeated_val, validation_steps
     train_ds, val_ds = distribute.distribute_input(info, train_ds), distribute.distribute_input(info, val_ds)
-    test_ds = make_dataset(data.x_test, data.y_test, data.num_classes, global_batch, training=False, seed=spec.seed)
+    test_ds = data.eval_dataset("test", global_batch, seed=spec.seed)
 
     diagram_note = _write_summary_and_diagram(twin if twin is not None else model, run_dir)
     if diagram_note:
@@ -731,7 +733,7 @@ def _train(spec: JobSpec, info, root: Path, shared_run_dir: Path, run_dir: Path,
     callbacks: list = [
         journal.callback(keras, on_resume),
         best.callback(keras),
-        EpochLine.make(t.epochs, monitor, mode, len(data.x_train), out, keras),
+        EpochLine.make(t.epochs, monitor, mode, num_train, out, keras),
         *schedule,
     ]
     if early is not None:
@@ -795,10 +797,12 @@ def _train(spec: JobSpec, info, root: Path, shared_run_dir: Path, run_dir: Path,
         "test_loss": float(test_loss),
         "epochs_run": epochs_run,
         "fit_seconds": fit_seconds,
-        "images_per_second": len(data.x_train) * epochs_run / max(fit_seconds, 1e-9),
-        "num_train": len(data.x_train),
-        "num_val": len(data.x_val),
-        "num_test": len(data.x_test),
+        "images_per_second": num_train * epochs_run / max(fit_seconds, 1e-9),
+        "num_train": num_train,
+        "num_val": num_val,
+        "num_test": num_test,
+        "data_mode": data.mode,
+        "skipped_records": len(data.skipped()),  # data.corrupt_records: skip (each one named in the log)
         "num_classes": data.num_classes,
         "input_shape": list(data.input_shape),
         "pixel_max": data.pixel_max,
@@ -824,7 +828,7 @@ def _train(spec: JobSpec, info, root: Path, shared_run_dir: Path, run_dir: Path,
             input_dtype=spec.export.input_dtype,
             version=spec.export.version,
             pixel_max=data.pixel_max,
-            warmup_samples=data.x_test[: spec.export.warmup_requests],
+            warmup_samples=data.images("test", spec.export.warmup_requests),
             metadata=run_metadata(spec.spec_hash(), shared_run_dir, metrics),
         )
         metrics["export_path"] = str(export_path)

@@ -64,8 +64,9 @@ class DataSpec(StrictModel):
         description="image_folder: decode into memory up to this many decoded bytes (N x H x W x C), stream above",
     )
     stream_shuffle_buffer: int = Field(
-        default=10_000, ge=1,
-        description="streamed data: examples (still encoded) held in the shuffle buffer; memory = buffer x encoded size",
+        default=2048, ge=1,
+        description="streamed data: decoded uint8 images held in the shuffle buffer, after the shard order and the "
+        "interleave of shards are shuffled (memory: buffer x H x W x C bytes)",
     )
     cache: bool = Field(
         default=False, description="streamed data: keep the decoded images in memory after the first epoch (when they fit)",
