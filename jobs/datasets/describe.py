@@ -16,6 +16,8 @@ from jobs.spec import DataSpec
 
 def describe(data_spec: DataSpec) -> list[str]:
     """The lines `python -m jobs.data` prints: split sizes, input shape, classes, notes."""
+    if data_spec.dataset == "tfrecord":
+        return _describe_packed(data_spec)
     data = load_dataset(data_spec)
     counts = np.bincount(data.y_train, minlength=data.num_classes)
     lines = [
@@ -49,3 +51,16 @@ def main(argv: Optional[list[str]] = None) -> int:
         return exc.exit_code
     print("\n".join(lines))
     return exit_codes.OK
+
+
+def _describe_packed(data_spec: DataSpec) -> list[str]:
+    """A packed directory: its dataset.json, after the same checks training makes (shards present, checksums)."""
+    from jobs.datasets.packed import open_packed
+
+    packed = open_packed(data_spec)
+    splits = ", ".join(f"{name} {s.count} ({len(s.shards)} shards)" for name, s in packed.splits.items())
+    return [
+        f"tfrecord: {splits}; {packed.encoding} images {packed.shape or 'of varying sizes'}; "
+        f"{len(packed.class_names)} classes; every shard present" + (" and its sha256 checked" if data_spec.verify_checksums else ""),
+        "classes: " + ", ".join(packed.class_names[:20]) + (" ..." if len(packed.class_names) > 20 else ""),
+    ]

@@ -283,9 +283,14 @@ def pack(source: _Source, out_dir: Path, opts: PackOptions,
     for stale in out.glob(".*.tmp"):  # half shards of the interrupted run: never renamed, never read
         stale.unlink(missing_ok=True)
     workers = opts.workers or (os.cpu_count() or 1)
-    with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="pack") as pool:
+    pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="pack")
+    try:
         futures = [pool.submit(_write_shard, out, source, opts, split, file, items, advance) for split, file, items in todo]
-        metas = {f.result()["file"]: f.result() for f in futures}
+        metas = {m["file"]: m for m in (f.result() for f in futures)}
+    except BaseException:
+        pool.shutdown(wait=True, cancel_futures=True)  # shards under way finish or remove their temp file; no others start
+        raise
+    pool.shutdown()
     metas.update(kept)
     manifest = _manifest(source, opts, plan, metas, fingerprint)
     atomic_write_json(out / MANIFEST, manifest)
