@@ -141,7 +141,7 @@ def _train_row(name: str, overrides: dict[str, Any], artifacts: Path, quick: boo
 
 def ensemble_of_best(runs: list[dict], k: int, artifacts: Path, model_name: str = "digits-ensemble") -> dict[str, Any]:
     """Average the probabilities of the top-k runs by validation accuracy; score all on the shared test split."""
-    from jobs.data import load_dataset
+    from jobs.datasets import load_dataset
     from jobs.spec import DataSpec
     from serving.ensemble import build_ensemble
     from serving.evaluate import evaluate_models
@@ -230,7 +230,7 @@ def ensemble_replicates(first: dict[str, Any], how: dict[str, tuple[str, dict[st
 
 def other_datasets(artifacts: Path, quick: bool) -> list[dict[str, Any]]:
     """Recipes on their own dataset when its files are cached; otherwise one row saying where it looked."""
-    from jobs.data import DataUnavailable, load_dataset
+    from jobs.datasets import DataUnavailable, load_dataset
     from jobs.spec import load_spec
 
     rows = []

@@ -55,7 +55,7 @@ def recipe_data(spec, images: int, seed: int = 0):
     import numpy as np
 
     if spec.data.dataset == "digits":
-        from jobs.data import load_dataset
+        from jobs.datasets import load_dataset
 
         data = load_dataset(spec.data)
         n = min(images, len(data.x_train))

@@ -84,7 +84,7 @@ def evaluate(
     from serving.savedmodel import ModelError
 
     if data:
-        from jobs.data import DataUnavailable
+        from jobs.datasets import DataUnavailable
         from jobs.spec import SpecError
 
         try:

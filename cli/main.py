@@ -9,7 +9,7 @@ from __future__ import annotations
 import typer
 from typer.core import TyperGroup
 
-from cli import commands_deploy, commands_k8s, commands_serving, commands_sweep, commands_train
+from cli import commands_data, commands_deploy, commands_k8s, commands_serving, commands_sweep, commands_train
 from cli.common import fail
 from jobs.errors import JobctlError
 
@@ -37,7 +37,7 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
 )
 
-for module in (commands_train, commands_k8s, commands_sweep, commands_serving, commands_deploy):
+for module in (commands_train, commands_data, commands_k8s, commands_sweep, commands_serving, commands_deploy):
     module.register(app)
 
 

@@ -49,7 +49,7 @@ def main(argv=None) -> int:
     print(f"  TensorBoard: tensorboard --logdir {contract.runs_root(args.artifacts_dir)}")
 
     if not args.no_serving:
-        from jobs.data import load_dataset
+        from jobs.datasets import load_dataset
         from demo.serving import run_serving_demo
 
         spec = results[0][0]

@@ -73,6 +73,16 @@ def augmentation_fn(aug: AugmentationSpec, seed: int) -> Optional[Callable[[tf.T
     return augment
 
 
+def host_augmentation(augmentation: Optional[AugmentationSpec], *, training: bool,
+                      seed: int) -> Optional[Callable[[tf.Tensor], tf.Tensor]]:
+    """The augmentation the input pipeline applies to training batches on the host, or None. Every pipeline (in-memory
+    arrays here, streamed shards and folders in jobs/streaming.py) takes it from here: the one place that decides
+    whether augmentation runs on the host."""
+    # placement "device": the training step applies it (jobs/training/device_augmentation.py), not the pipeline.
+    on_host = augmentation is not None and getattr(augmentation, "placement", "host") == "host"
+    return augmentation_fn(augmentation, seed) if (training and on_host) else None
+
+
 def _batched_order(n: int, batch_size: int, *, training: bool, seed: int, shuffle_buffer: Optional[int],
                    drop_remainder: bool, from_epoch: Optional[int] = None) -> tf.data.Dataset:
     """Batches of example indices, one element per batch.
@@ -147,9 +157,7 @@ def make_dataset(
     labels = tf.constant(np.asarray(y).astype("int64"))
     order = _batched_order(len(x), batch_size, training=training, seed=seed, shuffle_buffer=shuffle_buffer,
                            drop_remainder=drop_remainder, from_epoch=from_epoch)
-    # placement "device": the training step applies it (jobs/training/device_augmentation.py), not this map.
-    on_host = augmentation is not None and getattr(augmentation, "placement", "host") == "host"
-    aug = augmentation_fn(augmentation, seed) if (training and on_host) else None
+    aug = host_augmentation(augmentation, training=training, seed=seed)
 
     def to_model_inputs(indices):
         batch = tf.cast(tf.gather(images, indices), tf.float32)

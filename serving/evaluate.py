@@ -85,7 +85,7 @@ def evaluate_models(paths: Sequence[Union[str, Path]], x: np.ndarray, y: np.ndar
 
 def test_split(spec_path: Union[str, Path], overrides: Optional[dict] = None) -> tuple[np.ndarray, np.ndarray, list[str]]:
     """The test images and labels a job spec's `data` section describes (same loader, same seed as training)."""
-    from jobs.data import load_dataset
+    from jobs.datasets import load_dataset
     from jobs.spec import load_spec
 
     spec = load_spec(spec_path, overrides)

@@ -15,8 +15,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-import jobs.data as data_mod
-from jobs.data import DataUnavailable, load_dataset
+import jobs.datasets.download as download_mod
+import jobs.datasets.keras_cache as keras_cache_mod
+from jobs.datasets import DataUnavailable, load_dataset
 from jobs.spec import DataSpec
 from tests.support.keras_files import write_cifar10, write_fashion_mnist
 
@@ -48,7 +49,7 @@ class _Files(http.server.BaseHTTPRequestHandler):
 def server(monkeypatch):
     for var in ("http_proxy", "https_proxy", "HTTP_PROXY", "HTTPS_PROXY", "all_proxy", "ALL_PROXY", "JOBCTL_OFFLINE"):
         monkeypatch.delenv(var, raising=False)
-    monkeypatch.setattr(data_mod, "RETRY_BACKOFF_SECONDS", 0.01)
+    monkeypatch.setattr(download_mod, "RETRY_BACKOFF_SECONDS", 0.01)
     handler = type("Handler", (_Files,), {"files": {}, "requests": []})
     httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
     thread = threading.Thread(target=httpd.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
@@ -73,7 +74,7 @@ def _cache(tmp_path: Path) -> str:
 
 
 def _point_source(monkeypatch, name: str, **changes):
-    monkeypatch.setitem(data_mod.KERAS_SOURCES, name, dataclasses.replace(data_mod.KERAS_SOURCES[name], **changes))
+    monkeypatch.setitem(keras_cache_mod.KERAS_SOURCES, name, dataclasses.replace(keras_cache_mod.KERAS_SOURCES[name], **changes))
 
 
 def test_cifar10_is_downloaded_verified_and_extracted_where_keras3_keeps_it(tmp_path, monkeypatch, server):

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from jobs.data import DEFAULT_IMAGE_FOLDER_SIZE, DataUnavailable, load_dataset
+from jobs.datasets import DEFAULT_IMAGE_FOLDER_SIZE, DataUnavailable, load_dataset
 from jobs.spec import DataSpec
 
 RED, GREEN, BLUE = (255, 0, 0), (0, 255, 0), (0, 0, 255)
@@ -49,7 +49,7 @@ def mixed_folder(tmp_path) -> Path:
 
 
 def test_mixed_folder_classes_labels_colours_and_skips(mixed_folder, caplog):
-    with caplog.at_level(logging.INFO, logger="jobs.data"):
+    with caplog.at_level(logging.INFO, logger="jobs.datasets"):
         data = load_dataset(spec(mixed_folder))
 
     assert data.class_names == ["n01-akita", "n02-beagle", "n03-corgi"]  # sorted folder names = label order

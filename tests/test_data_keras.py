@@ -13,7 +13,7 @@ import tarfile
 import numpy as np
 import pytest
 
-from jobs.data import (
+from jobs.datasets import (
     CIFAR100_COARSE_CLASSES,
     CIFAR100_FINE_CLASSES,
     CIFAR10_CLASSES,
@@ -195,7 +195,7 @@ def test_mnist_images_and_labels_of_different_lengths_are_refused(keras_home, tm
     ):
         load_dataset(_no_split(dataset="mnist"))
 
-    from jobs.data import main
+    from jobs.datasets.describe import main
 
     (tmp_path / "s.yaml").write_text("name: t\ndata: {dataset: mnist}\n")
     assert main(["--spec", str(tmp_path / "s.yaml")]) == 2  # bad data, before TensorFlow sees it

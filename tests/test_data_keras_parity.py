@@ -1,4 +1,4 @@
-"""Keras' own loaders read the fixture files exactly as jobs.data does.
+"""Keras' own loaders read the fixture files exactly as jobs.datasets does.
 
 This proves the fixtures of tests/test_data_keras.py are in the real on-disk formats (and that our cache paths are
 the ones Keras 3 uses), so those tests are not just our reader agreeing with our writer. Importing Keras costs a
@@ -10,7 +10,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from jobs.data import load_dataset
+from jobs.datasets import load_dataset
 from jobs.spec import DataSpec
 from tests.support.keras_files import write_cifar10, write_cifar100, write_fashion_mnist, write_mnist
 

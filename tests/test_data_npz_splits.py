@@ -7,7 +7,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from jobs.data import DataUnavailable, load_dataset
+from jobs.datasets import DataUnavailable, load_dataset
 from jobs.spec import DataSpec
 
 
@@ -170,10 +170,10 @@ def test_validation_train_size_use_test_and_max_train_examples(tmp_path):
 
 
 def test_digits_is_offline_same_as_sklearn_and_split_like_before():
-    from jobs.data import _digits_arrays
+    from jobs.datasets.digits import digits_arrays
 
     # What sklearn.datasets.load_digits() returns (checked once by hand; importing scikit-learn here costs ~2 s).
-    images, target = _digits_arrays()
+    images, target = digits_arrays()
     assert images.shape == (1797, 8, 8) and images.min() == 0 and images.max() == 16
     assert np.bincount(target.astype(int)).tolist() == [178, 182, 177, 183, 181, 182, 181, 179, 174, 180]
     assert target[:5].tolist() == [0, 1, 2, 3, 4]
@@ -192,7 +192,7 @@ def test_digits_is_offline_same_as_sklearn_and_split_like_before():
 
 
 def test_python_m_jobs_data_describes_the_data_and_uses_the_exit_codes(tmp_path, capsys, monkeypatch):
-    from jobs.data import main
+    from jobs.datasets.describe import main
 
     monkeypatch.setenv("JOBCTL_OFFLINE", "1")
     f = tmp_path / "d.npz"
@@ -216,10 +216,10 @@ def test_python_m_jobs_data_describes_the_data_and_uses_the_exit_codes(tmp_path,
 )
 @settings(max_examples=60, deadline=None)
 def test_stratified_holdout_partitions_every_class(labels, fraction, seed):
-    from jobs.data import _stratified_holdout
+    from jobs.datasets.base import stratified_holdout
 
     y = np.array(labels)
-    train, test = _stratified_holdout(y, fraction, np.random.default_rng(seed))
+    train, test = stratified_holdout(y, fraction, np.random.default_rng(seed))
     assert sorted(train.tolist() + test.tolist()) == list(range(len(y)))  # a partition: nothing lost or doubled
     assert train.tolist() == sorted(train.tolist())  # the source order is kept
     for c in np.unique(y):

@@ -45,7 +45,7 @@ def test_separable_stack_keeps_its_signal():
     import keras
     import numpy as np
 
-    from jobs.data import load_dataset
+    from jobs.datasets import load_dataset
     from jobs.spec import DataSpec
 
     keras.utils.set_random_seed(0)

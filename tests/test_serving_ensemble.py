@@ -135,7 +135,7 @@ def test_cli_ensemble_and_evaluate(shared, tmp_path):
 def test_cli_evaluate_with_a_job_spec(shared, tmp_path):
     """--data SPEC: the test split the spec's data section describes (the same loader and split as training)."""
     from cli.main import app
-    from jobs.data import load_dataset
+    from jobs.datasets import load_dataset
     from jobs.spec import load_spec
 
     spec = tmp_path / "spec.yaml"

@@ -12,7 +12,7 @@ import pytest
 from typer.testing import CliRunner
 
 from cli.main import app
-from jobs.data import load_dataset
+from jobs.datasets import load_dataset
 from jobs import exit_codes
 from jobs.errors import BadInputError
 from jobs.spec import SpecError, apply_overrides, parse_spec

@@ -38,11 +38,12 @@ class ValidationSplit(StrictModel):
 
 
 class DataSpec(StrictModel):
-    dataset: Literal["digits", "mnist", "fashion_mnist", "cifar10", "cifar100", "image_folder", "npz"] = "digits"
+    dataset: Literal["digits", "mnist", "fashion_mnist", "cifar10", "cifar100", "image_folder", "npz", "tfrecord"] = "digits"
     path: Optional[str] = Field(
         default=None,
-        description="image_folder: the root with one sub-folder per class; npz: the file; Keras datasets: "
-        "a cache directory to read instead of $KERAS_HOME/datasets",
+        description="image_folder: the root with one sub-folder per class; npz: the file; tfrecord: the directory "
+        "`jobctl data pack` wrote (local, or gs://); Keras datasets: a cache directory to read instead of "
+        "$KERAS_HOME/datasets",
     )
     validation: ValidationSplit = Field(default_factory=ValidationSplit)
     test_fraction: float = Field(
@@ -56,6 +57,28 @@ class DataSpec(StrictModel):
         default=0, ge=0, description="fixes the held-out test/validation split independently of the training seed"
     )
     cifar100_label_mode: Literal["fine", "coarse"] = "fine"
+    # Streaming (docs/data.md): packed shards always stream; an image folder streams when its decoded size would
+    # exceed in_memory_max_bytes (0: always stream), else it is decoded into memory (fastest when it fits).
+    in_memory_max_bytes: int = Field(
+        default=2_000_000_000, ge=0,
+        description="image_folder: decode into memory up to this many decoded bytes (N x H x W x C), stream above",
+    )
+    stream_shuffle_buffer: int = Field(
+        default=2048, ge=1,
+        description="streamed data: decoded uint8 images held in the shuffle buffer, after the shard order and the "
+        "interleave of shards are shuffled (memory: buffer x H x W x C bytes)",
+    )
+    cache: bool = Field(
+        default=False, description="streamed data: keep the decoded images in memory after the first epoch (when they fit)",
+    )
+    corrupt_records: Literal["error", "skip"] = Field(
+        default="error",
+        description="streamed data: a record or file that does not decode stops training naming it (error), or is "
+        "skipped and counted (skip)",
+    )
+    verify_checksums: bool = Field(
+        default=True, description="tfrecord: check every shard's sha256 against dataset.json before training",
+    )
 
     @field_validator("resize")
     @classmethod
@@ -80,6 +103,7 @@ class DataSpec(StrictModel):
 
     @model_validator(mode="after")
     def _path_when_needed(self) -> "DataSpec":
-        if self.dataset in ("image_folder", "npz") and not self.path:
-            raise ValueError(f"dataset {self.dataset!r} needs data.path (the {'folder' if self.dataset == 'image_folder' else 'file'} to read)")
+        if self.dataset in ("image_folder", "npz", "tfrecord") and not self.path:
+            what = {"image_folder": "folder", "npz": "file", "tfrecord": "directory `jobctl data pack` wrote"}[self.dataset]
+            raise ValueError(f"dataset {self.dataset!r} needs data.path (the {what} to read)")
         return self

@@ -23,7 +23,7 @@ def quantity_is_positive(v: str) -> bool:
     except (AttributeError, ValueError):
         return False
 
-DATASETS = ("digits", "mnist", "fashion_mnist", "cifar10", "cifar100", "image_folder", "npz")
+DATASETS = ("digits", "mnist", "fashion_mnist", "cifar10", "cifar100", "image_folder", "npz", "tfrecord")
 TRANSFER_BASES = ("vgg16", "mobilenet_v2", "resnet50", "efficientnet_b0")
 
 

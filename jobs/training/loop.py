@@ -160,28 +160,23 @@ def _train(spec: JobSpec, info, root: Path, shared_run_dir: Path, run_dir: Path,
     keras = info.keras  # Keras 3, or tf-keras under MultiWorkerMirroredStrategy (see jobs/distribute.py)
     seed_everything(spec.seed, spec.training.deterministic, keras)
 
-    from jobs.data import load_dataset
     from jobs.export import export_model, run_metadata
+    from jobs.inputs import load_inputs
     from jobs.models import build_model
-    from jobs.pipeline import make_dataset, repeat_for_fit, steps_per_call
+    from jobs.pipeline import repeat_for_fit, steps_per_call
 
     t0 = time.perf_counter()
     run_dir.mkdir(parents=True, exist_ok=True)
     atomic_write_text(run_dir / contract.RUN_SPEC_FILE, spec.to_yaml())
 
-    try:
-        data = load_dataset(spec.data)
-    except ValueError as exc:
-        # jobs.data still reports unusable data (a label out of range, a file that is not an archive) as a plain
-        # ValueError naming the field; reading data runs no model, so these are bad input (exit 2), never a stray
-        # TensorFlow error. Goes once the dataset modules raise BadInputError themselves.
-        if isinstance(exc, BadInputError):
-            raise
-        raise BadInputError(str(exc)) from exc
+    # In memory, or streamed from files (packed shards, large image folders): jobs/inputs.py chooses and says why.
+    data = load_inputs(spec.data, num_workers=info.workers, worker_index=info.task_index)
+    num_train, num_val, num_test = data.counts["train"], data.counts["validation"], data.counts["test"]
     for note in data.notes:
         print(f"data: {note}", file=out)
+    print(f"data: {data.mode}: {data.reason}", file=out)
     print(
-        f"data: {spec.data.dataset} train {len(data.x_train)}, validation {len(data.x_val)}, test {len(data.x_test)}, "
+        f"data: {spec.data.dataset} train {num_train}, validation {num_val}, test {num_test}, "
         f"input {data.input_shape}, {data.num_classes} classes",
         file=out,
     )
@@ -189,7 +184,7 @@ def _train(spec: JobSpec, info, root: Path, shared_run_dir: Path, run_dir: Path,
     t = spec.training
     replicas = info.replicas
     global_batch, learning_rate = batch_and_learning_rate(t, replicas, even_split=info.kind == "mirrored")
-    steps_per_epoch = max(1, -(-len(data.x_train) // global_batch))
+    steps_per_epoch = max(1, -(-num_train // global_batch))
     # Several steps per call only without a tf.distribute strategy (one device: the CPU or one GPU). Under
     # MirroredStrategy Keras 3.15's multi-step loop fails ("You must feed a value for placeholder tensor" from a
     # cond in the replica context; keras-team/keras#19246, reproduced here with 2 logical devices), and tf-keras
@@ -212,7 +207,7 @@ def _train(spec: JobSpec, info, root: Path, shared_run_dir: Path, run_dir: Path,
     )
 
     build_kwargs = dict(
-        x_adapt=data.x_train if spec.preprocessing.standardize else None, name=spec.name.replace("-", "_"),
+        x_adapt=data.adapt_sample() if spec.preprocessing.standardize else None, name=spec.name.replace("-", "_"),
     )
     with precision_policy(keras, t.mixed_precision), info.strategy.scope():
         model = info.models.build_model(
@@ -247,24 +242,23 @@ def _train(spec: JobSpec, info, root: Path, shared_run_dir: Path, run_dir: Path,
                          f"epochs; expected at least {first_epoch} to resume it, or a new --run-id")
 
     def train_passes(from_epoch):
-        return make_dataset(
-            data.x_train, data.y_train, data.num_classes, global_batch, training=True, seed=spec.seed,
-            augmentation=spec.augmentation, shuffle_buffer=t.shuffle_buffer, deterministic=t.deterministic,
-            from_epoch=from_epoch,
+        return data.train_dataset(
+            global_batch, seed=spec.seed, augmentation=spec.augmentation, shuffle_buffer=t.shuffle_buffer,
+            deterministic=t.deterministic, from_epoch=from_epoch,
         )
 
     train_ds = train_passes(first_epoch)
-    val_ds = make_dataset(data.x_val, data.y_val, data.num_classes, global_batch, training=False, seed=spec.seed)
+    val_ds = data.eval_dataset("validation", global_batch, seed=spec.seed)
     steps = {}
     rest_of_epoch = None  # a mid-epoch resume: (the dataset of the epoch's remaining batches, their count)
     if not info.legacy_keras:  # tf-keras under MultiWorkerMirroredStrategy keeps one epoch per pass of its shards
-        train_ds, steps["steps_per_epoch"] = repeat_for_fit(train_ds, len(data.x_train), global_batch)
+        train_ds, steps["steps_per_epoch"] = repeat_for_fit(train_ds, num_train, global_batch)
         if position.batches_done:
             # The backed-up epoch's own order, minus the batches its weights have seen; then the next epochs.
             # skip() still draws the skipped batches, so any randomness in the pipeline stays where it was.
             rest_of_epoch = (train_ds.skip(position.batches_done), steps_per_epoch - position.batches_done)
-            train_ds = repeat_for_fit(train_passes(first_epoch + 1), len(data.x_train), global_batch)[0]
-        repeated_val, validation_steps = repeat_for_fit(val_ds, len(data.x_val), global_batch)
+            train_ds = repeat_for_fit(train_passes(first_epoch + 1), num_train, global_batch)[0]
+        repeated_val, validation_steps = repeat_for_fit(val_ds, num_val, global_batch)
         # A multi-step call stops where a one-pass dataset ends, while over a repeated one it would score batches
         # of the next pass: repeat validation only when its batches divide into whole calls.
         if validation_steps % per_call == 0:
@@ -272,7 +266,7 @@ def _train(spec: JobSpec, info, root: Path, shared_run_dir: Path, run_dir: Path,
     train_ds, val_ds = distribute.distribute_input(info, train_ds), distribute.distribute_input(info, val_ds)
     if rest_of_epoch is not None:
         rest_of_epoch = (distribute.distribute_input(info, rest_of_epoch[0]), rest_of_epoch[1])
-    test_ds = make_dataset(data.x_test, data.y_test, data.num_classes, global_batch, training=False, seed=spec.seed)
+    test_ds = data.eval_dataset("test", global_batch, seed=spec.seed)
 
     diagram_note = write_summary_and_diagram(twin if twin is not None else model, run_dir)
     if diagram_note:
@@ -307,7 +301,7 @@ def _train(spec: JobSpec, info, root: Path, shared_run_dir: Path, run_dir: Path,
     callbacks: list = [
         journal.callback(keras, on_resume),
         best.callback(keras),
-        EpochLine(t.epochs, monitor, mode, len(data.x_train), out).callback(keras),
+        EpochLine(t.epochs, monitor, mode, num_train, out).callback(keras),
         *schedule,
     ]
     if early is not None:
@@ -384,10 +378,12 @@ def _train(spec: JobSpec, info, root: Path, shared_run_dir: Path, run_dir: Path,
         "test_loss": float(test_loss),
         "epochs_run": epochs_run,
         "fit_seconds": fit_seconds,
-        "images_per_second": len(data.x_train) * epochs_run / max(fit_seconds, 1e-9),
-        "num_train": len(data.x_train),
-        "num_val": len(data.x_val),
-        "num_test": len(data.x_test),
+        "images_per_second": num_train * epochs_run / max(fit_seconds, 1e-9),
+        "num_train": num_train,
+        "num_val": num_val,
+        "num_test": num_test,
+        "data_mode": data.mode,
+        "skipped_records": len(data.skipped()),  # data.corrupt_records: skip (each one named in the log)
         "num_classes": data.num_classes,
         "input_shape": list(data.input_shape),
         "pixel_max": data.pixel_max,
@@ -413,7 +409,7 @@ def _train(spec: JobSpec, info, root: Path, shared_run_dir: Path, run_dir: Path,
             input_dtype=spec.export.input_dtype,
             version=spec.export.version,
             pixel_max=data.pixel_max,
-            warmup_samples=data.x_test[: spec.export.warmup_requests],
+            warmup_samples=data.images("test", spec.export.warmup_requests),
             metadata=run_metadata(spec.spec_hash(), shared_run_dir, metrics),
         )
         metrics["export_path"] = str(export_path)

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import numpy as np
 
-from jobs.data import CIFAR100_COARSE_CLASSES, CIFAR100_FINE_CLASSES, CIFAR10_CLASSES
+from jobs.datasets import CIFAR100_COARSE_CLASSES, CIFAR100_FINE_CLASSES, CIFAR10_CLASSES
 
 
 def cifar_rows(images: np.ndarray) -> np.ndarray:

@@ -20,9 +20,9 @@ CLASS_NAMES = [str(i) for i in range(10)]
 
 def digits(seed: int = 0):
     """sklearn digits as uint8 NHWC (pixels 0..16): (x_train, y_train, x_test, y_test)."""
-    from jobs.data import _digits_arrays  # the same arrays as load_digits(), without importing scikit-learn
+    from jobs.datasets.digits import digits_arrays  # the same arrays as load_digits(), without importing scikit-learn
 
-    images, target = _digits_arrays()
+    images, target = digits_arrays()
     x = images.astype(np.uint8)[..., None]
     y = target.astype(np.int64)
     idx = np.random.default_rng(seed).permutation(len(x))
