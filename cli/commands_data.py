@@ -7,7 +7,7 @@ from typing import Optional
 
 import typer
 
-from cli.common import console, err_console, load_spec_or_exit
+from cli.common import console, err_console, load_job_spec
 from jobs.errors import BadInputError
 
 data_app = typer.Typer(help="Check and pack training data.", no_args_is_help=True)
@@ -23,7 +23,7 @@ def describe(spec: Path = typer.Option(..., "--spec", help="job spec YAML")) -> 
     from jobs.datasets.describe import describe as describe_data
 
     logging.basicConfig(level=logging.INFO, format="%(message)s")
-    for line in describe_data(load_spec_or_exit(spec).data):
+    for line in describe_data(load_job_spec(spec).data):
         console.print(line, highlight=False, markup=False)
 
 
@@ -69,7 +69,7 @@ def pack(
     options = PackOptions(encoding=encoding, resize=_parse_size(resize), shard_size=shard_size, quality=quality, workers=workers)
     options.check()
     if spec_path is not None:
-        data = load_spec_or_exit(spec_path).data
+        data = load_job_spec(spec_path).data
         if data.dataset == "tfrecord":
             raise BadInputError(f"--spec {spec_path}: data.dataset is already 'tfrecord'; expected a source to pack")
         if options.resize is None and data.resize is not None:
