@@ -48,9 +48,9 @@ def _sweep_data(name: str, tmp: Path, trials: int, epochs: int, examples: int, p
 
 
 def measure(data: dict, parallelism: int, threads: int) -> dict:
-    from jobs.sweep_local import LocalBackend
-    from jobs.sweep_run import run_sweep
-    from jobs.sweep_spec import load_sweep
+    from sweeps.backends.local import LocalBackend
+    from sweeps.scheduler import run_sweep
+    from sweeps.spec import load_sweep
 
     sweep = load_sweep(data)
     backend = LocalBackend(sweep, parallelism=parallelism, threads_per_trial=threads)

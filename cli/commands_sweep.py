@@ -13,7 +13,7 @@ from typing import Optional
 
 import typer
 
-from cli.common import check_output_file, console, err_console, fail
+from cli.common import check_output_file, console, fail
 from jobs import exit_codes
 
 INTERRUPTED = 130  # the shell's code for SIGINT
@@ -34,19 +34,15 @@ def _fmt(v) -> str:
     return str(v)
 
 
-def _load_sweep_or_exit(path: Path, sweep_dir: Optional[Path], artifacts_dir: Optional[Path] = None):
-    from jobs.spec import SpecError
-    from jobs.sweep_spec import load_sweep
+def _load_sweep(path: Path, sweep_dir: Optional[Path], artifacts_dir: Optional[Path] = None):
+    from jobs import contract
+    from sweeps.spec import load_sweep
 
-    try:
-        sweep = load_sweep(path)
-    except SpecError as exc:
-        err_console.print(exc.render(), highlight=False, markup=False)
-        raise typer.Exit(exit_codes.BAD_SPEC)
+    sweep = load_sweep(path)  # a SpecError (exit 2) lists every problem
     if artifacts_dir:
         sweep.artifacts_dir = artifacts_dir
         if not sweep.spec.sweep_dir:
-            sweep.sweep_dir = artifacts_dir / "sweeps" / sweep.name
+            sweep.sweep_dir = contract.sweep_dir(artifacts_dir, sweep.name)
     if sweep_dir:
         sweep.sweep_dir = sweep_dir
     return sweep
@@ -56,14 +52,10 @@ def _refuse_a_different_sweep(sweep) -> None:
     """What the real run checks first (`SweepState.open`): a sweep directory holding another sweep, or trials
     recorded with other parameters, is refused with the same message and exit code. Writes nothing: with a
     sweep.json present, `open` only reads and compares."""
-    from jobs.sweep_results import STATE, SweepError, SweepState
+    from sweeps.state import STATE, SweepState
 
-    if not (sweep.sweep_dir / STATE).is_file():
-        return
-    try:
-        SweepState.open(sweep)
-    except SweepError as exc:
-        fail(str(exc), exit_codes.BAD_SPEC)
+    if (sweep.sweep_dir / STATE).is_file():
+        SweepState.open(sweep)  # raises SweepError (exit 2)
 
 
 def _progress_printer(metric: str, hyperband: bool):
@@ -110,11 +102,10 @@ def sweep_command(
     poll_seconds: float = typer.Option(5.0, "--poll", help="k8s: seconds between Job status checks"),
 ) -> None:
     """Run a hyperparameter sweep (grid, random or hyperband), resuming from its sweep directory."""
-    from jobs.sweep_results import SweepError
-    from jobs.sweep_run import SweepInterrupted, run_sweep
-    from jobs.sweep_spec import default_parallelism
+    from sweeps.scheduler import SweepInterrupted, run_sweep
+    from sweeps.spec import default_parallelism
 
-    sweep = _load_sweep_or_exit(sweep_spec, sweep_dir, artifacts_dir)
+    sweep = _load_sweep(sweep_spec, sweep_dir, artifacts_dir)
     par = parallelism or sweep.spec.parallelism or (default_parallelism() if backend == BackendName.local else 4)
     alg = sweep.spec.algorithm
     console.print(
@@ -128,24 +119,20 @@ def sweep_command(
         if not restart:
             _refuse_a_different_sweep(sweep)
         if backend == BackendName.k8s:
-            from jobs.sweep_k8s import K8sBackend
-            from k8s.common import ManifestError
+            from sweeps.backends.kubernetes import K8sBackend
 
-            try:
-                K8sBackend(sweep, client=None, image=image).prepare()  # renders every Job; no cluster needed
-            except ManifestError as exc:
-                fail(str(exc), exit_codes.BAD_SPEC)
+            K8sBackend(sweep, client=None, image=image).prepare()  # renders every Job, no cluster needed; exit 2
         for t in sweep.trials:
             extra = f" bracket {t.bracket}" if sweep.plan else ""
             console.print(f"  {t.id}{extra}: " + ", ".join(f"{k}={_fmt(v)}" for k, v in t.params.items()), highlight=False)
         return
     if backend == BackendName.local:
-        from jobs.sweep_local import LocalBackend
+        from sweeps.backends.local import LocalBackend
 
         runner = LocalBackend(sweep, parallelism=par)
         poll = 0.5
     else:
-        from jobs.sweep_k8s import K8sBackend
+        from sweeps.backends.kubernetes import K8sBackend
 
         runner = K8sBackend.from_environment(sweep, namespace=namespace, context=context, kubeconfig=kubeconfig,
                                              image=image)
@@ -163,19 +150,8 @@ def sweep_command(
     try:
         outcome = run_sweep(sweep, runner, parallelism=par, restart=restart, poll_seconds=poll,
                             on_progress=_progress_printer(sweep.spec.objective.metric, sweep.plan is not None))
-    except SweepInterrupted:
+    except SweepInterrupted:  # Ctrl-C is not an error: the shell's code for SIGINT
         raise typer.Exit(INTERRUPTED)
-    except SweepError as exc:
-        fail(str(exc), exit_codes.BAD_SPEC)
-    except Exception as exc:  # noqa: BLE001 - Kubernetes: a Job Kubernetes rejects, an unreachable API, RBAC
-        from k8s.client import KubeError
-        from k8s.common import ManifestError
-
-        if isinstance(exc, ManifestError):
-            fail(str(exc), exit_codes.BAD_SPEC)
-        if isinstance(exc, KubeError):
-            fail(f"Kubernetes: {exc}\nThe sweep state is saved; run the same command to resume.")
-        raise
     finally:
         if main:
             signal.signal(signal.SIGTERM, previous)
@@ -188,7 +164,7 @@ def sweep_command(
 def _print_table(entries: list[dict], title: Optional[str] = None) -> None:
     from rich.table import Table
 
-    from jobs.sweep_results import param_names
+    from sweeps.leaderboard import param_names
 
     if not entries:
         console.print("no trials")
@@ -208,18 +184,11 @@ def _print_table(entries: list[dict], title: Optional[str] = None) -> None:
     console.print(table)
 
 
-def _leaderboard_or_exit(sweep: str):
-    from jobs.spec import SpecError
-    from jobs.sweep_results import SweepError, load_leaderboard, resolve_sweep_dir
+def _leaderboard(sweep: str):
+    from sweeps.leaderboard import load_leaderboard, resolve_sweep_dir
 
-    try:
-        d = resolve_sweep_dir(sweep)
-        return d, load_leaderboard(d)
-    except SpecError as exc:
-        err_console.print(exc.render(), highlight=False, markup=False)
-        raise typer.Exit(exit_codes.BAD_SPEC)
-    except SweepError as exc:
-        fail(str(exc), exit_codes.BAD_SPEC)
+    d = resolve_sweep_dir(sweep)  # SpecError, SweepError: exit 2
+    return d, load_leaderboard(d)
 
 
 def results_command(
@@ -231,7 +200,9 @@ def results_command(
     metric: Optional[str] = typer.Option(None, "--metric", help="plot this metrics.json key instead of the objective (e.g. test_loss)"),
 ) -> None:
     """The leaderboard, best first: each trial's parameters, objective and metrics; a PNG of objective vs parameters."""
-    from jobs.sweep_results import METRIC_KEYS, plot_objective, to_csv
+    from sweeps.leaderboard import to_csv
+    from sweeps.plot import plot_objective
+    from sweeps.state import METRIC_KEYS
 
     # Arguments first, before any work; all of them exit 2 (bad arguments).
     if as_json and as_csv:
@@ -241,7 +212,7 @@ def results_command(
              exit_codes.BAD_SPEC)
     if plot:
         check_output_file(plot, "--plot")
-    d, entries = _leaderboard_or_exit(sweep)
+    d, entries = _leaderboard(sweep)
     written = None
     if not no_plot:
         if metric:
@@ -274,13 +245,10 @@ def best_command(
     as_json: bool = typer.Option(False, "--json", help="a JSON list of {trial, value, params, export_path}"),
 ) -> None:
     """The export paths of the best K succeeded trials, best first, one per line (ready for the ensemble)."""
-    from jobs.sweep_results import SweepError, best_exports
+    from sweeps.leaderboard import best_exports
 
-    d, entries = _leaderboard_or_exit(sweep)
-    try:
-        paths = best_exports(entries, top)
-    except SweepError as exc:
-        fail(str(exc))
+    d, entries = _leaderboard(sweep)
+    paths = best_exports(entries, top)  # NotEnoughTrialsError: exit 1
     if as_json:
         by_path = {e.get("export_path"): e for e in entries}
         out = [{k: by_path[p].get(k) for k in ("rank", "trial", "value", "objective", "params", "export_path")} for p in paths]

@@ -11,12 +11,12 @@ from pathlib import Path
 import pytest
 import yaml
 
-from jobs.sweep_k8s import K8sBackend
-from jobs.sweep_results import read_json
-from jobs.sweep_run import SweepInterrupted, run_sweep
-from jobs.sweep_spec import load_sweep
+from sweeps.backends.kubernetes import K8sBackend
+from sweeps.state import read_json
+from sweeps.scheduler import SweepInterrupted, run_sweep
+from sweeps.spec import load_sweep
 from k8s import common
-from k8s.common import ManifestError
+from sweeps.errors import SweepError
 from k8s.manifests import SPEC_KEY, spec_configmap_name
 
 BASE = {"name": "base", "data": {"dataset": "digits"}, "model": {"type": "mlp"}, "training": {"epochs": 2}}
@@ -192,7 +192,7 @@ def test_ctrl_c_deletes_the_active_jobs_and_resume_resubmits_them(cluster, tmp_p
 
 def test_specs_kubernetes_rejects_fail_before_any_job_is_created(cluster, tmp_path):
     s = make_sweep(tmp_path, parameters={"resources.node_selector": [{"disk": "ssd"}, {"bad key!": "x"}]})
-    with pytest.raises(ManifestError, match="(?s)trial t001.*node_selector"):
+    with pytest.raises(SweepError, match="(?s)trial t001.*node_selector"):
         run_sweep(s, K8sBackend(s, cluster.client()), parallelism=2, poll_seconds=0.05)
     assert jobs(cluster) == {} and not (Path(s.sweep_dir) / "sweep.json").exists()
 

@@ -16,10 +16,11 @@ import pytest
 from typer.testing import CliRunner
 
 from cli.main import app
-from jobs.sweep_local import LocalBackend
-from jobs.sweep_results import SweepError, read_json
-from jobs.sweep_run import SweepInterrupted, run_sweep
-from jobs.sweep_spec import load_sweep
+from sweeps.backends.local import LocalBackend
+from sweeps.errors import SweepError
+from sweeps.state import read_json
+from sweeps.scheduler import SweepInterrupted, run_sweep
+from sweeps.spec import load_sweep
 
 # Real training, kept tiny: 300 digits, an MLP, 2 epochs; no TensorBoard, one warmup record.
 TINY = {
@@ -332,7 +333,7 @@ def test_cli_results_argument_errors_exit_2_and_output_paths_are_checked(tmp_pat
 
 
 def test_cli_dry_run_refuses_a_directory_holding_a_different_sweep_as_the_run_does(tmp_path, fake_command, monkeypatch):
-    import jobs.sweep_local as local
+    import sweeps.backends.local as local
 
     monkeypatch.setattr(local, "train_command", fake_command)
     spec = tmp_path / "sweep.yaml"
@@ -370,7 +371,7 @@ def test_cli_sweep_rejects_bad_input_before_any_trial_runs(tmp_path):
 
 
 def test_cli_sweep_runs_and_reports_progress(tmp_path, monkeypatch, fake_command):
-    import jobs.sweep_local as local
+    import sweeps.backends.local as local
 
     monkeypatch.setattr(local, "train_command", fake_command)
     (tmp_path / "sweep.yaml").write_text(json.dumps(sweep_data(tmp_path, parameters={"model.dropout": [0.0, 0.9]})))

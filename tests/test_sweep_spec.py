@@ -6,8 +6,8 @@ from __future__ import annotations
 import pytest
 
 from jobs.spec import SpecError
-from jobs.sweep_search import hyperband_plan, promote, run_key, walk
-from jobs.sweep_spec import load_sweep
+from sweeps.search import hyperband_plan, promote, run_key, walk
+from sweeps.spec import load_sweep
 
 BASE = {"name": "base", "data": {"dataset": "digits"}, "model": {"type": "mlp"}, "training": {"epochs": 9}}
 

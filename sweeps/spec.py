@@ -18,19 +18,19 @@ problems are reported at once as a `SpecError`, like the job spec. No TensorFlow
 
 from __future__ import annotations
 
-import math
 import os
-import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal, Optional, Union
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator
+from pydantic import Field, ValidationError, field_validator
 
+from jobs import contract
 from jobs.spec import (
     DNS1123_LABEL,
     JobSpec,
     SpecError,
+    StrictModel,
     TrainingSpec,
     apply_overrides,
     field_exists,
@@ -38,6 +38,8 @@ from jobs.spec import (
     read_yaml,
     validation_problems,
 )
+from sweeps import search, space
+from sweeps.space import Param, parse_parameters, yaml_number
 
 # Keys of metrics.json a sweep can optimise (docs/ARCHITECTURE.md); the direction is inferred from the name.
 OBJECTIVE_METRICS = (
@@ -53,92 +55,9 @@ OBJECTIVE_METRICS = (
 # Trial runs are named "<sweep>-t<NNN>" (run directories, exports) and "<sweep>-t<NNN>-r<rung>" (Kubernetes Jobs);
 # a job name may have 52 characters (jobs/spec.py), so 40 leave room for up to 10,000 trials.
 MAX_SWEEP_NAME = 40
-_FLOAT_STRING = re.compile(r"^[+-]?(\d+\.?\d*|\.\d+)[eE][+-]?\d+$")
 
 
-def _yaml_number(v: Any) -> Any:
-    # PyYAML (YAML 1.1) reads `1e-3` as the string "1e-3"; everyone writes learning rates that way.
-    if isinstance(v, str) and _FLOAT_STRING.fullmatch(v.strip()):
-        return float(v)
-    return v
-
-
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-
-class ChoiceParam(_Strict):
-    type: Literal["choice"] = "choice"
-    values: list[Any]
-
-    @field_validator("values")
-    @classmethod
-    def _non_empty(cls, v):
-        if not v:
-            raise ValueError("empty choice: expected at least one value, received []")
-        return [_yaml_number(x) for x in v]
-
-
-# Range checks are field validators (each reads the fields validated before it, `info.data`), not a model
-# validator: a model validator runs only once every field passed, so one bad field would hide the others.
-def _empty_range(v, info: ValidationInfo, *, allow_equal: bool):
-    lo = info.data.get("min")  # absent when min itself was rejected: that problem is reported instead
-    if lo is not None and (lo > v or (lo == v and not allow_equal)):
-        raise ValueError(f"empty range: received min {lo} {'>' if lo > v else '>='} max {v}; "
-                         f"expected min {'<=' if allow_equal else '<'} max")
-    return v
-
-
-class IntParam(_Strict):
-    type: Literal["int"] = "int"
-    min: int
-    max: int
-    step: int = Field(default=1, ge=1)
-    scale: Literal["linear", "log"] = "linear"
-    grid_points: Optional[int] = Field(default=None, ge=2, description="log scale in a grid: how many values")
-
-    @field_validator("max")
-    @classmethod
-    def _range(cls, v, info: ValidationInfo):
-        return _empty_range(v, info, allow_equal=True)
-
-    @field_validator("scale")
-    @classmethod
-    def _log_min(cls, v, info: ValidationInfo):
-        lo = info.data.get("min")
-        if v == "log" and lo is not None and lo < 1:
-            raise ValueError(f"log scale needs min >= 1, received min {lo}; expected min >= 1 or scale linear")
-        return v
-
-
-class FloatParam(_Strict):
-    type: Literal["float"] = "float"
-    min: float
-    max: float
-    scale: Literal["linear", "log"] = "linear"
-    grid_points: Optional[int] = Field(default=None, ge=2, description="grid search: evenly spaced values (on the scale)")
-
-    @field_validator("min", "max")
-    @classmethod
-    def _finite(cls, v, info: ValidationInfo):
-        if not math.isfinite(v):
-            raise ValueError(f"expected a finite number, received {v}")
-        return _empty_range(v, info, allow_equal=False) if info.field_name == "max" else v
-
-    @field_validator("scale")
-    @classmethod
-    def _log_min(cls, v, info: ValidationInfo):
-        lo = info.data.get("min")
-        if v == "log" and lo is not None and lo <= 0:
-            raise ValueError(f"log scale needs min > 0, received min {lo}; expected min > 0 or scale linear")
-        return v
-
-
-Param = Union[ChoiceParam, IntParam, FloatParam]
-_PARAM_TYPES = {"choice": ChoiceParam, "int": IntParam, "float": FloatParam}
-
-
-class Objective(_Strict):
+class Objective(StrictModel):
     metric: str = "best_val_accuracy"
     direction: Optional[Literal["max", "min"]] = Field(default=None, description="default: min for losses and times")
 
@@ -159,7 +78,7 @@ class Objective(_Strict):
         return a > b if self.mode == "max" else a < b
 
 
-class Algorithm(_Strict):
+class Algorithm(StrictModel):
     type: Literal["grid", "random", "hyperband"] = "grid"
     seed: int = Field(default=0, ge=0, description="random and hyperband sampling")
     min_epochs: int = Field(default=1, ge=1, description="hyperband: the smallest budget")
@@ -167,7 +86,7 @@ class Algorithm(_Strict):
     eta: int = Field(default=3, ge=2, description="hyperband: keep the best 1/eta of each rung")
 
 
-class SweepSpec(_Strict):
+class SweepSpec(StrictModel):
     name: str = Field(description="DNS-1123 label, at most 40 characters: trials are named <name>-t<NNN>")
     base: Union[str, dict[str, Any]] = Field(description="the job spec: a path (relative to the sweep file) or inline")
     fixed: dict[str, Any] = Field(default_factory=dict, description="dotted path -> value set for every trial")
@@ -275,16 +194,14 @@ def load_sweep(path: Union[str, Path, dict], *, source: Optional[str] = None) ->
                 problems.append(f"fixed.{path_}: also a parameter; expected a field either fixed or searched, not both")
         fixed_ok = len(problems) == before
         if spec.fixed and fixed_ok and base_ok:
-            base_data = apply_overrides(base_data, {k: _yaml_number(v) for k, v in spec.fixed.items()})
-
-    from jobs import sweep_search
+            base_data = apply_overrides(base_data, {k: yaml_number(v) for k, v in spec.fixed.items()})
 
     # The search space: each parameter, each of its values alone on the base, what the algorithm needs of it.
     before = len(problems)
     params: dict[str, Param] = {}
     alg, alg_type = spec.algorithm, _algorithm_type(data, spec, bad)
     if "parameters" not in bad:
-        params = _parse_parameters(spec.parameters, problems, alg_type)
+        params = parse_parameters(spec.parameters, problems, alg_type)
     if base_ok:
         _validate_boundaries(spec.name, base_data, params, problems)
     space_ok = "parameters" not in bad and len(problems) == before
@@ -307,7 +224,7 @@ def load_sweep(path: Union[str, Path, dict], *, source: Optional[str] = None) ->
                             f"received {max_epochs}")
         elif max_epochs is not None:
             alg.max_epochs = max_epochs
-            plan = sweep_search.hyperband_plan(alg.min_epochs, max_epochs, alg.eta)
+            plan = search.hyperband_plan(alg.min_epochs, max_epochs, alg.eta)
             n = sum(b.n_configs for b in plan)
             if "max_trials" not in bad and spec.max_trials is not None and n > spec.max_trials:
                 problems.append(f"max_trials: hyperband with min_epochs {alg.min_epochs}, max_epochs {max_epochs}, "
@@ -323,28 +240,28 @@ def load_sweep(path: Union[str, Path, dict], *, source: Optional[str] = None) ->
         before = len(problems)
         if alg_type == "hyperband":
             n = sum(b.n_configs for b in plan)
-            configs = sweep_search.random_configs(params, n, alg.seed, problems)
+            configs = space.random_configs(params, n, alg.seed, problems)
             brackets = [i for i, b in enumerate(plan) for _ in range(b.n_configs)]
             trials = [Trial(_trial_id(i, n), c, brackets[i]) for i, c in enumerate(configs)]
         elif alg_type == "grid":
-            size = sweep_search.grid_size(params)
+            size = space.grid_size(params)
             if spec.max_trials is not None and size > spec.max_trials:
-                dims = " x ".join(f"{len(sweep_search.grid_values(p))} ({k})" for k, p in params.items())
+                dims = " x ".join(f"{len(space.grid_values(p))} ({k})" for k, p in params.items())
                 problems.append(f"max_trials: the grid has {size} trials ({dims}), received max_trials "
                                 f"{spec.max_trials}; raise max_trials, shrink the grid or use algorithm random")
             else:
-                configs = sweep_search.grid_configs(params)
+                configs = space.grid_configs(params)
                 trials = [Trial(_trial_id(i, len(configs)), c) for i, c in enumerate(configs)]
         else:
             n = spec.max_trials or 10
-            configs = sweep_search.random_configs(params, n, alg.seed, problems)
+            configs = space.random_configs(params, n, alg.seed, problems)
             trials = [Trial(_trial_id(i, n), c) for i, c in enumerate(configs)]
         if len(problems) > before:
             trials = []
 
     spec.parameters = params
     artifacts = Path(spec.artifacts_dir or base_data.get("artifacts_dir") or "artifacts")
-    sweep_dir = Path(spec.sweep_dir) if spec.sweep_dir else artifacts / "sweeps" / spec.name
+    sweep_dir = Path(spec.sweep_dir) if spec.sweep_dir else contract.sweep_dir(artifacts, spec.name)
     sweep = Sweep(spec, base_data, trials, src, sweep_dir, artifacts, plan)
     if trials and base_ok and fixed_ok and "name" not in bad:
         _validate_values(sweep, params, problems)
@@ -399,75 +316,6 @@ def _load_base(base, root: Path, problems: list[str]) -> dict:
     return data
 
 
-def _parse_parameters(raw: dict[str, Any], problems: list[str], algorithm: Optional[str] = None) -> dict[str, Param]:
-    """Each parameter as its model; `algorithm` (when known) lets a range check what that search needs of it."""
-    out: dict[str, Param] = {}
-    if not raw:
-        problems.append("parameters: expected at least one field path to search over, received none")
-    reserved = {"name", "export.model_name", "labels"}
-    for path, value in raw.items():
-        where = f"parameters.{path}"
-        if path in reserved:
-            problems.append(f"{where}: set by the sweep for every trial (each trial has its own name); received a parameter over it")
-            continue
-        if not field_exists(path):
-            from difflib import get_close_matches
-
-            hint = get_close_matches(path, _all_field_paths(), n=1)
-            problems.append(f"{where}: unknown job spec field" + (f" (did you mean {hint[0]!r}?)" if hint else "")
-                            + "; expected a dotted path such as training.learning_rate")
-            continue
-        if isinstance(value, list):
-            value = {"type": "choice", "values": value}
-        if not isinstance(value, dict):
-            problems.append(f"{where}: expected a list of values or a mapping (values | min, max[, step, scale, "
-                            f"grid_points]), received {value!r}")
-            continue
-        value = {k: _yaml_number(v) if k in ("min", "max") else v for k, v in value.items()}
-        kind = value.get("type")
-        if kind is None:
-            if "values" in value:
-                kind = "choice"
-            elif "step" in value or all(isinstance(value.get(k), int) and not isinstance(value.get(k), bool)
-                                        for k in ("min", "max")):
-                kind = "int"
-            else:
-                kind = "float"
-        cls = _PARAM_TYPES.get(kind)
-        if cls is None:
-            problems.append(f"{where}.type: expected one of choice, int, float, received {kind!r}")
-            continue
-        try:
-            out[path] = cls.model_validate({**value, "type": kind})
-        except ValidationError as exc:
-            # Worded as the job spec's problems are (jobs/spec.py), under the parameter's own path.
-            for text in validation_problems(exc, cls):
-                problems.append(where + (text.removeprefix("(top level)") if text.startswith("(top level):")
-                                         else "." + text))
-        # Also when the range has other problems: they are independent. A parsed range stays in `out` so that
-        # its values are still checked against the job spec; the trials wait for the problems to be fixed.
-        if algorithm == "grid" and kind == "float" and value.get("grid_points") is None:
-            problems.append(f"{where}.grid_points: a float range in a grid search needs grid_points (how many "
-                            "evenly spaced values), received none; or use algorithm random")
-    return out
-
-
-def _all_field_paths() -> list[str]:
-    from jobs.spec import first_model
-
-    out: list[str] = []
-
-    def walk(model, prefix):
-        for name, f in model.model_fields.items():
-            path = f"{prefix}{name}"
-            out.append(path)
-            sub = first_model(f.annotation)
-            if sub is not None:
-                walk(sub, path + ".")
-
-    walk(JobSpec, "")
-    return out
-
 
 def _check(data: dict, blame: dict[str, Any], where: str, problems: list[str], *, alone: bool = False) -> None:
     """Validate one resolved spec and word each problem for the sweep: a parameter's value, a combination of
@@ -495,11 +343,9 @@ def _check(data: dict, blame: dict[str, Any], where: str, problems: list[str], *
 
 def _validate_boundaries(sweep_name: str, base_data: dict, params: dict[str, Param], problems: list[str]) -> None:
     """Every choice and both ends of every range, each alone on the base spec."""
-    from jobs import sweep_search
-
     name = {"name": f"{sweep_name}-t000"}
     for path, p in params.items():
-        for v in sweep_search.boundary_values(p):
+        for v in space.boundary_values(p):
             _check(apply_overrides(base_data, {**name, path: v}), {path: v}, "base", problems, alone=True)
 
 

@@ -1,6 +1,6 @@
 """Search algorithms as pure functions: grid and seeded random sampling, Hyperband's plan and promotions.
 
-Nothing here runs anything. The scheduler (jobs/sweep_run.py) asks `next_runs` what may start given the runs
+Nothing here runs anything. The scheduler (sweeps/scheduler.py) asks `next_runs` what may start given the runs
 recorded so far, so a resumed sweep, a local one and a Kubernetes one take the same decisions.
 
 Hyperband (Li et al., 2018) with epochs as the budget: bracket s of s_max..0 samples n configurations and runs
@@ -11,104 +11,16 @@ Each rung trains from scratch for its budget (jobs.train has no warm start), so 
 
 from __future__ import annotations
 
-import itertools
 import math
-import random
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Mapping, Optional
+from typing import TYPE_CHECKING, Mapping, Optional
+
+from jobs.contract import RunStatus
 
 if TYPE_CHECKING:
-    from jobs.sweep_spec import Param, Sweep
+    from sweeps.spec import Sweep
 
-FINISHED = ("succeeded", "failed")
-
-
-# -------------------------------------------------------------------------------------------- values
-def _round(v: float) -> float:
-    # Grid points like 0.1 * 3 ** (1/3) print as 0.14422495703074083; six significant digits keep specs readable.
-    return float(f"{v:.6g}")
-
-
-def grid_values(p: "Param") -> list[Any]:
-    if p.type == "choice":
-        return list(p.values)
-    if p.type == "int":
-        if p.scale == "log" and p.grid_points:
-            out = sorted({int(round(math.exp(x))) for x in _linspace(math.log(p.min), math.log(p.max), p.grid_points)})
-            return out
-        return list(range(p.min, p.max + 1, p.step))
-    if not p.grid_points:
-        raise ValueError("a float range needs grid_points in a grid search")
-    if p.scale == "log":
-        return [_round(math.exp(x)) for x in _linspace(math.log(p.min), math.log(p.max), p.grid_points)]
-    return [_round(x) for x in _linspace(p.min, p.max, p.grid_points)]
-
-
-def _linspace(a: float, b: float, n: int) -> list[float]:
-    return [a + (b - a) * i / (n - 1) for i in range(n)]
-
-
-def boundary_values(p: "Param") -> list[Any]:
-    """The values that decide whether the job spec accepts a parameter: every choice, a range's two ends."""
-    if p.type == "choice":
-        return list(p.values)
-    if p.type == "int":
-        return [p.min, p.min + (p.max - p.min) // p.step * p.step]
-    return [p.min, p.max]
-
-
-def space_size(params: Mapping[str, "Param"]) -> Optional[int]:
-    """Distinct configurations, or None when a float range makes the space continuous."""
-    n = 1
-    for p in params.values():
-        if p.type == "float":
-            return None
-        n *= len(grid_values(p)) if p.type == "choice" or p.scale == "linear" else (p.max - p.min + 1)
-    return n
-
-
-def grid_size(params: Mapping[str, "Param"]) -> int:
-    return math.prod(len(grid_values(p)) for p in params.values())
-
-
-def grid_configs(params: Mapping[str, "Param"]) -> list[dict[str, Any]]:
-    keys = list(params)
-    return [dict(zip(keys, combo)) for combo in itertools.product(*(grid_values(params[k]) for k in keys))]
-
-
-def sample(p: "Param", rng: random.Random) -> Any:
-    if p.type == "choice":
-        return p.values[rng.randrange(len(p.values))]
-    if p.type == "int":
-        if p.scale == "log":
-            return min(p.max, max(p.min, int(round(math.exp(rng.uniform(math.log(p.min), math.log(p.max)))))))
-        return rng.randrange(p.min, p.max + 1, p.step)
-    if p.scale == "log":
-        return _round(math.exp(rng.uniform(math.log(p.min), math.log(p.max))))
-    return _round(rng.uniform(p.min, p.max))
-
-
-def random_configs(params: Mapping[str, "Param"], n: int, seed: int, problems: list[str]) -> list[dict[str, Any]]:
-    """`n` distinct configurations drawn with `seed` (same seed, same trials: a sweep can be resumed)."""
-    size = space_size(params)
-    if size is not None and size < n:
-        problems.append(f"max_trials: the search space has only {size} distinct configurations, received "
-                        f"{n} trials to sample; lower max_trials or use algorithm grid")
-        return []
-    rng = random.Random(seed)
-    out: list[dict[str, Any]] = []
-    seen: set[str] = set()
-    for _ in range(100 * n):
-        if len(out) == n:
-            break
-        c = {k: sample(p, rng) for k, p in params.items()}
-        key = repr(sorted(c.items(), key=lambda kv: kv[0]))
-        if key not in seen:
-            seen.add(key)
-            out.append(c)
-    if len(out) < n:
-        problems.append(f"max_trials: drew only {len(out)} distinct configurations of the {n} asked for")
-    return out
+FINISHED = (RunStatus.SUCCEEDED, RunStatus.FAILED)
 
 
 # --------------------------------------------------------------------------------------------- hyperband
@@ -185,7 +97,7 @@ def _finished(records: Mapping[str, dict], trial: str, rung: int) -> Optional[di
 
 
 def _value(rec: Optional[dict]) -> Optional[float]:
-    if not rec or rec.get("status") != "succeeded":
+    if not rec or rec.get("status") != RunStatus.SUCCEEDED:
         return None
     v = rec.get("value")
     return float(v) if isinstance(v, (int, float)) and not isinstance(v, bool) else None
@@ -205,7 +117,7 @@ def walk(sweep: "Sweep", records: Mapping[str, dict]) -> tuple[list[RunRequest],
         status = rec.get("status") if rec else None
         if status in FINISHED:
             return {"status": status, "rung": rung, "epochs": epochs}
-        return {"status": "running" if status == "running" else "pending", "rung": rung, "epochs": epochs}
+        return {"status": RunStatus.RUNNING if status == RunStatus.RUNNING else RunStatus.PENDING, "rung": rung, "epochs": epochs}
 
     if sweep.plan is None:
         for t in sweep.trials:
@@ -224,14 +136,14 @@ def walk(sweep: "Sweep", records: Mapping[str, dict]) -> tuple[list[RunRequest],
                 requests.extend(RunRequest(t, i, rung.epochs) for t in waiting)
                 if i < len(bracket.rungs) - 1:
                     for t in members:  # done with this rung, not with the trial: promoted or stopped later
-                        if states[t]["status"] == "succeeded":
-                            states[t]["status"] = "pending"
+                        if states[t]["status"] == RunStatus.SUCCEEDED:
+                            states[t]["status"] = RunStatus.PENDING
                 break
             if i == len(bracket.rungs) - 1:
                 break
             promoted = promote({t: _value(records.get(run_key(t, i))) for t in members}, bracket.rungs[i + 1].n, mode)
             for t in members:
-                if t not in promoted and states[t]["status"] == "succeeded":
-                    states[t]["status"] = "stopped"
+                if t not in promoted and states[t]["status"] == RunStatus.SUCCEEDED:
+                    states[t]["status"] = RunStatus.STOPPED
             members = promoted
     return requests, states

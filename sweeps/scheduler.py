@@ -1,8 +1,8 @@
 """The sweep scheduler: asks the search what may run, starts it on a backend within `parallelism`, records every
 outcome in the sweep state (atomically, after each change) and keeps the leaderboard current.
 
-Backends (jobs/sweep_local.py, jobs/sweep_k8s.py) only start, watch and stop runs; every decision (what next,
-what is promoted, what is stopped, what counts as done) is taken here and in jobs/sweep_search.py, so both
+Backends (sweeps/backends/local.py, sweeps/backends/kubernetes.py) only start, watch and stop runs; every decision (what next,
+what is promoted, what is stopped, what counts as done) is taken here and in sweeps/search.py, so both
 backends and a resumed sweep behave the same.
 """
 
@@ -11,10 +11,12 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Callable, Optional, Protocol
 
+from jobs.contract import RunStatus
 from jobs.spec import JobSpec
-from jobs.sweep_results import SweepState, now, write_leaderboard
-from jobs.sweep_search import FINISHED, RunRequest, parse_run_key, run_id_for, run_key, walk
-from jobs.sweep_spec import Sweep, Trial, default_parallelism
+from sweeps.leaderboard import write_leaderboard
+from sweeps.state import INTERRUPTED, SweepState, now
+from sweeps.search import FINISHED, RunRequest, parse_run_key, run_id_for, run_key, walk
+from sweeps.spec import Sweep, Trial, default_parallelism
 
 
 class Backend(Protocol):
@@ -76,14 +78,14 @@ class SweepInterrupted(KeyboardInterrupt):
 
 def summarize(sweep: Sweep, runs: dict) -> tuple[dict[str, int], Optional[dict]]:
     _, states = walk(sweep, runs)
-    counts = {k: 0 for k in ("succeeded", "stopped", "failed", "running", "pending")}
+    counts = {k: 0 for k in (RunStatus.SUCCEEDED, RunStatus.STOPPED, RunStatus.FAILED, RunStatus.RUNNING, RunStatus.PENDING)}
     for s in states.values():
         counts[s["status"]] = counts.get(s["status"], 0) + 1
     counts["total"] = len(states)
     obj = sweep.spec.objective
     best = None
     for t in sweep.trials:
-        if states[t.id]["status"] != "succeeded":
+        if states[t.id]["status"] != RunStatus.SUCCEEDED:
             continue
         rec = runs.get(run_key(t.id, states[t.id]["rung"])) or {}
         v = rec.get("value")
@@ -114,11 +116,11 @@ def run_sweep(
 
     # Runs an earlier process left "running": a backend that can still see them keeps watching, else they rerun.
     for key, rec in state.runs.items():
-        if rec.get("status") == "running" and not backend.adopt(key, rec):
-            rec["status"] = "interrupted"
+        if rec.get("status") == RunStatus.RUNNING and not backend.adopt(key, rec):
+            rec["status"] = INTERRUPTED
             rec.setdefault("error", "the sweep process stopped while this run was active")
     skipped = sum(1 for r in state.runs.values() if r.get("status") in FINISHED)
-    rerun = sum(1 for r in state.runs.values() if r.get("status") == "interrupted")
+    rerun = sum(1 for r in state.runs.values() if r.get("status") == INTERRUPTED)
     state.save()
     write_leaderboard(sweep, state)  # `jobctl results` works from the first second
     if skipped or rerun:
@@ -145,7 +147,7 @@ def run_sweep(
                     extra = backend.start(req, trial, job_spec, run_id)
                     state.runs[req.key] = {
                         "trial": req.trial, "rung": req.rung, "epochs": job_spec.training.epochs, "run_id": run_id,
-                        "status": "running", "started": now(), "backend": backend.name, **extra,
+                        "status": RunStatus.RUNNING, "started": now(), "backend": backend.name, **extra,
                     }
                     state.save()
                     report("started", trial=req.trial, rung=req.rung, record=state.runs[req.key])
