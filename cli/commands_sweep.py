@@ -58,26 +58,29 @@ def _refuse_a_different_sweep(sweep) -> None:
         SweepState.open(sweep)  # raises SweepError (exit 2)
 
 
-def _progress_printer(metric: str, hyperband: bool):
-    def rung(p) -> str:
-        return f" (rung {p.rung})" if hyperband else ""
+def _progress_printer(metric: str):
+    def attempt(p) -> str:
+        return f" (attempt {p.attempt + 1})" if p.attempt else ""
 
     def show(p) -> None:
         c = p.counts
-        head = (f"[{c['succeeded'] + c['stopped'] + c['failed']}/{c['total']} done, {c['running']} running, "
-                f"{c['failed']} failed" + (f", {c['stopped']} stopped" if c["stopped"] else "") + "]")
+        done = c["succeeded"] + c["pruned"] + c["failed"]
+        head = (f"[{done}/{c['total']} done, {c['running']} running, {c['failed']} failed"
+                + (f", {c['pruned']} pruned" if c["pruned"] else "") + (f", {c['paused']} paused" if c["paused"] else "")
+                + "]")
         best = f"  best {p.best['trial']} {metric} {p.best['value']:.4f}" if p.best else ""
+        rec = p.record or {}
         if p.kind == "resumed":
             line = f"resuming: {p.skipped} finished run(s) skipped" + (f", {p.rerun} interrupted run(s) to run again" if p.rerun else "")
         elif p.kind == "started":
-            rec = p.record or {}
-            line = f"{p.trial} started ({f'rung {p.rung}, ' if hyperband else ''}{rec.get('epochs')} epochs)"
+            line = f"{p.trial}{attempt(p)} started ({rec.get('epochs')} epochs)"
+        elif p.kind in ("pruned", "paused", "promoted"):
+            line = f"{p.trial} [yellow]{p.kind}[/] at epoch {rec.get('epoch')}"
         elif p.kind == "finished":
-            rec = p.record or {}
             status = rec.get("status")
             detail = f"{metric} {rec['value']:.4f}" if rec.get("value") is not None else (rec.get("error") or "")
             colour = {"succeeded": "green", "failed": "red"}.get(status, "yellow")
-            line = f"{p.trial}{rung(p)} [{colour}]{status}[/] {detail[:160]}"
+            line = f"{p.trial}{attempt(p)} [{colour}]{status}[/] {detail[:160]}"
         elif p.kind == "interrupted":
             line = "[yellow]interrupted[/]: active trials stopped, state saved; run the same command to resume"
         else:
@@ -101,16 +104,16 @@ def sweep_command(
     image: Optional[str] = typer.Option(None, "--image", help="k8s: training image (default: resources.image, then this jobctl's)"),
     poll_seconds: float = typer.Option(5.0, "--poll", help="k8s: seconds between Job status checks"),
 ) -> None:
-    """Run a hyperparameter sweep (grid, random or hyperband), resuming from its sweep directory."""
+    """Run a hyperparameter sweep (grid, random, tpe or gp; optionally pruned), resuming from its sweep directory."""
     from sweeps.scheduler import SweepInterrupted, run_sweep
     from sweeps.spec import default_parallelism
 
     sweep = _load_sweep(sweep_spec, sweep_dir, artifacts_dir)
     par = parallelism or sweep.spec.parallelism or (default_parallelism() if backend == BackendName.local else 4)
-    alg = sweep.spec.algorithm
+    alg, pruner = sweep.spec.algorithm, sweep.spec.pruner
     console.print(
-        f"sweep [bold]{sweep.name}[/]: {len(sweep.trials)} trials, {alg.type}"
-        + (f" (epochs {alg.min_epochs}..{alg.max_epochs}, eta {alg.eta}, {len(sweep.plan)} brackets)" if sweep.plan else "")
+        f"sweep [bold]{sweep.name}[/]: {sweep.max_trials} trials, {alg.type}"
+        + (f", pruner {pruner.type}" if pruner.type != "none" else "")
         + f", objective {sweep.spec.objective.mode} {sweep.spec.objective.metric}, parallelism {par}, "
         f"backend {backend.value}; {sweep.sweep_dir}",
         highlight=False,
@@ -123,8 +126,11 @@ def sweep_command(
 
             K8sBackend(sweep, client=None, image=image).prepare()  # renders every Job, no cluster needed; exit 2
         for t in sweep.trials:
-            extra = f" bracket {t.bracket}" if sweep.plan else ""
-            console.print(f"  {t.id}{extra}: " + ", ".join(f"{k}={_fmt(v)}" for k, v in t.params.items()), highlight=False)
+            console.print(f"  {t.id}: " + ", ".join(f"{k}={_fmt(v)}" for k, v in t.params.items()), highlight=False)
+        if not sweep.planned:
+            console.print(f"  {sweep.max_trials} trials proposed by {alg.type} as results arrive (the first "
+                          f"{min(alg.n_startup_trials, sweep.max_trials)} drawn at random, seed {alg.seed})",
+                          highlight=False)
         return
     if backend == BackendName.local:
         from sweeps.backends.local import LocalBackend
@@ -149,7 +155,7 @@ def sweep_command(
     previous = signal.signal(signal.SIGTERM, _terminate) if main else None
     try:
         outcome = run_sweep(sweep, runner, parallelism=par, restart=restart, poll_seconds=poll,
-                            on_progress=_progress_printer(sweep.spec.objective.metric, sweep.plan is not None))
+                            on_progress=_progress_printer(sweep.spec.objective.metric))
     except SweepInterrupted:  # Ctrl-C is not an error: the shell's code for SIGINT
         raise typer.Exit(INTERRUPTED)
     finally:
@@ -179,7 +185,7 @@ def _print_table(entries: list[dict], title: Optional[str] = None) -> None:
         last = e.get("export_path") or (f"[red]{e['error'][:120]}[/]" if e.get("error") else "")
         table.add_row(
             str(e["rank"]), e["trial"], e["status"], _fmt(e.get("value")),
-            *[_fmt(e["params"].get(p)) for p in params], _fmt(m.get("epochs_run")), _fmt(m.get("test_accuracy")), last,
+            *[_fmt(e["params"].get(p)) for p in params], _fmt(e.get("epochs", m.get("epochs_run"))), _fmt(m.get("test_accuracy")), last,
         )
     console.print(table)
 
@@ -195,7 +201,7 @@ def results_command(
     sweep: str = typer.Argument(..., help="a sweep directory, a sweep spec file, or a sweep name under artifacts/sweeps"),
     as_json: bool = typer.Option(False, "--json", help="print the leaderboard as JSON"),
     as_csv: bool = typer.Option(False, "--csv", help="print the leaderboard as CSV"),
-    plot: Optional[Path] = typer.Option(None, "--plot", help="where to write the PNG (default: <sweep>/objective.png)"),
+    plot: Optional[Path] = typer.Option(None, "--plot", help="where to write the PNG (default: <sweep>/objective.png); also writes Optuna's parameter importance and parallel coordinates beside it"),
     no_plot: bool = typer.Option(False, "--no-plot", help="skip the PNG"),
     metric: Optional[str] = typer.Option(None, "--metric", help="plot this metrics.json key instead of the objective (e.g. test_loss)"),
 ) -> None:
@@ -213,10 +219,10 @@ def results_command(
     if plot:
         check_output_file(plot, "--plot")
     d, entries = _leaderboard(sweep)
-    written = None
+    written, study_plots = None, []
     if not no_plot:
         if metric:
-            finished = [e for e in entries if e.get("status") in ("succeeded", "stopped")]
+            finished = [e for e in entries if e.get("status") in ("succeeded", "pruned")]
             reported = sorted({k for e in finished for k, v in (e.get("metrics") or {}).items()
                                if isinstance(v, (int, float)) and not isinstance(v, bool)})
             if finished and metric not in reported:
@@ -226,6 +232,10 @@ def results_command(
         try:
             target.parent.mkdir(parents=True, exist_ok=True)
             written = plot_objective(entries, target, metric)
+            if plot:  # Optuna's views, only when asked: they import Optuna, which a plain `results` never does
+                from sweeps.plot import plot_study
+
+                study_plots = plot_study(d, target)
         except OSError as exc:
             fail(f"{'--plot ' if plot else 'plot '}{target}: cannot write it ({exc.strerror or exc})",
                  exit_codes.BAD_SPEC if plot else exit_codes.FAILURE)
@@ -235,8 +245,8 @@ def results_command(
         sys.stdout.write(to_csv(entries))
     else:
         _print_table(entries, title=f"sweep {d.name}")
-        if written:
-            console.print(f"plot: {written}", highlight=False)
+        for path in [written, *study_plots] if written else study_plots:
+            console.print(f"plot: {path}", highlight=False)
 
 
 def best_command(

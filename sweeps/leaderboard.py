@@ -1,9 +1,10 @@
 """The leaderboard (`leaderboard.json`): written by the scheduler, read by `jobctl results` and `best` and by
 `serving.ensemble` (`ensemble --sweep`). It is parsed here and nowhere else.
 
-A list sorted best first: succeeded trials by the objective, then stopped, pruned, running, pending and failed ones.
-An entry: rank, trial, name, status, params, objective (the metric), direction, value, epochs, metrics (the numeric
-keys of metrics.json), export_path (only for succeeded trials: a stopped or pruned trial trained on a smaller budget
+A list sorted best first: succeeded trials by the objective, then pruned, paused, running, pending and failed ones.
+An entry: rank, trial, name, status, params, objective (the metric), direction, value, epochs (for a pruned trial:
+the epoch it reached), epoch_value (the metric at its last epoch), attempt, number (its Optuna trial), metrics (the
+numeric keys of metrics.json), export_path (only for succeeded trials: a pruned trial trained on a smaller budget
 and must not reach an ensemble), run_dir, error.
 """
 
@@ -20,33 +21,30 @@ from jobs import contract
 from jobs.contract import LEADERBOARD_FILE, RunStatus
 from jobs.fsutil import atomic_write_json
 from sweeps.errors import NotEnoughTrialsError, SweepError
-from sweeps.search import parse_run_key, walk
+from sweeps.search import PAUSED, walk
 from sweeps.state import METRIC_KEYS, STATE, SweepState, read_json
 
 if TYPE_CHECKING:
     from sweeps.spec import Sweep
 
 # Leaderboard order: finished and ranked first, failures last.
-STATUS_ORDER = {RunStatus.SUCCEEDED: 0, RunStatus.STOPPED: 1, RunStatus.PRUNED: 2, RunStatus.RUNNING: 3, RunStatus.PENDING: 4, RunStatus.FAILED: 5}
+STATUS_ORDER = {RunStatus.SUCCEEDED: 0, RunStatus.PRUNED: 1, PAUSED: 2, RunStatus.RUNNING: 3, RunStatus.PENDING: 4,
+                RunStatus.FAILED: 5}
 
 
 # ------------------------------------------------------------------------------------------ leaderboard
 def leaderboard(sweep: "Sweep", data: dict) -> list[dict]:
-    """Every trial, best first: succeeded by the objective, then stopped, running, pending, failed."""
-    _, trial_states = walk(sweep, data["runs"])
+    """Every trial, best first: succeeded by the objective, then pruned (by the last epoch they reported),
+    paused, running, pending, failed."""
+    _, trial_states = walk(sweep, data["trials"], data["runs"])
     mode = data["objective"]["direction"]
     metric = data["objective"]["metric"]
-    # Each trial's record of its highest rung that has one (for hyperband, its largest budget): one pass.
-    last: dict[str, tuple[int, dict]] = {}
-    for key, rec in data["runs"].items():
-        trial_id, rung = parse_run_key(key)
-        if trial_id not in last or rung > last[trial_id][0]:
-            last[trial_id] = (rung, rec)
     entries = []
     for trial_id, info in data["trials"].items():
-        ts = trial_states.get(trial_id, {"status": RunStatus.PENDING, "rung": 0, "epochs": None})
-        rec = last[trial_id][1] if trial_id in last else None
+        ts = trial_states[trial_id]
+        rec = ts["record"] or {}
         status = ts["status"]
+        metrics = rec.get("metrics") or {}
         entry = {
             "trial": trial_id,
             "name": info["name"],
@@ -54,19 +52,22 @@ def leaderboard(sweep: "Sweep", data: dict) -> list[dict]:
             "params": info["params"],
             "objective": metric,
             "direction": mode,
-            "value": rec.get("value") if rec and status in (RunStatus.SUCCEEDED, RunStatus.STOPPED) else None,
-            "epochs": (rec or {}).get("metrics", {}).get("epochs_run"),
-            "rung": ts.get("rung"),
-            "metrics": (rec or {}).get("metrics", {}),
-            "export_path": (rec or {}).get("export_path") if status == RunStatus.SUCCEEDED else None,
-            "run_dir": (rec or {}).get("run_dir"),
-            "error": (rec or {}).get("error") if status == RunStatus.FAILED else None,
+            "value": rec.get("value") if status == RunStatus.SUCCEEDED else None,
+            # pruned, paused, failed: how far the trial got, and its metric there
+            "epochs": metrics.get("epochs_run") if status == RunStatus.SUCCEEDED else rec.get("epoch"),
+            "epoch_value": rec.get("epoch_value"),
+            "attempt": ts.get("attempt"),
+            "number": info.get("number"),
+            "metrics": metrics,
+            "export_path": rec.get("export_path") if status == RunStatus.SUCCEEDED else None,
+            "run_dir": rec.get("run_dir"),
+            "error": rec.get("error") if status == RunStatus.FAILED else None,
         }
         entries.append(entry)
     sign = -1.0 if mode == "max" else 1.0
 
     def key(e):
-        v = e["value"]
+        v = e["value"] if e["value"] is not None else e["epoch_value"]
         return (STATUS_ORDER.get(e["status"], 9), sign * v if v is not None else math.inf, e["trial"])
 
     entries.sort(key=key)

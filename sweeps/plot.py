@@ -18,8 +18,11 @@ def plot_objective(entries: list[dict], path: Path, metric: Optional[str] = None
     values as categories)."""
 
     def y(e):
-        v = e.get("value") if metric is None else (e.get("metrics") or {}).get(metric)
-        return v if e.get("status") in (RunStatus.SUCCEEDED, RunStatus.STOPPED) and isinstance(v, (int, float)) else None
+        if metric is None:  # a pruned trial at the last epoch it reached
+            v = e.get("value") if e.get("status") == RunStatus.SUCCEEDED else e.get("epoch_value")
+        else:
+            v = (e.get("metrics") or {}).get(metric)
+        return v if e.get("status") in (RunStatus.SUCCEEDED, RunStatus.PRUNED) and isinstance(v, (int, float)) else None
 
     done = [e for e in entries if y(e) is not None]
     params = param_names(entries)
@@ -50,8 +53,8 @@ def plot_objective(entries: list[dict], path: Path, metric: Optional[str] = None
         ax.set_xlabel(name)
         ax.set_ylabel(metric)
         ax.grid(alpha=0.3)
-    stopped = any(e["status"] == RunStatus.STOPPED for e in done)
-    fig.suptitle(f"{metric} per trial" + (" (grey: stopped early by hyperband, at a smaller budget)" if stopped else ""))
+    pruned = any(e["status"] == RunStatus.PRUNED for e in done)
+    fig.suptitle(f"{metric} per trial" + (" (grey: pruned, at the last epoch reached)" if pruned else ""))
     fig.tight_layout()
     path = Path(path)
     tmp = path.with_name(f".{path.name}.tmp")
@@ -59,3 +62,46 @@ def plot_objective(entries: list[dict], path: Path, metric: Optional[str] = None
     plt.close(fig)
     tmp.replace(path)
     return path
+
+
+STUDY_PLOTS = {"importance": "importance", "parallel": "parallel"}
+
+
+def plot_study(sweep_dir: Path, beside: Path) -> list[Path]:
+    """Optuna's views of the study (optuna.visualization.matplotlib): the parameters' importance for the objective
+    (fANOVA, needs at least two finished trials) and parallel coordinates of every finished trial, written beside
+    `beside` as <stem>.importance.png and <stem>.parallel.png. Nothing when the sweep has no study or fewer than two
+    finished trials."""
+    from sweeps.study import load_study_readonly
+
+    study = load_study_readonly(sweep_dir)
+    if study is None:
+        return []
+    from optuna.trial import TrialState
+
+    complete = [t for t in study.get_trials(deepcopy=False) if t.state == TrialState.COMPLETE]
+    if len(complete) < 2:
+        return []
+    import warnings
+
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from optuna.visualization import matplotlib as views
+
+    out = []
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # "ExperimentalWarning": the matplotlib backend is marked experimental
+        for kind, name in STUDY_PLOTS.items():
+            ax = views.plot_param_importances(study) if kind == "importance" else views.plot_parallel_coordinate(study)
+            fig = ax.figure if hasattr(ax, "figure") else ax.flat[0].figure
+            fig.set_size_inches(8, 4.5)
+            fig.tight_layout()
+            path = Path(beside).with_name(f"{Path(beside).stem}.{name}.png")
+            tmp = path.with_name(f".{path.name}.tmp")
+            fig.savefig(tmp, format="png", dpi=100)
+            plt.close(fig)
+            tmp.replace(path)
+            out.append(path)
+    return out

@@ -1,22 +1,29 @@
-"""The sweep scheduler: asks the search what may run, starts it on a backend within `parallelism`, records every
-outcome in the sweep state (atomically, after each change) and keeps the leaderboard current.
+"""The sweep scheduler: asks the study for trials, starts their runs on a backend within `parallelism`, reports
+each run's epochs to the pruner and stops the ones it prunes, records every outcome in the sweep state (atomically,
+after each change) and tells the study, and keeps the leaderboard current.
 
-Backends (sweeps/backends/local.py, sweeps/backends/kubernetes.py) only start, watch and stop runs; every decision (what next,
-what is promoted, what is stopped, what counts as done) is taken here and in sweeps/search.py, so both
-backends and a resumed sweep behave the same.
+Backends (sweeps/backends/local.py, sweeps/backends/kubernetes.py) only start, watch and stop runs; every decision
+(what next, what is pruned, paused or promoted, what counts as done) is taken here, in sweeps/search.py and by the
+Optuna study (sweeps/trials.py, sweeps/study.py), so both backends and a resumed sweep behave the same.
 """
 
 from __future__ import annotations
 
+import shutil
 from dataclasses import dataclass, field
 from typing import Callable, Optional, Protocol
 
+from jobs import contract
 from jobs.contract import RunStatus
 from jobs.spec import JobSpec
 from sweeps.leaderboard import write_leaderboard
-from sweeps.state import INTERRUPTED, SweepState, now
-from sweeps.search import FINISHED, RunRequest, parse_run_key, run_id_for, run_key, walk
+from sweeps.lock import SweepLock
+from sweeps.search import FINISHED, INTERRUPTED, PAUSED, PROMOTED, RunRequest, parse_run_key, run_key, walk
 from sweeps.spec import Sweep, Trial, default_parallelism
+from sweeps.state import SweepState, epochs_reached, now, read_history
+from sweeps.trials import TrialBook
+
+COUNT_KEYS = (RunStatus.SUCCEEDED, RunStatus.PRUNED, RunStatus.FAILED, RunStatus.RUNNING, PAUSED, RunStatus.PENDING)
 
 
 class Backend(Protocol):
@@ -37,6 +44,10 @@ class Backend(Protocol):
     def wait(self, timeout: float) -> list[tuple[str, dict]]:
         """Block up to `timeout` seconds; return (key, outcome) of the runs that finished."""
 
+    def stop(self, key: str) -> None:
+        """Stop one run now (pruned, paused at a rung): local SIGTERM, Kubernetes deletes its Job. Its outcome
+        comes back through `wait`."""
+
     def adopt(self, key: str, record: dict) -> bool:
         """A run recorded as running by an earlier sweep process: watch it if it still runs."""
 
@@ -49,11 +60,11 @@ class Backend(Protocol):
 
 @dataclass
 class Progress:
-    kind: str  # "resumed" | "started" | "finished" | "interrupted" | "done"
+    kind: str  # "resumed" | "started" | "finished" | "pruned" | "paused" | "promoted" | "interrupted" | "done"
     counts: dict[str, int]
     best: Optional[dict] = None  # {"trial", "value", "params"}
     trial: Optional[str] = None
-    rung: Optional[int] = None
+    attempt: Optional[int] = None
     record: Optional[dict] = None
     skipped: int = 0
     rerun: int = 0
@@ -76,21 +87,19 @@ class SweepInterrupted(KeyboardInterrupt):
         self.outcome = outcome
 
 
-def summarize(sweep: Sweep, runs: dict) -> tuple[dict[str, int], Optional[dict]]:
-    _, states = walk(sweep, runs)
-    counts = {k: 0 for k in (RunStatus.SUCCEEDED, RunStatus.STOPPED, RunStatus.FAILED, RunStatus.RUNNING, RunStatus.PENDING)}
+def summarize(sweep: Sweep, state: SweepState) -> tuple[dict[str, int], Optional[dict]]:
+    _, states = walk(sweep, state.trials, state.runs)
+    counts = {str(k): 0 for k in COUNT_KEYS}
     for s in states.values():
-        counts[s["status"]] = counts.get(s["status"], 0) + 1
-    counts["total"] = len(states)
+        counts[str(s["status"])] += 1
+    counts[str(RunStatus.PENDING)] += max(0, sweep.max_trials - len(states))  # not proposed yet
+    counts["total"] = max(sweep.max_trials, len(states))
     obj = sweep.spec.objective
     best = None
-    for t in sweep.trials:
-        if states[t.id]["status"] != RunStatus.SUCCEEDED:
-            continue
-        rec = runs.get(run_key(t.id, states[t.id]["rung"])) or {}
-        v = rec.get("value")
-        if v is not None and (best is None or obj.better(v, best["value"])):
-            best = {"trial": t.id, "value": v, "params": t.params}
+    for tid, s in states.items():
+        v = (s["record"] or {}).get("value")
+        if s["status"] == RunStatus.SUCCEEDED and v is not None and (best is None or obj.better(v, best["value"])):
+            best = {"trial": tid, "value": v, "params": state.trials[tid]["params"]}
     return counts, best
 
 
@@ -103,73 +112,168 @@ def run_sweep(
     on_progress: Optional[Callable[[Progress], None]] = None,
     poll_seconds: float = 0.5,
 ) -> SweepOutcome:
-    """Run (or resume) `sweep` to the end. Ctrl-C stops the active runs and raises SweepInterrupted."""
-    parallelism = parallelism or sweep.spec.parallelism or default_parallelism()
-    backend.prepare()
-    state = SweepState.open(sweep, restart=restart)
-    trials = {t.id: t for t in sweep.trials}
-    emit = on_progress or (lambda p: None)
+    """Run (or resume) `sweep` to the end. Ctrl-C stops the active runs and raises SweepInterrupted. Another
+    sweep process on the same directory makes this one refuse (SweepBusyError) before it touches anything."""
+    with SweepLock(sweep.sweep_dir):
+        return _Scheduler(sweep, backend, parallelism, restart, on_progress, poll_seconds).run()
 
-    def report(kind: str, **kw) -> None:
-        counts, best = summarize(sweep, state.runs)
-        emit(Progress(kind, counts, best, **kw))
 
-    # Runs an earlier process left "running": a backend that can still see them keeps watching, else they rerun.
-    for key, rec in state.runs.items():
-        if rec.get("status") == RunStatus.RUNNING and not backend.adopt(key, rec):
-            rec["status"] = INTERRUPTED
-            rec.setdefault("error", "the sweep process stopped while this run was active")
-    skipped = sum(1 for r in state.runs.values() if r.get("status") in FINISHED)
-    rerun = sum(1 for r in state.runs.values() if r.get("status") == INTERRUPTED)
-    state.save()
-    write_leaderboard(sweep, state)  # `jobctl results` works from the first second
-    if skipped or rerun:
-        report("resumed", skipped=skipped, rerun=rerun)
+class _Scheduler:
+    def __init__(self, sweep, backend, parallelism, restart, on_progress, poll_seconds):
+        self.sweep = sweep
+        self.backend = backend
+        self.parallelism = parallelism or sweep.spec.parallelism or default_parallelism()
+        self.restart = restart
+        self.emit = on_progress or (lambda p: None)
+        self.poll = poll_seconds
+        self.stopping: dict[str, tuple[str, int]] = {}  # run key -> (pruned | paused, epoch), until it has exited
 
-    def record(key: str, outcome: dict) -> None:
-        rec = state.runs.setdefault(key, {})
+    def report(self, kind: str, **kw) -> None:
+        counts, best = summarize(self.sweep, self.state)
+        self.emit(Progress(kind, counts, best, **kw))
+
+    def save(self) -> list[dict]:
+        self.state.save()
+        return write_leaderboard(self.sweep, self.state)
+
+    # ------------------------------------------------------------------------------------------------ run
+    def run(self) -> SweepOutcome:
+        sweep, backend = self.sweep, self.backend
+        backend.prepare()
+        self.state = SweepState.open(sweep, restart=self.restart)
+        self.book = TrialBook(sweep, self.state, restart=self.restart)
+        # Runs an earlier process left "running": a backend that can still see them keeps watching, else they rerun.
+        for key, rec in self.state.runs.items():
+            if rec.get("status") == RunStatus.RUNNING and not backend.adopt(key, rec):
+                rec["status"] = INTERRUPTED
+                rec.setdefault("error", "the sweep process stopped while this run was active")
+        self.book.sync()  # results recorded but not told (a crash in between) reach the study now
+        skipped = sum(1 for r in self.state.runs.values() if r.get("status") in FINISHED)
+        rerun = sum(1 for r in self.state.runs.values() if r.get("status") == INTERRUPTED)
+        self.save()  # `jobctl results` works from the first second
+        if skipped or rerun:
+            self.report("resumed", skipped=skipped, rerun=rerun)
+        try:
+            while True:
+                requests, states = walk(sweep, self.state.trials, self.state.runs)
+                active = backend.active()
+                startable = [r for r in requests if r.key not in active]
+                can_ask = self.book.can_propose()
+                if startable or can_ask:  # capacity() may cost a Kubernetes list call: ask only when useful
+                    free = backend.capacity(self.parallelism)
+                    for req in startable[:free]:
+                        self._start(req)
+                    for _ in range(max(0, free - len(startable))):
+                        tid = self.book.propose()
+                        if tid is None:
+                            break
+                        if self.state.runs.get(run_key(tid, 0), {}).get("status") == RunStatus.FAILED:
+                            self.report("finished", trial=tid, attempt=0, record=self.state.runs[run_key(tid, 0)])
+                            continue  # the job spec rejects this combination: recorded, told, next
+                        self._start(RunRequest(tid, 0))
+                self._watch_epochs()
+                waiting = self._decide_paused(nothing_else=not backend.active() and not startable and not can_ask)
+                if not backend.active() and not startable and not self.book.can_propose() and not waiting:
+                    break
+                for key, outcome in backend.wait(self.poll):
+                    self._record(key, outcome)
+        except KeyboardInterrupt:
+            for key, outcome in backend.stop_all():
+                self.state.runs.setdefault(key, {}).update(outcome)
+            entries = self.save()
+            counts, best = summarize(sweep, self.state)
+            self.emit(Progress("interrupted", counts, best))
+            raise SweepInterrupted(SweepOutcome(str(sweep.sweep_dir), counts, best, entries, True)) from None
+        except BaseException:
+            for key, outcome in backend.abandon():
+                self.state.runs.setdefault(key, {}).update(outcome)
+            self.state.save()
+            raise
+        entries = self.save()
+        counts, best = summarize(sweep, self.state)
+        self.emit(Progress("done", counts, best))
+        return SweepOutcome(str(sweep.sweep_dir), counts, best, entries)
+
+    # ------------------------------------------------------------------------------------------ helpers
+    def _start(self, req: RunRequest) -> None:
+        sweep = self.sweep
+        info = self.state.trials[req.trial]
+        trial = Trial(req.trial, info["params"])
+        job_spec = sweep.trial_job_spec(trial)
+        self.book.ensure_asked(req.trial)
+        previous = self.state.runs.get(req.key)
+        if req.resume and not sweep.spec.pruner.warm_start:
+            # Cold Hyperband (keras-tuner's way, for comparison): the promoted trial trains again from epoch 1.
+            shutil.rmtree(contract.run_dir(sweep.artifacts_dir, job_spec.name, req.run_id), ignore_errors=True)
+        extra = self.backend.start(req, trial, job_spec, req.run_id)
+        self.state.runs[req.key] = {
+            "trial": req.trial, "attempt": req.attempt, "epochs": job_spec.training.epochs, "run_id": req.run_id,
+            "status": RunStatus.RUNNING, "started": now(), "backend": self.backend.name, **extra,
+        }
+        if previous and previous.get("rungs"):
+            self.state.runs[req.key]["rungs"] = previous["rungs"]
+        self.state.save()
+        self.report("started", trial=req.trial, attempt=req.attempt,
+                    record=self.state.runs[req.key])
+
+    def _watch_epochs(self) -> None:
+        """Each active run's new epochs go to the pruner; a pruned run is stopped, a Hyperband run that reached
+        one of its rungs is paused (stopped with its backup saved) until the rung is decided."""
+        for key in sorted(self.backend.active()):
+            if key in self.stopping:
+                continue
+            tid, attempt = parse_run_key(key)
+            rec = self.state.runs[key]
+            history = read_history(self.sweep.artifacts_dir, self.state.trials[tid]["name"], rec["run_id"])
+            decision = self.book.report_epochs(tid, history)
+            if decision is not None:
+                self.stopping[key] = (decision, epochs_reached(history))
+                self.backend.stop(key)
+
+    def _decide_paused(self, nothing_else: bool) -> int:
+        """Paused trials whose rung can be judged now: pruned, or promoted to resume. Returns how many still wait."""
+        waiting = 0
+        for tid, info in self.state.trials.items():
+            attempt_key = next((k for k, r in self.state.runs.items()
+                                if r.get("trial") == tid and r.get("status") == PAUSED), None)
+            if attempt_key is None:
+                continue
+            rec = self.state.runs[attempt_key]
+            verdict = self.book.judge_rung(tid, rec["epoch"], force=nothing_else)
+            if verdict is None:
+                waiting += 1
+                continue
+            if verdict == RunStatus.PRUNED:
+                rec.update(status=RunStatus.PRUNED, finished=now())
+                self.book.tell_pruned(tid)
+            else:
+                rec.update(status=PROMOTED)
+                rec.setdefault("rungs", []).append(rec["epoch"])
+            self.save()
+            self.report("pruned" if verdict == RunStatus.PRUNED else "promoted", trial=tid,
+                        attempt=parse_run_key(attempt_key)[1], record=rec)
+        return waiting
+
+    def _record(self, key: str, outcome: dict) -> None:
+        tid, attempt = parse_run_key(key)
+        rec = self.state.runs.setdefault(key, {})
+        history = read_history(self.sweep.artifacts_dir, self.state.trials[tid]["name"], rec.get("run_id", f"r{attempt}"))
+        self.book.report_epochs(tid, history, judge=False)  # epochs the last poll missed
+        outcome["epoch"] = epochs_reached(history)
+        if self.sweep.epoch_metric and history.get(self.sweep.epoch_metric):
+            outcome["epoch_value"] = history[self.sweep.epoch_metric][-1]
+        decision = self.stopping.pop(key, None)
+        if decision is not None and outcome.get("status") != RunStatus.SUCCEEDED:
+            kind, epoch = decision
+            outcome.update(status=RunStatus.PRUNED if kind == "pruned" else PAUSED, epoch=epoch or outcome["epoch"],
+                           error=None)
         rec.update(outcome)
-        state.save()
-        write_leaderboard(sweep, state)
-        trial, rung = parse_run_key(key)
-        report("finished", trial=trial, rung=rung, record=rec)
+        if rec.get("status") in FINISHED:
+            self.book.tell(tid, rec, final=not self._will_retry(tid))
+        self.save()
+        kind = {RunStatus.PRUNED: "pruned", PAUSED: "paused"}.get(rec.get("status"), "finished")
+        self.report(kind, trial=tid, attempt=attempt, record=rec)
 
-    try:
-        while True:
-            requests, _ = walk(sweep, state.runs)
-            active = backend.active()
-            startable = [r for r in requests if r.key not in active]
-            if startable:  # capacity() may cost a Kubernetes list call: ask only when something could start
-                for req in startable[: backend.capacity(parallelism)]:
-                    trial = trials[req.trial]
-                    job_spec = sweep.trial_job_spec(trial, req.epochs)
-                    run_id = run_id_for(req.rung)
-                    extra = backend.start(req, trial, job_spec, run_id)
-                    state.runs[req.key] = {
-                        "trial": req.trial, "rung": req.rung, "epochs": job_spec.training.epochs, "run_id": run_id,
-                        "status": RunStatus.RUNNING, "started": now(), "backend": backend.name, **extra,
-                    }
-                    state.save()
-                    report("started", trial=req.trial, rung=req.rung, record=state.runs[req.key])
-            if not backend.active() and not startable:
-                break
-            for key, outcome in backend.wait(poll_seconds):
-                record(key, outcome)
-    except KeyboardInterrupt:
-        for key, outcome in backend.stop_all():
-            rec = state.runs.setdefault(key, {})
-            rec.update(outcome)
-        state.save()
-        entries = write_leaderboard(sweep, state)
-        counts, best = summarize(sweep, state.runs)
-        emit(Progress("interrupted", counts, best))
-        raise SweepInterrupted(SweepOutcome(str(sweep.sweep_dir), counts, best, entries, True)) from None
-    except BaseException:
-        for key, outcome in backend.abandon():
-            state.runs.setdefault(key, {}).update(outcome)
-        state.save()
-        raise
-    entries = write_leaderboard(sweep, state)
-    counts, best = summarize(sweep, state.runs)
-    emit(Progress("done", counts, best))
-    return SweepOutcome(str(sweep.sweep_dir), counts, best, entries)
+    def _will_retry(self, tid: str) -> bool:
+        _, states = walk(self.sweep, {tid: self.state.trials[tid]}, self.state.runs)
+        return states[tid]["status"] == RunStatus.PENDING

@@ -1,149 +1,108 @@
-"""Search algorithms as pure functions: grid and seeded random sampling, Hyperband's plan and promotions.
+"""What each trial's recorded runs make of it, as pure functions: its state, and which runs may start now.
 
-Nothing here runs anything. The scheduler (sweeps/scheduler.py) asks `next_runs` what may start given the runs
-recorded so far, so a resumed sweep, a local one and a Kubernetes one take the same decisions.
+Nothing here runs or samples anything. The scheduler (sweeps/scheduler.py) asks `walk` what may start given the
+runs recorded so far, so a resumed sweep, a local one and a Kubernetes one take the same decisions. Optuna
+(sweeps/study.py) proposes the trials and decides pruning; this module only reads the record.
 
-Hyperband (Li et al., 2018) with epochs as the budget: bracket s of s_max..0 samples n configurations and runs
-successive halving on them: rung i trains n_i = floor(n / eta^i) of them for r_i = min_epochs * eta^(i + s_max - s)
-epochs, and only the best 1/eta of a rung go on to the next. A trial that is not promoted is "stopped", not failed.
-Each rung trains from scratch for its budget (jobs.train has no warm start), so rung runs are independent.
+A trial's runs are attempts `r0`, `r1`, ...: a failed attempt is retried as the next one while the spec's
+`retries` allow (never a bad spec, exit 2). A run stopped by the sweep itself (Ctrl-C, a lost process) is
+"interrupted" and runs again under the same id, as is a Hyperband trial paused at a rung and then promoted: the
+trainer resumes the same run directory from its backup.
 """
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Mapping, Optional
 
+from jobs import exit_codes
 from jobs.contract import RunStatus
 
 if TYPE_CHECKING:
     from sweeps.spec import Sweep
 
-FINISHED = (RunStatus.SUCCEEDED, RunStatus.FAILED)
+FINISHED = (RunStatus.SUCCEEDED, RunStatus.FAILED, RunStatus.PRUNED)
+# A sweep record's own states, beside jobs.contract.RunStatus:
+# - interrupted: stopped by the sweep itself (Ctrl-C, a lost process) or recorded interrupted/preempted by the
+#   trainer; not a result, so a resumed sweep runs it again;
+# - paused: a Hyperband trial stopped at a rung, its backup saved, waiting for the rung's peers;
+# - promoted: a paused trial the pruner let go on: it resumes from its backup (or from scratch, warm_start false).
+INTERRUPTED = "interrupted"
+PAUSED = "paused"
+PROMOTED = "promoted"
 
 
-# --------------------------------------------------------------------------------------------- hyperband
-@dataclass(frozen=True)
-class Rung:
-    n: int  # how many configurations train at this budget
-    epochs: int
-
-
-@dataclass(frozen=True)
-class Bracket:
-    s: int
-    n_configs: int
-    rungs: tuple[Rung, ...]
-
-
-def hyperband_plan(min_epochs: int, max_epochs: int, eta: int) -> list[Bracket]:
-    """Brackets from the most exploratory (many configurations, small budgets) to plain random search."""
-    if min_epochs < 1 or max_epochs <= min_epochs or eta < 2:
-        raise ValueError(f"expected 1 <= min_epochs < max_epochs and eta >= 2, received {min_epochs}, {max_epochs}, {eta}")
-    ratio = max_epochs / min_epochs
-    s_max = int(math.floor(math.log(ratio) / math.log(eta) + 1e-9))
-    brackets = []
-    for s in range(s_max, -1, -1):
-        n = int(math.ceil((s_max + 1) / (s + 1) * eta**s))
-        rungs = []
-        for i in range(s + 1):
-            n_i = int(math.floor(n * eta ** (-i) + 1e-9))
-            epochs = max_epochs if i == s else max(min_epochs, int(round(max_epochs * eta ** (i - s))))
-            rungs.append(Rung(max(1, n_i), epochs))
-        brackets.append(Bracket(s, n, tuple(rungs)))
-    return brackets
-
-
-def promote(values: Mapping[str, Optional[float]], k: int, mode: str) -> list[str]:
-    """The best `k` trials of a rung, best first. Failed trials (None or NaN) are never promoted; ties go to
-    the lower trial id so the decision is the same on every resume."""
-    ok = [(t, v) for t, v in values.items() if v is not None and not (isinstance(v, float) and math.isnan(v))]
-    sign = -1.0 if mode == "max" else 1.0
-    ok.sort(key=lambda tv: (sign * tv[1], tv[0]))
-    return [t for t, _ in ok[: max(0, k)]]
-
-
-# ------------------------------------------------------------------------------------------ scheduling
 @dataclass(frozen=True)
 class RunRequest:
     trial: str
-    rung: int
-    epochs: Optional[int]  # None: the spec's own training.epochs
+    attempt: int
+    resume: bool = False  # a promoted Hyperband trial going on from its rung
 
     @property
     def key(self) -> str:
-        return run_key(self.trial, self.rung)
+        return run_key(self.trial, self.attempt)
+
+    @property
+    def run_id(self) -> str:
+        return run_id_for(self.attempt)
 
 
-def run_key(trial: str, rung: int) -> str:
-    return f"{trial}/r{rung}"
+def run_key(trial: str, attempt: int) -> str:
+    return f"{trial}/r{attempt}"
 
 
 def parse_run_key(key: str) -> tuple[str, int]:
     """The inverse of run_key: "t003/r1" -> ("t003", 1)."""
-    trial, _, rung = key.rpartition("/r")
-    return trial, int(rung)
+    trial, _, attempt = key.rpartition("/r")
+    return trial, int(attempt)
 
 
-def run_id_for(rung: int) -> str:
-    """The run id (run directory name) of a trial's run at `rung`."""
-    return f"r{rung}"
+def run_id_for(attempt: int) -> str:
+    """The run id (run directory name) of a trial's attempt."""
+    return f"r{attempt}"
 
 
-def _finished(records: Mapping[str, dict], trial: str, rung: int) -> Optional[dict]:
-    rec = records.get(run_key(trial, rung))
-    return rec if rec and rec.get("status") in FINISHED else None
+def last_run(runs: Mapping[str, dict], trial: str) -> tuple[int, Optional[dict]]:
+    """The trial's latest attempt and its record ((0, None) before its first run)."""
+    attempt, rec = 0, None
+    while run_key(trial, attempt) in runs:
+        rec = runs[run_key(trial, attempt)]
+        attempt += 1
+    return (attempt - 1, rec) if rec is not None else (0, None)
 
 
-def _value(rec: Optional[dict]) -> Optional[float]:
-    if not rec or rec.get("status") != RunStatus.SUCCEEDED:
-        return None
-    v = rec.get("value")
-    return float(v) if isinstance(v, (int, float)) and not isinstance(v, bool) else None
+def _retryable(sweep: "Sweep", attempt: int, rec: dict) -> bool:
+    # A bad spec fails every time (exit 2), so does a trial that timed out: retrying only burns the budget.
+    return (attempt < sweep.spec.retries and rec.get("exit_code") != exit_codes.BAD_SPEC
+            and not rec.get("timed_out"))
 
 
-def walk(sweep: "Sweep", records: Mapping[str, dict]) -> tuple[list[RunRequest], dict[str, dict]]:
-    """Runs that may start now (not finished) and each trial's state: status, rung, epochs reached.
+def trial_state(sweep: "Sweep", trial: str, runs: Mapping[str, dict]) -> dict:
+    """{"status", "attempt", "record"}: pending | running | paused | succeeded | pruned | failed."""
+    attempt, rec = last_run(runs, trial)
+    status = rec.get("status") if rec else None
+    if rec is None:
+        return {"status": RunStatus.PENDING, "attempt": 0, "record": None}
+    if status in (RunStatus.SUCCEEDED, RunStatus.PRUNED, RunStatus.RUNNING):
+        return {"status": RunStatus(status), "attempt": attempt, "record": rec}
+    if status == PAUSED:
+        return {"status": PAUSED, "attempt": attempt, "record": rec}
+    if status == RunStatus.FAILED:
+        if _retryable(sweep, attempt, rec):
+            return {"status": RunStatus.PENDING, "attempt": attempt + 1, "record": rec}
+        return {"status": RunStatus.FAILED, "attempt": attempt, "record": rec}
+    # interrupted (rerun the same run id) or promoted (resume it from its rung)
+    return {"status": RunStatus.PENDING, "attempt": attempt, "record": rec, "resume": status == PROMOTED}
 
-    Trial statuses: pending | running | succeeded | failed | stopped (hyperband did not promote it).
-    """
-    mode = sweep.spec.objective.mode
-    requests: list[RunRequest] = []
-    states: dict[str, dict] = {}
 
-    def state_of(trial: str, rung: int, epochs: Optional[int]) -> dict:
-        rec = records.get(run_key(trial, rung))
-        status = rec.get("status") if rec else None
-        if status in FINISHED:
-            return {"status": status, "rung": rung, "epochs": epochs}
-        return {"status": RunStatus.RUNNING if status == RunStatus.RUNNING else RunStatus.PENDING, "rung": rung, "epochs": epochs}
-
-    if sweep.plan is None:
-        for t in sweep.trials:
-            states[t.id] = state_of(t.id, 0, None)
-            if not _finished(records, t.id, 0):
-                requests.append(RunRequest(t.id, 0, None))
-        return requests, states
-
-    for b_index, bracket in enumerate(sweep.plan):
-        members = [t.id for t in sweep.trials if t.bracket == b_index]
-        for i, rung in enumerate(bracket.rungs):
-            for t in members:
-                states[t] = state_of(t, i, rung.epochs)
-            waiting = [t for t in members if not _finished(records, t, i)]
-            if waiting:
-                requests.extend(RunRequest(t, i, rung.epochs) for t in waiting)
-                if i < len(bracket.rungs) - 1:
-                    for t in members:  # done with this rung, not with the trial: promoted or stopped later
-                        if states[t]["status"] == RunStatus.SUCCEEDED:
-                            states[t]["status"] = RunStatus.PENDING
-                break
-            if i == len(bracket.rungs) - 1:
-                break
-            promoted = promote({t: _value(records.get(run_key(t, i))) for t in members}, bracket.rungs[i + 1].n, mode)
-            for t in members:
-                if t not in promoted and states[t]["status"] == RunStatus.SUCCEEDED:
-                    states[t]["status"] = RunStatus.STOPPED
-            members = promoted
+def walk(sweep: "Sweep", trials: Mapping[str, dict], runs: Mapping[str, dict]) -> tuple[list[RunRequest], dict[str, dict]]:
+    """Runs that may start now, promoted trials first (they are closest to done), and every trial's state."""
+    states = {tid: trial_state(sweep, tid, runs) for tid in trials}
+    requests = [RunRequest(tid, s["attempt"], bool(s.get("resume"))) for tid, s in states.items()
+                if s["status"] == RunStatus.PENDING]
+    requests.sort(key=lambda r: (not r.resume, r.trial))
     return requests, states
+
+
+def is_interrupted(rec: Optional[dict]) -> bool:
+    return bool(rec) and rec.get("status") == INTERRUPTED

@@ -1,5 +1,6 @@
 """The search space: each parameter of a sweep as a typed range or choice, parsed from the sweep spec's
-`parameters` mapping, and the values a grid, a boundary check or a random draw takes from it.
+`parameters` mapping, and the values a grid or a boundary check takes from it (Optuna draws the others:
+sweeps/study.py).
 
 Apart from the sweep spec (sweeps/spec.py reads it; it reads nothing of the spec) so that the two do not import
 each other. No TensorFlow, no Optuna here.
@@ -9,7 +10,6 @@ from __future__ import annotations
 
 import itertools
 import math
-import random
 import re
 from typing import Any, Literal, Mapping, Optional, Union
 
@@ -146,6 +146,9 @@ def parse_parameters(raw: dict[str, Any], problems: list[str], algorithm: Option
                                          else "." + text))
         # Also when the range has other problems: they are independent. A parsed range stays in `out` so that
         # its values are still checked against the job spec; the trials wait for the problems to be fixed.
+        if kind == "int" and value.get("scale") == "log" and value.get("step", 1) != 1:
+            problems.append(f"{where}.step: a log-scale integer range takes every integer (step 1), received step "
+                            f"{value.get('step')}; expected no step, or scale linear")
         if algorithm == "grid" and kind == "float" and value.get("grid_points") is None:
             problems.append(f"{where}.grid_points: a float range in a grid search needs grid_points (how many "
                             "evenly spaced values), received none; or use algorithm random")
@@ -167,7 +170,7 @@ def all_field_paths() -> list[str]:
     return out
 
 # -------------------------------------------------------------------------------------------- values
-def _round(v: float) -> float:
+def round6(v: float) -> float:
     # Grid points like 0.1 * 3 ** (1/3) print as 0.14422495703074083; six significant digits keep specs readable.
     return float(f"{v:.6g}")
 
@@ -183,8 +186,8 @@ def grid_values(p: Param) -> list[Any]:
     if not p.grid_points:
         raise ValueError("a float range needs grid_points in a grid search")
     if p.scale == "log":
-        return [_round(math.exp(x)) for x in _linspace(math.log(p.min), math.log(p.max), p.grid_points)]
-    return [_round(x) for x in _linspace(p.min, p.max, p.grid_points)]
+        return [round6(math.exp(x)) for x in _linspace(math.log(p.min), math.log(p.max), p.grid_points)]
+    return [round6(x) for x in _linspace(p.min, p.max, p.grid_points)]
 
 
 def _linspace(a: float, b: float, n: int) -> list[float]:
@@ -217,40 +220,3 @@ def grid_size(params: Mapping[str, Param]) -> int:
 def grid_configs(params: Mapping[str, Param]) -> list[dict[str, Any]]:
     keys = list(params)
     return [dict(zip(keys, combo)) for combo in itertools.product(*(grid_values(params[k]) for k in keys))]
-
-
-def sample(p: Param, rng: random.Random) -> Any:
-    if p.type == "choice":
-        return p.values[rng.randrange(len(p.values))]
-    if p.type == "int":
-        if p.scale == "log":
-            return min(p.max, max(p.min, int(round(math.exp(rng.uniform(math.log(p.min), math.log(p.max)))))))
-        return rng.randrange(p.min, p.max + 1, p.step)
-    if p.scale == "log":
-        return _round(math.exp(rng.uniform(math.log(p.min), math.log(p.max))))
-    return _round(rng.uniform(p.min, p.max))
-
-
-def random_configs(params: Mapping[str, Param], n: int, seed: int, problems: list[str]) -> list[dict[str, Any]]:
-    """`n` distinct configurations drawn with `seed` (same seed, same trials: a sweep can be resumed)."""
-    size = space_size(params)
-    if size is not None and size < n:
-        problems.append(f"max_trials: the search space has only {size} distinct configurations, received "
-                        f"{n} trials to sample; lower max_trials or use algorithm grid")
-        return []
-    rng = random.Random(seed)
-    out: list[dict[str, Any]] = []
-    seen: set[str] = set()
-    for _ in range(100 * n):
-        if len(out) == n:
-            break
-        c = {k: sample(p, rng) for k, p in params.items()}
-        key = repr(sorted(c.items(), key=lambda kv: kv[0]))
-        if key not in seen:
-            seen.add(key)
-            out.append(c)
-    if len(out) < n:
-        problems.append(f"max_trials: drew only {len(out)} distinct configurations of the {n} asked for")
-    return out
-
-

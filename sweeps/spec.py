@@ -19,18 +19,16 @@ problems are reported at once as a `SpecError`, like the job spec. No TensorFlow
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal, Optional, Union
+from typing import Any, Optional, Union
 
-from pydantic import Field, ValidationError, field_validator
+from pydantic import ValidationError
 
 from jobs import contract
 from jobs.spec import (
-    DNS1123_LABEL,
     JobSpec,
     SpecError,
-    StrictModel,
     TrainingSpec,
     apply_overrides,
     field_exists,
@@ -38,89 +36,16 @@ from jobs.spec import (
     read_yaml,
     validation_problems,
 )
-from sweeps import search, space
+from sweeps import space
+from sweeps.fields import ALGORITHMS, EPOCH_METRICS, MAX_SWEEP_NAME, OBJECTIVE_METRICS, SweepSpec  # noqa: F401 - re-exported
 from sweeps.space import Param, parse_parameters, yaml_number
-
-# Keys of metrics.json a sweep can optimise (docs/ARCHITECTURE.md); the direction is inferred from the name.
-OBJECTIVE_METRICS = (
-    "best_val_accuracy",
-    "best_val_loss",
-    "best_monitor_value",
-    "test_accuracy",
-    "test_loss",
-    "images_per_second",
-    "wall_time_seconds",
-    "fit_seconds",
-)
-# Trial runs are named "<sweep>-t<NNN>" (run directories, exports) and "<sweep>-t<NNN>-r<rung>" (Kubernetes Jobs);
-# a job name may have 52 characters (jobs/spec.py), so 40 leave room for up to 10,000 trials.
-MAX_SWEEP_NAME = 40
-
-
-class Objective(StrictModel):
-    metric: str = "best_val_accuracy"
-    direction: Optional[Literal["max", "min"]] = Field(default=None, description="default: min for losses and times")
-
-    @field_validator("metric")
-    @classmethod
-    def _known(cls, v):
-        if v not in OBJECTIVE_METRICS:
-            raise ValueError(f"expected one of {', '.join(OBJECTIVE_METRICS)} (keys of metrics.json), received {v!r}")
-        return v
-
-    @property
-    def mode(self) -> str:
-        if self.direction:
-            return self.direction
-        return "min" if ("loss" in self.metric or "seconds" in self.metric) else "max"
-
-    def better(self, a: float, b: float) -> bool:
-        return a > b if self.mode == "max" else a < b
-
-
-class Algorithm(StrictModel):
-    type: Literal["grid", "random", "hyperband"] = "grid"
-    seed: int = Field(default=0, ge=0, description="random and hyperband sampling")
-    min_epochs: int = Field(default=1, ge=1, description="hyperband: the smallest budget")
-    max_epochs: Optional[int] = Field(default=None, ge=1, description="hyperband: the full budget (default: the base spec's training.epochs)")
-    eta: int = Field(default=3, ge=2, description="hyperband: keep the best 1/eta of each rung")
-
-
-class SweepSpec(StrictModel):
-    name: str = Field(description="DNS-1123 label, at most 40 characters: trials are named <name>-t<NNN>")
-    base: Union[str, dict[str, Any]] = Field(description="the job spec: a path (relative to the sweep file) or inline")
-    fixed: dict[str, Any] = Field(default_factory=dict, description="dotted path -> value set for every trial")
-    parameters: dict[str, Any] = Field(description="dotted job-spec field path -> choice list or range")
-    algorithm: Algorithm = Field(default_factory=Algorithm)
-    objective: Objective = Field(default_factory=Objective)
-    max_trials: Optional[int] = Field(default=None, ge=1, description="grid: its size; random: 10; hyperband: its plan")
-    parallelism: Optional[int] = Field(default=None, ge=1, le=256, description="default: what the machine allows")
-    threads_per_trial: Optional[int] = Field(default=None, ge=1, description="TF intra-op threads per local trial")
-    trial_timeout_seconds: Optional[int] = Field(
-        default=None, ge=1,
-        description="a trial still running after this long is stopped and recorded failed (local: SIGTERM, then "
-                    "SIGKILL; Kubernetes: the trial Job's activeDeadlineSeconds)")
-    sweep_dir: Optional[str] = Field(default=None, description="default: <artifacts_dir>/sweeps/<name>")
-    artifacts_dir: Optional[str] = Field(default=None, description="default: the base spec's artifacts_dir")
-
-    @field_validator("name")
-    @classmethod
-    def _dns(cls, v):
-        if len(v) > MAX_SWEEP_NAME or not DNS1123_LABEL.fullmatch(v):
-            raise ValueError(
-                "expected a DNS-1123 label (lower-case letters, digits and '-', starting and ending with a letter "
-                f"or digit, at most {MAX_SWEEP_NAME} characters), received {v!r}"
-            )
-        return v
-
 
 @dataclass
 class Trial:
-    """One configuration. `bracket` is hyperband's bracket index (0 for grid and random)."""
+    """One configuration: planned at load time (grid, random) or proposed by the sampler at run time (tpe, gp)."""
 
     id: str  # "t000"
     params: dict[str, Any]
-    bracket: int = 0
 
 
 @dataclass
@@ -133,25 +58,44 @@ class Sweep:
     source: str
     sweep_dir: Path
     artifacts_dir: Path
-    plan: Any = None  # hyperband: list[Bracket]
+    params: dict[str, Param] = field(default_factory=dict)
+    max_trials: int = 0
 
     @property
     def name(self) -> str:
         return self.spec.name
 
+    @property
+    def planned(self) -> bool:
+        """Grid and random trials are known before anything runs; tpe and gp propose theirs from the results."""
+        return self.spec.algorithm.type in ("grid", "random")
+
+    @property
+    def epoch_metric(self) -> Optional[str]:
+        """The history.json key reported to the pruner after every epoch (None: no pruner)."""
+        return None if self.spec.pruner.type == "none" else EPOCH_METRICS[self.spec.objective.metric]
+
+    @property
+    def epochs(self) -> Optional[int]:
+        """Every trial's training.epochs when the sweep sets it (hyperband's full budget), else the base spec's."""
+        return getattr(self.spec.pruner, "max_epochs", None)
+
+    def trial_id(self, index: int) -> str:
+        return f"t{index:0{max(3, len(str(max(self.max_trials, 1) - 1)))}d}"
+
     def trial_name(self, trial_id: str) -> str:
         return f"{self.spec.name}-{trial_id}"
 
-    def trial_job_spec(self, trial: Trial, epochs: Optional[int] = None) -> JobSpec:
-        """The resolved job spec a trial (at a hyperband budget of `epochs`) trains."""
-        return parse_spec(self.trial_data(trial, epochs), f"{self.source} trial {trial.id}")
+    def trial_job_spec(self, trial: Trial) -> JobSpec:
+        """The resolved job spec a trial trains."""
+        return parse_spec(self.trial_data(trial), f"{self.source} trial {trial.id}")
 
-    def trial_data(self, trial: Trial, epochs: Optional[int] = None) -> dict:
+    def trial_data(self, trial: Trial) -> dict:
         name = self.trial_name(trial.id)
         # Own spec name and model name per trial: run directories and exports never collide.
         overrides = {**trial.params, "name": name, "export.model_name": name}
-        if epochs is not None:
-            overrides["training.epochs"] = epochs
+        if self.epochs is not None:
+            overrides["training.epochs"] = self.epochs
         overrides["labels"] = {**(self.base_data.get("labels") or {}), "jobctl.io/sweep": self.name, "jobctl.io/trial": trial.id}
         timeout = self.spec.trial_timeout_seconds
         if timeout:
@@ -206,63 +150,35 @@ def load_sweep(path: Union[str, Path, dict], *, source: Optional[str] = None) ->
         _validate_boundaries(spec.name, base_data, params, problems)
     space_ok = "parameters" not in bad and len(problems) == before
 
-    plan = None
-    if alg_type == "hyperband":
-        before = len(problems)
-        if "training.epochs" in spec.parameters:
-            problems.append("parameters.training.epochs: hyperband uses epochs as its budget; remove this parameter "
-                            "and set algorithm.min_epochs / algorithm.max_epochs")
-        max_epochs = alg.max_epochs if "algorithm" not in bad else None
-        if max_epochs is None and "algorithm" not in bad and base_ok and fixed_ok:
-            max_epochs = (base_data.get("training") or {}).get("epochs", TrainingSpec().epochs)
-            if not isinstance(max_epochs, int) or isinstance(max_epochs, bool):
-                problems.append(f"algorithm.max_epochs: not given, and the base spec's training.epochs is not a whole "
-                                f"number (received {max_epochs!r}); expected an integer in either")
-                max_epochs = None
-        if max_epochs is not None and max_epochs <= alg.min_epochs:
-            problems.append(f"algorithm.max_epochs: expected more than min_epochs ({alg.min_epochs}), "
-                            f"received {max_epochs}")
-        elif max_epochs is not None:
-            alg.max_epochs = max_epochs
-            plan = search.hyperband_plan(alg.min_epochs, max_epochs, alg.eta)
-            n = sum(b.n_configs for b in plan)
-            if "max_trials" not in bad and spec.max_trials is not None and n > spec.max_trials:
-                problems.append(f"max_trials: hyperband with min_epochs {alg.min_epochs}, max_epochs {max_epochs}, "
-                                f"eta {alg.eta} samples {n} configurations "
-                                f"({', '.join(str(b.n_configs) for b in plan)} per bracket), received max_trials "
-                                f"{spec.max_trials}; raise max_trials, lower max_epochs or raise eta")
-        if len(problems) > before:
-            plan = None
+    # What the algorithm and the pruner need of each other, the space and the objective.
+    _check_algorithm_and_pruner(data, spec, bad, params, base_data if base_ok and fixed_ok else None, problems)
 
-    # The trials: only from a valid space and algorithm.
+    # The trials: grid and random plan theirs now, from a valid space; tpe and gp propose them as results come.
     trials: list[Trial] = []
-    if space_ok and "algorithm" not in bad and "max_trials" not in bad and (alg_type != "hyperband" or plan):
-        before = len(problems)
-        if alg_type == "hyperband":
-            n = sum(b.n_configs for b in plan)
-            configs = space.random_configs(params, n, alg.seed, problems)
-            brackets = [i for i, b in enumerate(plan) for _ in range(b.n_configs)]
-            trials = [Trial(_trial_id(i, n), c, brackets[i]) for i, c in enumerate(configs)]
-        elif alg_type == "grid":
-            size = space.grid_size(params)
-            if spec.max_trials is not None and size > spec.max_trials:
-                dims = " x ".join(f"{len(space.grid_values(p))} ({k})" for k, p in params.items())
-                problems.append(f"max_trials: the grid has {size} trials ({dims}), received max_trials "
-                                f"{spec.max_trials}; raise max_trials, shrink the grid or use algorithm random")
-            else:
-                configs = space.grid_configs(params)
-                trials = [Trial(_trial_id(i, len(configs)), c) for i, c in enumerate(configs)]
+    max_trials = spec.max_trials or 10
+    ready = space_ok and "algorithm" not in bad and "max_trials" not in bad
+    if ready and alg_type == "grid":
+        size = space.grid_size(params)
+        if spec.max_trials is not None and size > spec.max_trials:
+            dims = " x ".join(f"{len(space.grid_values(p))} ({k})" for k, p in params.items())
+            problems.append(f"max_trials: the grid has {size} trials ({dims}), received max_trials "
+                            f"{spec.max_trials}; raise max_trials, shrink the grid or use algorithm random")
         else:
-            n = spec.max_trials or 10
-            configs = space.random_configs(params, n, alg.seed, problems)
-            trials = [Trial(_trial_id(i, n), c) for i, c in enumerate(configs)]
-        if len(problems) > before:
-            trials = []
+            configs = space.grid_configs(params)
+            max_trials = len(configs)
+            trials = [Trial(_trial_id(i, len(configs)), c) for i, c in enumerate(configs)]
+    elif ready and alg_type == "random":
+        from sweeps import study
+
+        before = len(problems)
+        configs = study.random_configs(params, max_trials, alg.seed, problems)
+        if len(problems) == before:
+            trials = [Trial(_trial_id(i, max_trials), c) for i, c in enumerate(configs)]
 
     spec.parameters = params
     artifacts = Path(spec.artifacts_dir or base_data.get("artifacts_dir") or "artifacts")
     sweep_dir = Path(spec.sweep_dir) if spec.sweep_dir else contract.sweep_dir(artifacts, spec.name)
-    sweep = Sweep(spec, base_data, trials, src, sweep_dir, artifacts, plan)
+    sweep = Sweep(spec, base_data, trials, src, sweep_dir, artifacts, params, max_trials)
     if trials and base_ok and fixed_ok and "name" not in bad:
         _validate_values(sweep, params, problems)
     if problems:
@@ -292,7 +208,48 @@ def _algorithm_type(data: dict, spec: SweepSpec, bad: set[str]) -> Optional[str]
         return spec.algorithm.type
     raw = data.get("algorithm")
     kind = raw.get("type", "grid") if isinstance(raw, dict) else None
-    return kind if isinstance(kind, str) and kind in ("grid", "random", "hyperband") else None
+    return kind if isinstance(kind, str) and kind in ALGORITHMS else None
+
+
+def _check_algorithm_and_pruner(data: dict, spec: SweepSpec, bad: set[str], params: dict[str, Param],
+                                base_data: Optional[dict], problems: list[str]) -> None:
+    """The checks that read several sections; each runs when the sections it reads are valid."""
+    alg_type = _algorithm_type(data, spec, bad)
+    pruner = spec.pruner if "pruner" not in bad else None
+    if pruner is not None and pruner.type != "none":
+        if alg_type == "grid":
+            problems.append(f"pruner: received {pruner.type} with algorithm grid, where it means nothing: a grid "
+                            "runs every combination to rank them all, and a pruned one would leave a hole; expected "
+                            "pruner none with a grid, or algorithm random, tpe or gp")
+        if "objective" not in bad and spec.objective.metric not in EPOCH_METRICS:
+            problems.append(f"pruner: judges trials epoch by epoch on {' or '.join(EPOCH_METRICS.values())} "
+                            f"(history.json), but objective.metric {spec.objective.metric} exists only once a trial "
+                            f"has finished; expected objective {' or '.join(EPOCH_METRICS)}, or pruner none")
+        if "parameters" not in bad and "training.epochs" in spec.parameters:
+            problems.append("parameters.training.epochs: the pruner uses epochs as its budget; expected no "
+                            "parameter over it (set pruner.min_epochs and the base spec's training.epochs)")
+    if pruner is not None and pruner.type == "hyperband":
+        max_epochs = pruner.max_epochs
+        if max_epochs is None and base_data is not None:
+            max_epochs = (base_data.get("training") or {}).get("epochs", TrainingSpec().epochs)
+            if not isinstance(max_epochs, int) or isinstance(max_epochs, bool):
+                problems.append(f"pruner.max_epochs: not given, and the base spec's training.epochs is not a whole "
+                                f"number (received {max_epochs!r}); expected an integer in either")
+                max_epochs = None
+        if max_epochs is not None and max_epochs <= pruner.min_epochs:
+            problems.append(f"pruner.max_epochs: expected more than min_epochs ({pruner.min_epochs}), received {max_epochs}")
+        elif max_epochs is not None:
+            pruner.max_epochs = max_epochs
+    if alg_type == "gp":
+        if params and all(p.type == "choice" for p in params.values()):
+            problems.append(f"algorithm.type: gp models numeric ranges with a Gaussian process, but every parameter "
+                            f"is a choice ({', '.join(params)}); expected at least one int or float range, or "
+                            "algorithm tpe, which models choices")
+        from sweeps.study import torch_available
+
+        if not torch_available():
+            problems.append("algorithm.type: gp runs Optuna's GPSampler, which needs PyTorch, not installed here; "
+                            "expected `pip install 'jobctl[gp]'` (torch 2.13, CPU build) or algorithm tpe")
 
 
 def _trial_id(i: int, n: int) -> str:
@@ -350,13 +307,17 @@ def _validate_boundaries(sweep_name: str, base_data: dict, params: dict[str, Par
 
 
 def _validate_values(sweep: Sweep, params: dict[str, Param], problems: list[str]) -> None:
-    """Every trial's resolved spec (at every Hyperband budget): combinations can fail where single values pass."""
-    epochs = [None]
-    if sweep.plan is not None:
-        epochs = sorted({r.epochs for b in sweep.plan for r in b.rungs})
+    """Every planned trial's resolved spec: combinations can fail where single values pass. (A proposed trial's
+    spec is checked when the sampler proposes it: see `trial_problems`.)"""
     for t in sweep.trials:
-        for e in epochs:
-            _check(sweep.trial_data(t, e), t.params, f"trial {t.id} ({_fmt_params(t.params)})", problems)
+        problems.extend(m for m in trial_problems(sweep, t) if m not in problems)  # a base mistake once, not per trial
+
+
+def trial_problems(sweep: Sweep, trial: Trial) -> list[str]:
+    """What the job spec rejects in this trial's resolved spec, worded for the sweep (empty: it is valid)."""
+    out: list[str] = []
+    _check(sweep.trial_data(trial), trial.params, f"trial {trial.id} ({_fmt_params(trial.params)})", out)
+    return out
 
 
 def _fmt_params(params: dict) -> str:

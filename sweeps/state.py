@@ -20,15 +20,12 @@ from jobs import contract
 from jobs.contract import RunStatus
 from jobs.fsutil import atomic_write_json
 from sweeps.errors import SweepError
-from sweeps.search import parse_run_key
+from sweeps.search import INTERRUPTED, parse_run_key
 
 if TYPE_CHECKING:
     from sweeps.spec import Sweep
 
 STATE = "sweep.json"
-# A run the sweep itself stopped (Ctrl-C, a lost process) or the trainer recorded as interrupted or preempted:
-# not a result, so a resumed sweep runs it again. The sweep record's own state, beside jobs.contract.RunStatus.
-INTERRUPTED = "interrupted"
 STATE_VERSION = 1
 METRIC_KEYS = (
     "best_val_accuracy", "best_val_loss", "best_monitor_value", "test_accuracy", "test_loss", "best_epoch",
@@ -47,7 +44,7 @@ def fingerprint(sweep: "Sweep") -> str:
     and `SweepState.open` checks that every recorded trial still has its parameters."""
     data = {
         "spec": sweep.spec.model_dump(
-            mode="json", exclude={"parallelism", "threads_per_trial", "sweep_dir", "artifacts_dir", "max_trials"}
+            mode="json", exclude={"parallelism", "threads_per_trial", "sweep_dir", "artifacts_dir", "max_trials", "retries"}
         ),
         "base": sweep.base_data,
     }
@@ -65,6 +62,11 @@ class SweepState:
     def runs(self) -> dict[str, dict]:
         return self.data["runs"]
 
+    @property
+    def trials(self) -> dict[str, dict]:
+        """Trial id -> {"name", "params", "number" (its Optuna trial number, once asked)}."""
+        return self.data["trials"]
+
     @classmethod
     def open(cls, sweep: "Sweep", restart: bool = False) -> "SweepState":
         path = Path(sweep.sweep_dir) / STATE
@@ -77,22 +79,22 @@ class SweepState:
                     f"this spec {fp}): the parameters, algorithm, objective or base spec changed. Expected the same "
                     "spec to resume; pass --restart to start over or give the sweep another name"
                 )
-            new = {t.id: t for t in sweep.trials}
-            recorded = {parse_run_key(key)[0] for key in data.get("runs", {})}
-            for tid in sorted(recorded):
-                old = (data.get("trials") or {}).get(tid, {}).get("params")
-                if tid not in new or _canonical(old) != _canonical(new[tid].params):
-                    raise SweepError(
-                        f"{path}: trial {tid} was recorded with {old} but this spec "
-                        + (f"gives it {new[tid].params}" if tid in new else "has no such trial")
-                        + "; expected the same trials to resume (a random sweep may only grow max_trials). "
-                        "Pass --restart to start over or give the sweep another name"
-                    )
-            added = [t for t in sweep.trials if t.id not in data.get("trials", {})]
-            for t in added:
-                data["trials"][t.id] = {"name": sweep.trial_name(t.id), "params": t.params, "bracket": t.bracket}
-            # Trials the spec no longer has (max_trials lowered, never run) leave the leaderboard.
-            data["trials"] = {tid: info for tid, info in data["trials"].items() if tid in new}
+            if sweep.planned:  # proposed trials (tpe, gp) live in the study: nothing to compare them with
+                new = {t.id: t for t in sweep.trials}
+                recorded = {parse_run_key(key)[0] for key in data.get("runs", {})}
+                for tid in sorted(recorded):
+                    old = (data.get("trials") or {}).get(tid, {}).get("params")
+                    if tid not in new or _canonical(old) != _canonical(new[tid].params):
+                        raise SweepError(
+                            f"{path}: trial {tid} was recorded with {old} but this spec "
+                            + (f"gives it {new[tid].params}" if tid in new else "has no such trial")
+                            + "; expected the same trials to resume (a random sweep may only grow max_trials). "
+                            "Pass --restart to start over or give the sweep another name"
+                        )
+                for t in sweep.trials:
+                    data["trials"].setdefault(t.id, {"name": sweep.trial_name(t.id), "params": t.params})
+                # Trials the spec no longer has (max_trials lowered, never run) leave the leaderboard.
+                data["trials"] = {tid: info for tid, info in data["trials"].items() if tid in new}
             return cls(path.parent, data)
         data = {
             "version": STATE_VERSION,
@@ -102,9 +104,10 @@ class SweepState:
             "created": now(),
             "objective": {"metric": sweep.spec.objective.metric, "direction": sweep.spec.objective.mode},
             "algorithm": sweep.spec.algorithm.model_dump(mode="json"),
+            "pruner": sweep.spec.pruner.model_dump(mode="json"),
             "parameters": {k: p.model_dump(mode="json") for k, p in sweep.spec.parameters.items()},
             "artifacts_dir": str(sweep.artifacts_dir),
-            "trials": {t.id: {"name": sweep.trial_name(t.id), "params": t.params, "bracket": t.bracket} for t in sweep.trials},
+            "trials": {t.id: {"name": sweep.trial_name(t.id), "params": t.params} for t in sweep.trials},
             "runs": {},
         }
         state = cls(Path(sweep.sweep_dir), data)
@@ -193,3 +196,21 @@ def _log_tail(log_path: Optional[Path], lines: int = 3) -> str:
     return (errors[-1] if errors else " | ".join(text[-lines:]))[:2000]
 
 
+
+
+HISTORY_FILE = "history.json"  # jobs.train rewrites it (atomically) after every epoch
+
+
+def read_history(artifacts_dir: Path, trial_name: str, run_id: str) -> dict[str, list]:
+    """A run's per-epoch history so far ({} before its first epoch, or while it is being replaced)."""
+    path = contract.run_dir(artifacts_dir, trial_name, run_id) / HISTORY_FILE
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return {}
+    return data if isinstance(data, dict) else {}
+
+
+def epochs_reached(history: dict) -> int:
+    epochs = history.get("epochs")
+    return len(epochs) if isinstance(epochs, list) else 0

@@ -46,9 +46,9 @@ def _cluster_errors(method):
     return wrapper
 
 
-def job_name(sweep: Sweep, trial_id: str, rung: int) -> str:
+def job_name(sweep: Sweep, trial_id: str, attempt: int) -> str:
     # <sweep>-t003-r0: at most 40 + 6 + 3 characters, within the 52 a job name may have.
-    return f"{sweep.trial_name(trial_id)}-r{rung}"
+    return f"{sweep.trial_name(trial_id)}-r{attempt}"
 
 
 class K8sBackend:
@@ -71,11 +71,11 @@ class K8sBackend:
 
         return cls(sweep, JobClient(namespace, context=context, kubeconfig=kubeconfig), image=image)
 
-    def objects(self, trial: Trial, spec: JobSpec, rung: int, run_id: str) -> list[dict]:
+    def objects(self, trial: Trial, spec: JobSpec, attempt: int, run_id: str) -> list[dict]:
         from k8s.manifests import build_job_objects
 
         # jobctl.io/sweep and jobctl.io/trial come from spec.labels (Sweep.trial_data sets them).
-        return build_job_objects(spec, run_id=run_id, name=job_name(self.sweep, trial.id, rung), image=self.image)
+        return build_job_objects(spec, run_id=run_id, name=job_name(self.sweep, trial.id, attempt), image=self.image)
 
     # ------------------------------------------------------------------------------------------- Backend
     @_cluster_errors
@@ -84,14 +84,12 @@ class K8sBackend:
         from k8s.common import ManifestError
 
         problems = []
-        plan = self.sweep.plan
+        # Planned trials (grid, random) each; a proposed one (tpe, gp) is rendered when it starts.
         for t in self.sweep.trials:
-            budgets = [(0, None)] if plan is None else list(enumerate(r.epochs for r in plan[t.bracket].rungs))
-            for rung, epochs in budgets:
-                try:
-                    self.objects(t, self.sweep.trial_job_spec(t, epochs), rung, run_id_for(rung))
-                except ManifestError as exc:
-                    problems.append(f"trial {t.id}: {exc}")
+            try:
+                self.objects(t, self.sweep.trial_job_spec(t), 0, run_id_for(0))
+            except ManifestError as exc:
+                problems.append(f"trial {t.id}: {exc}")
         if problems:
             raise ManifestError("\n".join(problems))
 
@@ -111,8 +109,8 @@ class K8sBackend:
     def start(self, req: RunRequest, trial: Trial, spec: JobSpec, run_id: str) -> dict:
         from k8s.client import ConflictError
 
-        objects = self.objects(trial, spec, req.rung, run_id)
-        name = job_name(self.sweep, trial.id, req.rung)
+        objects = self.objects(trial, spec, req.attempt, run_id)
+        name = job_name(self.sweep, trial.id, req.attempt)
         # A metrics.json of an interrupted attempt must not be read as this attempt's result.
         try:
             contract.metrics_path(self.sweep.artifacts_dir, spec.name, run_id).unlink(missing_ok=True)
@@ -125,6 +123,18 @@ class K8sBackend:
             self.client.submit(objects, replace=True)
         self.watched[req.key] = {"job": name, "trial_name": spec.name, "run_id": run_id}
         return {"job": name, "namespace": self.client.namespace}
+
+    @_cluster_errors
+    def stop(self, key: str) -> None:
+        """Delete the run's Job (its pods get SIGTERM); `wait` then finds it gone and reads what it recorded."""
+        from k8s.client import NotFoundError
+
+        w = self.watched.get(key)
+        if w is not None:
+            try:
+                self.client.delete(w["job"])
+            except NotFoundError:
+                pass
 
     @_cluster_errors
     def adopt(self, key: str, record: dict) -> bool:

@@ -87,7 +87,7 @@ class LocalBackend:
         # A metrics.json left by an interrupted attempt must not be read as this attempt's result.
         contract.metrics_path(self.sweep.artifacts_dir, spec.name, run_id).unlink(missing_ok=True)
         argv = list(self.command(spec_path, self.sweep.artifacts_dir, run_id))
-        fh = open(log, "w")
+        fh = open(log, "a")  # a promoted or rerun attempt goes on in the same log
         popen = subprocess.Popen(
             argv, stdout=fh, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=self._env(),
             start_new_session=True,
@@ -121,6 +121,12 @@ class LocalBackend:
             elif p.terminated is not None and not p.killed and now_ - p.terminated > self.stop_timeout:
                 p.killed = True
                 self._signal(p, signal.SIGKILL)
+
+    def stop(self, key: str) -> None:
+        """SIGTERM: jobs.train saves its backup and exits (75); the outcome comes back through `wait`."""
+        p = self.procs.get(key)
+        if p is not None:
+            self._signal(p, signal.SIGTERM)
 
     def stop_all(self, reason: str = "stopped by Ctrl-C or SIGTERM") -> list[tuple[str, dict]]:
         for p in self.procs.values():
@@ -159,6 +165,7 @@ class LocalBackend:
         if p.terminated is not None and outcome.get("status") != RunStatus.SUCCEEDED:
             # Final, as Kubernetes' activeDeadlineSeconds is: a resumed sweep does not run it again.
             outcome["status"] = RunStatus.FAILED
+            outcome["timed_out"] = True
             outcome["error"] = (f"timed out: still running after {self.sweep.spec.trial_timeout_seconds} s "
                                 "(sweep trial_timeout_seconds)")
         return outcome
