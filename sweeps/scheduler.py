@@ -264,9 +264,11 @@ class _Scheduler:
             outcome["epoch_value"] = history[self.sweep.epoch_metric][-1]
         decision = self.stopping.pop(key, None)
         if decision is not None and outcome.get("status") != RunStatus.SUCCEEDED:
-            kind, epoch = decision
-            outcome.update(status=RunStatus.PRUNED if kind == "pruned" else PAUSED, epoch=epoch or outcome["epoch"],
-                           error=None)
+            kind, at = decision
+            if kind == "pruned":  # `epoch`: how far it got before the SIGTERM landed; `pruned_at`: the verdict's
+                outcome.update(status=RunStatus.PRUNED, pruned_at=at, error=None)
+            else:  # judged at its rung (its backup may hold an epoch more, which it resumes from)
+                outcome.update(status=PAUSED, epoch=at, error=None)
         rec.update(outcome)
         if rec.get("status") in FINISHED:
             self.book.tell(tid, rec, final=not self._will_retry(tid))
