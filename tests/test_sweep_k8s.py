@@ -221,3 +221,79 @@ def test_cli_sweep_on_kubernetes_through_a_kubeconfig(cluster, tmp_path):
     assert "best t001 best_val_accuracy 0.8000" in result.stdout
     assert json.loads((tmp_path / "pvc/sweeps/cli/leaderboard.json").read_text())[0]["trial"] == "t001"
     assert all(j["metadata"]["namespace"] == "ml" for j in cluster.objects("Job"))
+
+
+# ------------------------------------------------------------------------------------------ Optuna: TPE + ASHA
+def play_pods(cluster, tmp_path, done: threading.Event) -> None:
+    """What the trainer pods do, one epoch per tick: history.json on the shared volume after every epoch (values
+    from the trial's learning rate, best at 0.01), then metrics.json and a Complete Job. A pruned trial's Job is
+    deleted by the sweep: its pod is gone, and so is its writing. A resubmitted Job goes on from its history, as
+    the trainer resumes from its backup."""
+    import math
+
+    while not done.is_set():
+        for name, job in list(jobs(cluster).items()):
+            if any(c.get("type") in ("Complete", "Failed") for c in (job.get("status") or {}).get("conditions") or []):
+                continue
+            cm = next((o for o in cluster.objects("ConfigMap") if o["metadata"]["name"] == spec_configmap_name(name)), None)
+            if cm is None:
+                continue
+            spec = yaml.safe_load(cm["data"][SPEC_KEY])
+            lr, trial = spec["training"]["learning_rate"], spec["name"]
+            run_dir = tmp_path / "pvc" / "runs" / trial / name.rsplit("-", 1)[1]
+            run_dir.mkdir(parents=True, exist_ok=True)
+            path = run_dir / "history.json"
+            history = json.loads(path.read_text()) if path.exists() else {"epochs": [], "val_accuracy": []}
+            epoch = len(history["epochs"]) + 1
+            if epoch <= spec["training"]["epochs"]:
+                history["epochs"].append(epoch)
+                history["val_accuracy"].append(round((1 - abs(math.log10(lr) + 2) / 4) * (1 - 0.5 / epoch), 6))
+                path.write_text(json.dumps(history))
+            else:
+                write_metrics(tmp_path, trial, max(history["val_accuracy"]), run_id=run_dir.name)
+                complete(cluster, name)
+        time.sleep(0.03)
+
+
+def test_tpe_with_asha_on_kubernetes_prunes_by_deleting_jobs_resumes_and_hands_the_best_on(cluster, tmp_path):
+    from sweeps.leaderboard import sweep_exports
+
+    def tpe_asha():
+        return make_sweep(tmp_path, base=dict(BASE, training={"epochs": 9}), max_trials=5,
+                          parameters={"training.learning_rate": [1.0, 0.1, 0.0001, 0.01, 0.03]},
+                          algorithm={"type": "tpe", "seed": 3, "n_startup_trials": 5},
+                          pruner={"type": "asha", "min_epochs": 1, "reduction_factor": 3})
+
+    done = threading.Event()
+    pods = threading.Thread(target=play_pods, args=(cluster, tmp_path, done), daemon=True)
+    pods.start()
+    events: list = []
+
+    def interrupt_after_two(p):
+        if p.kind in ("finished", "pruned"):
+            events.append(p.trial)
+            if len(events) == 2:
+                raise KeyboardInterrupt
+
+    s = tpe_asha()
+    try:
+        with pytest.raises(SweepInterrupted):
+            run_sweep(s, K8sBackend(s, cluster.client()), parallelism=1, poll_seconds=0.02,
+                      on_progress=interrupt_after_two)
+        assert active(cluster) == []
+        resumed = tpe_asha()
+        out = run_sweep(resumed, K8sBackend(resumed, cluster.client()), parallelism=1, poll_seconds=0.02)
+    finally:
+        done.set()
+        pods.join(5)
+    c = out.counts
+    assert c["total"] == 5 and c["failed"] == 0 and c["pruned"] >= 1 and c["succeeded"] + c["pruned"] == 5
+    deletes = {p.rsplit("/", 1)[1] for m, p, _ in cluster.requests() if m == "DELETE" and "/jobs/" in p}
+    state = read_json(s.sweep_dir / "sweep.json")
+    for e in out.leaderboard:
+        if e["status"] == "pruned":
+            run = state["runs"][f"{e['trial']}/r0"]
+            assert run["job"] in deletes and e["epochs"] < 9 and e["export_path"] is None
+    best = [e for e in out.leaderboard if e["status"] == "succeeded"]
+    assert best[0]["params"]["training.learning_rate"] == 0.01
+    assert sweep_exports(s.sweep_dir)[0] == (tmp_path / "pvc/models/lr-t000/1").resolve().parent.parent / best[0]["name"] / "1"
