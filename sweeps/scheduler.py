@@ -20,7 +20,7 @@ from sweeps.leaderboard import write_leaderboard
 from sweeps.lock import SweepLock
 from sweeps.search import FINISHED, INTERRUPTED, PAUSED, PROMOTED, RunRequest, parse_run_key, run_key, walk
 from sweeps.spec import Sweep, Trial, default_parallelism
-from sweeps.state import SweepState, epochs_reached, now, read_history
+from sweeps.state import SweepState, backed_up_epochs, epochs_reached, now, read_history
 from sweeps.trials import TrialBook
 
 COUNT_KEYS = (RunStatus.SUCCEEDED, RunStatus.PRUNED, RunStatus.FAILED, RunStatus.RUNNING, PAUSED, RunStatus.PENDING)
@@ -127,6 +127,7 @@ class _Scheduler:
         self.emit = on_progress or (lambda p: None)
         self.poll = poll_seconds
         self.stopping: dict[str, tuple[str, int]] = {}  # run key -> (pruned | paused, epoch), until it has exited
+        self.pausing: dict[str, int] = {}  # run key -> the rung it pauses at, once its backup has it
 
     def report(self, kind: str, **kw) -> None:
         counts, best = summarize(self.sweep, self.state)
@@ -173,8 +174,9 @@ class _Scheduler:
                         self._start(RunRequest(tid, 0))
                 self._watch_epochs()
                 waiting = self._decide_paused(nothing_else=not backend.active() and not startable and not can_ask)
+                startable = [r for r in walk(sweep, self.state.trials, self.state.runs)[0] if r.key not in active]
                 if not backend.active() and not startable and not self.book.can_propose() and not waiting:
-                    break
+                    break  # (a trial just promoted is startable: it resumes on the next turn)
                 for key, outcome in backend.wait(self.poll):
                     self._record(key, outcome)
         except KeyboardInterrupt:
@@ -226,8 +228,16 @@ class _Scheduler:
             rec = self.state.runs[key]
             history = read_history(self.sweep.artifacts_dir, self.state.trials[tid]["name"], rec["run_id"])
             decision = self.book.report_epochs(tid, history)
-            if decision is not None:
+            if decision == "paused":
+                self.pausing[key] = epochs_reached(history)
+            elif decision is not None:
                 self.stopping[key] = (decision, epochs_reached(history))
+                self.backend.stop(key)
+            rung = self.pausing.get(key)
+            # Paused only once its backup holds the rung: stopped earlier, it would train the rung's epoch again.
+            if rung and backed_up_epochs(self.sweep.artifacts_dir, self.state.trials[tid]["name"], rec["run_id"]) >= rung:
+                del self.pausing[key]
+                self.stopping[key] = ("paused", rung)
                 self.backend.stop(key)
 
     def _decide_paused(self, nothing_else: bool) -> int:
@@ -263,6 +273,7 @@ class _Scheduler:
         if self.sweep.epoch_metric and history.get(self.sweep.epoch_metric):
             outcome["epoch_value"] = history[self.sweep.epoch_metric][-1]
         decision = self.stopping.pop(key, None)
+        self.pausing.pop(key, None)
         if decision is not None and outcome.get("status") != RunStatus.SUCCEEDED:
             kind, at = decision
             if kind == "pruned":  # `epoch`: how far it got before the SIGTERM landed; `pruned_at`: the verdict's

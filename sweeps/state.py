@@ -214,3 +214,14 @@ def read_history(artifacts_dir: Path, trial_name: str, run_id: str) -> dict[str,
 def epochs_reached(history: dict) -> int:
     epochs = history.get("epochs")
     return len(epochs) if isinstance(epochs, list) else 0
+
+
+def backed_up_epochs(artifacts_dir: Path, trial_name: str, run_id: str) -> int:
+    """The epochs the run's BackupAndRestore backup holds (Keras 3 writes training_metadata.json after the weights
+    and the optimizer): what a run stopped now resumes from. jobs.train writes history.json before the backup, so a
+    rung seen in the history is not yet safe to pause at."""
+    path = contract.run_dir(artifacts_dir, trial_name, run_id) / "backup" / "training_metadata.json"
+    try:
+        return int(json.loads(path.read_text())["epoch"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return 0

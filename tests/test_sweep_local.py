@@ -319,3 +319,35 @@ def test_cli_sweep_runs_and_reports_progress(tmp_path, monkeypatch, fake_command
     assert r.exit_code == 0, r.output
     assert "t000 started" in r.stdout and "t001 failed" in r.stdout and "sweep finished" in r.stdout
     assert "[2/2 done, 0 running, 1 failed]" in r.stdout and "best t000 best_val_accuracy" in r.stdout
+
+
+@pytest.mark.slow
+def test_real_hyperband_promoted_trial_continues_its_history_from_the_rung_backup(tmp_path):
+    base = dict(TINY, training={"epochs": 3, "batch_size": 32})
+    s = load_sweep(sweep_data(tmp_path, base=base, parameters={"training.learning_rate": [0.01, 0.003]},
+                              algorithm={"type": "random", "seed": 0}, max_trials=2,
+                              pruner={"type": "hyperband", "min_epochs": 1, "reduction_factor": 3}))
+    at_pause: dict = {}
+
+    def keep_history(p):
+        if p.kind == "paused":
+            run = read_json(s.sweep_dir / "sweep.json")["runs"][f"{p.trial}/r0"]
+            at_pause[p.trial] = json.loads((Path(run["run_dir"]) / "history.json").read_text())
+
+    out = run_sweep(s, LocalBackend(s, parallelism=1), parallelism=1, poll_seconds=0.1, on_progress=keep_history)
+    assert out.counts["failed"] == 0 and at_pause, "a trial paused at its rung (epoch 1)"
+    state = read_json(s.sweep_dir / "sweep.json")
+    for trial, before in at_pause.items():
+        run = state["runs"][f"{trial}/r0"]
+        if run["status"] != "succeeded":
+            continue  # pruned at its rung
+        after = json.loads((Path(run["run_dir"]) / "history.json").read_text())
+        n = len(before["epochs"])
+        # The promoted run's first epoch is epoch n+1 of the same history: epochs 1..n kept as they were...
+        assert after["epochs"] == [1, 2, 3] and after["loss"][:n] == before["loss"][:n]
+        # ...because Keras restored the weights and the optimizer from the rung's backup, not from scratch.
+        assert f"resumed: epochs 1-{n} restored from" in Path(run["log"]).read_text()
+        assert after["loss"][n] < after["loss"][0]
+        break
+    else:
+        pytest.fail("no paused trial was promoted")

@@ -38,7 +38,9 @@ def write(path, data):
     os.replace(path + ".tmp", path)
 # Like jobs.train: history.json after every epoch, a backup of the last finished epoch; SIGTERM saves and exits 75,
 # and the same run id resumes from the backup.
-backup, history_path = os.path.join(run_dir, "backup.json"), os.path.join(run_dir, "history.json")
+os.makedirs(os.path.join(run_dir, "backup"), exist_ok=True)
+backup = os.path.join(run_dir, "backup", "training_metadata.json")  # where Keras 3's BackupAndRestore says
+history_path = os.path.join(run_dir, "history.json")
 start = json.load(open(backup))["epoch"] if os.path.exists(backup) else 0
 history = json.load(open(history_path)) if start else {"epochs": [], "val_accuracy": [], "val_loss": []}
 history = {k: v[:start] for k, v in history.items() if isinstance(v, list)}
