@@ -230,3 +230,24 @@ def test_the_cli_imports_optuna_only_where_it_searches(tmp_path, args):
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     exit_code, optuna_loaded, torch_loaded = json.loads(proc.stdout.strip().splitlines()[-1])
     assert exit_code == 0 and not optuna_loaded and not torch_loaded
+
+
+def test_cli_sweep_prints_pruned_trials_and_results_lists_them(tmp_path, monkeypatch, fake_command):
+    import sweeps.backends.local as local
+
+    monkeypatch.setattr(local, "train_command", fake_command)
+    monkeypatch.setenv("FAKE_EPOCH_SLEEP", "0.7")  # the CLI polls every 0.5 s
+    # Seed 3 draws lr 1.0, 0.1, 0.0001, 0.01; the third is below the median of the first two at epoch 1.
+    data = sweep_data(tmp_path, base=dict(NINE_EPOCHS, training={"epochs": 4}), max_trials=4,
+                      parameters={"training.learning_rate": [0.01, 1.0, 0.0001, 0.1]},
+                      algorithm={"type": "random", "seed": 3}, pruner={"type": "median", "n_startup_trials": 1})
+    (tmp_path / "sweep.yaml").write_text(json.dumps(data))
+    r = CliRunner().invoke(app, ["sweep", str(tmp_path / "sweep.yaml"), "--parallelism", "1"])
+    assert r.exit_code == 0, r.output
+    assert "t002 pruned at epoch" in r.stdout and "[4/4 done, 0 running, 0 failed, 1 pruned]" in r.stdout
+    r = CliRunner().invoke(app, ["results", str(tmp_path / "sweep"), "--json"])
+    board = json.loads(r.stdout)
+    assert [(e["trial"], e["status"]) for e in board] == [
+        ("t003", "succeeded"), ("t001", "succeeded"), ("t000", "succeeded"), ("t002", "pruned")]
+    r = CliRunner().invoke(app, ["best", str(tmp_path / "sweep"), "--top", "3"])
+    assert r.exit_code == 0 and len(r.stdout.splitlines()) == 3 and "sw-t002" not in r.stdout
