@@ -295,5 +295,11 @@ def test_tpe_with_asha_on_kubernetes_prunes_by_deleting_jobs_resumes_and_hands_t
             run = state["runs"][f"{e['trial']}/r0"]
             assert run["job"] in deletes and e["epochs"] < 9 and e["export_path"] is None
     best = [e for e in out.leaderboard if e["status"] == "succeeded"]
-    assert best[0]["params"]["training.learning_rate"] == 0.01
-    assert sweep_exports(s.sweep_dir)[0] == (tmp_path / "pvc/models/lr-t000/1").resolve().parent.parent / best[0]["name"] / "1"
+    values = [e["value"] for e in best]
+    assert values == sorted(values, reverse=True) and values[0] == max(r.get("value") or 0 for r in state["runs"].values())
+    assert sweep_exports(s.sweep_dir)[0] == (tmp_path / "pvc/models").resolve() / best[0]["name"] / "1"
+    from serving.ensemble import resolve_members  # what `jobctl ensemble --sweep DIR --top 2` fuses
+
+    for e in best:
+        (Path(e["export_path"]) / "saved_model.pb").touch()
+    assert resolve_members(s.sweep_dir, top=2) == [Path(e["export_path"]) for e in best[:2]]

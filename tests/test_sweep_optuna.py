@@ -89,6 +89,9 @@ def test_tpe_with_asha_prunes_resumes_after_an_interrupt_and_hands_the_best_to_t
     succeeded = [e for e in board if e["status"] == "succeeded"]
     assert board[: len(succeeded)] == succeeded
     assert sweep_exports(s.sweep_dir)[:2] == [Path(e["export_path"]) for e in succeeded[:2]]
+    from serving.ensemble import resolve_members  # what `jobctl ensemble --sweep DIR --top 2` fuses
+
+    assert resolve_members(s.sweep_dir, top=2) == [Path(e["export_path"]) for e in succeeded[:2]]
     # TPE learned: the best trial sits near the fake trainer's optimum (lr 0.01) far better than its worst.
     assert abs(succeeded[0]["params"]["training.learning_rate"] - 0.01) < 0.02
 
