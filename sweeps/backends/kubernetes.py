@@ -84,8 +84,13 @@ class K8sBackend:
         from k8s.common import ManifestError
 
         problems = []
-        # Planned trials (grid, random) each; a proposed one (tpe, gp) is rendered when it starts.
-        for t in self.sweep.trials:
+        # Planned trials (grid, random) each. A proposed one (tpe, gp) is rendered when it starts; here a stand-in
+        # at the space's lower ends catches what the base spec and the sweep's labels alone get wrong.
+        from sweeps.space import boundary_values
+
+        trials = self.sweep.trials or [Trial(self.sweep.trial_id(0), {k: boundary_values(p)[0]
+                                                                      for k, p in self.sweep.params.items()})]
+        for t in trials:
             try:
                 self.objects(t, self.sweep.trial_job_spec(t), 0, run_id_for(0))
             except ManifestError as exc:
