@@ -24,8 +24,10 @@ from sweeps.errors import SweepError
 if TYPE_CHECKING:
     import optuna
 
-    from sweeps.spec import Sweep
     from sweeps.space import Param
+
+# `sweep` arguments are sweeps.spec.Sweep; not imported even for typing, since sweeps.spec calls in here.
+Sweep = Any
 
 JOURNAL = "study.journal"
 # Values Optuna's CategoricalDistribution stores as they are; anything else (a list of layer widths) as JSON text.
@@ -119,7 +121,7 @@ def repair_journal(path: Path) -> bool:
     return True
 
 
-def make_sampler(sweep: "Sweep", seed_offset: int = 0):
+def make_sampler(sweep: Sweep, seed_offset: int = 0):
     """The algorithm's sampler. Grid and random trials are planned (drawn at load time and enqueued in order),
     so a random sampler only fills them in; TPE and GP propose each trial from the finished ones."""
     optuna = _optuna()
@@ -135,7 +137,7 @@ def make_sampler(sweep: "Sweep", seed_offset: int = 0):
     return optuna.samplers.RandomSampler(seed=seed)
 
 
-def make_pruner(sweep: "Sweep"):
+def make_pruner(sweep: Sweep):
     optuna = _optuna()
     p = sweep.spec.pruner
     if p.type == "median":
@@ -150,7 +152,7 @@ def make_pruner(sweep: "Sweep"):
     return optuna.pruners.NopPruner()
 
 
-def open_study(sweep: "Sweep", *, restart: bool = False) -> "optuna.Study":
+def open_study(sweep: Sweep, *, restart: bool = False) -> "optuna.Study":
     """The sweep's study, created on first use and loaded after (call with the sweep directory locked)."""
     optuna = _optuna()
     from optuna.storages import JournalStorage
