@@ -51,7 +51,8 @@ def ensemble(
             fail(f"--weights: expected numbers (e.g. 1,1,2), received {weights}", exit_codes.BAD_SPEC)
     if sweep:
         from jobs.spec import SpecError
-        from jobs.sweep_results import SweepError, resolve_sweep_dir
+        from sweeps.errors import SweepError
+        from sweeps.leaderboard import resolve_sweep_dir
 
         try:  # as `jobctl results` and `best` take it: a directory, a sweep spec file or a sweep name
             sweep = resolve_sweep_dir(sweep)

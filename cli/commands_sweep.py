@@ -13,7 +13,7 @@ from typing import Optional
 
 import typer
 
-from cli.common import check_output_file, console, err_console, fail
+from cli.common import check_output_file, console, fail
 from jobs import exit_codes
 
 INTERRUPTED = 130  # the shell's code for SIGINT
@@ -34,19 +34,15 @@ def _fmt(v) -> str:
     return str(v)
 
 
-def _load_sweep_or_exit(path: Path, sweep_dir: Optional[Path], artifacts_dir: Optional[Path] = None):
-    from jobs.spec import SpecError
-    from jobs.sweep_spec import load_sweep
+def _load_sweep(path: Path, sweep_dir: Optional[Path], artifacts_dir: Optional[Path] = None):
+    from jobs import contract
+    from sweeps.spec import load_sweep
 
-    try:
-        sweep = load_sweep(path)
-    except SpecError as exc:
-        err_console.print(exc.render(), highlight=False, markup=False)
-        raise typer.Exit(exit_codes.BAD_SPEC)
+    sweep = load_sweep(path)  # a SpecError (exit 2) lists every problem
     if artifacts_dir:
         sweep.artifacts_dir = artifacts_dir
         if not sweep.spec.sweep_dir:
-            sweep.sweep_dir = artifacts_dir / "sweeps" / sweep.name
+            sweep.sweep_dir = contract.sweep_dir(artifacts_dir, sweep.name)
     if sweep_dir:
         sweep.sweep_dir = sweep_dir
     return sweep
@@ -56,36 +52,35 @@ def _refuse_a_different_sweep(sweep) -> None:
     """What the real run checks first (`SweepState.open`): a sweep directory holding another sweep, or trials
     recorded with other parameters, is refused with the same message and exit code. Writes nothing: with a
     sweep.json present, `open` only reads and compares."""
-    from jobs.sweep_results import STATE, SweepError, SweepState
+    from sweeps.state import STATE, SweepState
 
-    if not (sweep.sweep_dir / STATE).is_file():
-        return
-    try:
-        SweepState.open(sweep)
-    except SweepError as exc:
-        fail(str(exc), exit_codes.BAD_SPEC)
+    if (sweep.sweep_dir / STATE).is_file():
+        SweepState.open(sweep)  # raises SweepError (exit 2)
 
 
-def _progress_printer(metric: str, hyperband: bool):
-    def rung(p) -> str:
-        return f" (rung {p.rung})" if hyperband else ""
+def _progress_printer(metric: str):
+    def attempt(p) -> str:
+        return f" (attempt {p.attempt + 1})" if p.attempt else ""
 
     def show(p) -> None:
         c = p.counts
-        head = (f"[{c['succeeded'] + c['stopped'] + c['failed']}/{c['total']} done, {c['running']} running, "
-                f"{c['failed']} failed" + (f", {c['stopped']} stopped" if c["stopped"] else "") + "]")
+        done = c["succeeded"] + c["pruned"] + c["failed"]
+        head = (f"[{done}/{c['total']} done, {c['running']} running, {c['failed']} failed"
+                + (f", {c['pruned']} pruned" if c["pruned"] else "") + (f", {c['paused']} paused" if c["paused"] else "")
+                + "]")
         best = f"  best {p.best['trial']} {metric} {p.best['value']:.4f}" if p.best else ""
+        rec = p.record or {}
         if p.kind == "resumed":
             line = f"resuming: {p.skipped} finished run(s) skipped" + (f", {p.rerun} interrupted run(s) to run again" if p.rerun else "")
         elif p.kind == "started":
-            rec = p.record or {}
-            line = f"{p.trial} started ({f'rung {p.rung}, ' if hyperband else ''}{rec.get('epochs')} epochs)"
+            line = f"{p.trial}{attempt(p)} started ({rec.get('epochs')} epochs)"
+        elif p.kind in ("pruned", "paused", "promoted"):
+            line = f"{p.trial} [yellow]{p.kind}[/] at epoch {rec.get('epoch')}"
         elif p.kind == "finished":
-            rec = p.record or {}
             status = rec.get("status")
             detail = f"{metric} {rec['value']:.4f}" if rec.get("value") is not None else (rec.get("error") or "")
             colour = {"succeeded": "green", "failed": "red"}.get(status, "yellow")
-            line = f"{p.trial}{rung(p)} [{colour}]{status}[/] {detail[:160]}"
+            line = f"{p.trial}{attempt(p)} [{colour}]{status}[/] {detail[:160]}"
         elif p.kind == "interrupted":
             line = "[yellow]interrupted[/]: active trials stopped, state saved; run the same command to resume"
         else:
@@ -109,17 +104,16 @@ def sweep_command(
     image: Optional[str] = typer.Option(None, "--image", help="k8s: training image (default: resources.image, then this jobctl's)"),
     poll_seconds: float = typer.Option(5.0, "--poll", help="k8s: seconds between Job status checks"),
 ) -> None:
-    """Run a hyperparameter sweep (grid, random or hyperband), resuming from its sweep directory."""
-    from jobs.sweep_results import SweepError
-    from jobs.sweep_run import SweepInterrupted, run_sweep
-    from jobs.sweep_spec import default_parallelism
+    """Run a hyperparameter sweep (grid, random, tpe or gp; optionally pruned), resuming from its sweep directory."""
+    from sweeps.scheduler import SweepInterrupted, run_sweep
+    from sweeps.spec import default_parallelism
 
-    sweep = _load_sweep_or_exit(sweep_spec, sweep_dir, artifacts_dir)
+    sweep = _load_sweep(sweep_spec, sweep_dir, artifacts_dir)
     par = parallelism or sweep.spec.parallelism or (default_parallelism() if backend == BackendName.local else 4)
-    alg = sweep.spec.algorithm
+    alg, pruner = sweep.spec.algorithm, sweep.spec.pruner
     console.print(
-        f"sweep [bold]{sweep.name}[/]: {len(sweep.trials)} trials, {alg.type}"
-        + (f" (epochs {alg.min_epochs}..{alg.max_epochs}, eta {alg.eta}, {len(sweep.plan)} brackets)" if sweep.plan else "")
+        f"sweep [bold]{sweep.name}[/]: {sweep.max_trials} trials, {alg.type}"
+        + (f", pruner {pruner.type}" if pruner.type != "none" else "")
         + f", objective {sweep.spec.objective.mode} {sweep.spec.objective.metric}, parallelism {par}, "
         f"backend {backend.value}; {sweep.sweep_dir}",
         highlight=False,
@@ -128,24 +122,23 @@ def sweep_command(
         if not restart:
             _refuse_a_different_sweep(sweep)
         if backend == BackendName.k8s:
-            from jobs.sweep_k8s import K8sBackend
-            from k8s.common import ManifestError
+            from sweeps.backends.kubernetes import K8sBackend
 
-            try:
-                K8sBackend(sweep, client=None, image=image).prepare()  # renders every Job; no cluster needed
-            except ManifestError as exc:
-                fail(str(exc), exit_codes.BAD_SPEC)
+            K8sBackend(sweep, client=None, image=image).prepare()  # renders every Job, no cluster needed; exit 2
         for t in sweep.trials:
-            extra = f" bracket {t.bracket}" if sweep.plan else ""
-            console.print(f"  {t.id}{extra}: " + ", ".join(f"{k}={_fmt(v)}" for k, v in t.params.items()), highlight=False)
+            console.print(f"  {t.id}: " + ", ".join(f"{k}={_fmt(v)}" for k, v in t.params.items()), highlight=False)
+        if not sweep.planned:
+            console.print(f"  {sweep.max_trials} trials proposed by {alg.type} as results arrive (the first "
+                          f"{min(alg.n_startup_trials, sweep.max_trials)} drawn at random, seed {alg.seed})",
+                          highlight=False)
         return
     if backend == BackendName.local:
-        from jobs.sweep_local import LocalBackend
+        from sweeps.backends.local import LocalBackend
 
         runner = LocalBackend(sweep, parallelism=par)
         poll = 0.5
     else:
-        from jobs.sweep_k8s import K8sBackend
+        from sweeps.backends.kubernetes import K8sBackend
 
         runner = K8sBackend.from_environment(sweep, namespace=namespace, context=context, kubeconfig=kubeconfig,
                                              image=image)
@@ -162,20 +155,9 @@ def sweep_command(
     previous = signal.signal(signal.SIGTERM, _terminate) if main else None
     try:
         outcome = run_sweep(sweep, runner, parallelism=par, restart=restart, poll_seconds=poll,
-                            on_progress=_progress_printer(sweep.spec.objective.metric, sweep.plan is not None))
-    except SweepInterrupted:
+                            on_progress=_progress_printer(sweep.spec.objective.metric))
+    except SweepInterrupted:  # Ctrl-C is not an error: the shell's code for SIGINT
         raise typer.Exit(INTERRUPTED)
-    except SweepError as exc:
-        fail(str(exc), exit_codes.BAD_SPEC)
-    except Exception as exc:  # noqa: BLE001 - Kubernetes: a Job Kubernetes rejects, an unreachable API, RBAC
-        from k8s.client import KubeError
-        from k8s.common import ManifestError
-
-        if isinstance(exc, ManifestError):
-            fail(str(exc), exit_codes.BAD_SPEC)
-        if isinstance(exc, KubeError):
-            fail(f"Kubernetes: {exc}\nThe sweep state is saved; run the same command to resume.")
-        raise
     finally:
         if main:
             signal.signal(signal.SIGTERM, previous)
@@ -188,7 +170,7 @@ def sweep_command(
 def _print_table(entries: list[dict], title: Optional[str] = None) -> None:
     from rich.table import Table
 
-    from jobs.sweep_results import param_names
+    from sweeps.leaderboard import param_names
 
     if not entries:
         console.print("no trials")
@@ -203,35 +185,30 @@ def _print_table(entries: list[dict], title: Optional[str] = None) -> None:
         last = e.get("export_path") or (f"[red]{e['error'][:120]}[/]" if e.get("error") else "")
         table.add_row(
             str(e["rank"]), e["trial"], e["status"], _fmt(e.get("value")),
-            *[_fmt(e["params"].get(p)) for p in params], _fmt(m.get("epochs_run")), _fmt(m.get("test_accuracy")), last,
+            *[_fmt(e["params"].get(p)) for p in params], _fmt(e.get("epochs", m.get("epochs_run"))), _fmt(m.get("test_accuracy")), last,
         )
     console.print(table)
 
 
-def _leaderboard_or_exit(sweep: str):
-    from jobs.spec import SpecError
-    from jobs.sweep_results import SweepError, load_leaderboard, resolve_sweep_dir
+def _leaderboard(sweep: str):
+    from sweeps.leaderboard import load_leaderboard, resolve_sweep_dir
 
-    try:
-        d = resolve_sweep_dir(sweep)
-        return d, load_leaderboard(d)
-    except SpecError as exc:
-        err_console.print(exc.render(), highlight=False, markup=False)
-        raise typer.Exit(exit_codes.BAD_SPEC)
-    except SweepError as exc:
-        fail(str(exc), exit_codes.BAD_SPEC)
+    d = resolve_sweep_dir(sweep)  # SpecError, SweepError: exit 2
+    return d, load_leaderboard(d)
 
 
 def results_command(
     sweep: str = typer.Argument(..., help="a sweep directory, a sweep spec file, or a sweep name under artifacts/sweeps"),
     as_json: bool = typer.Option(False, "--json", help="print the leaderboard as JSON"),
     as_csv: bool = typer.Option(False, "--csv", help="print the leaderboard as CSV"),
-    plot: Optional[Path] = typer.Option(None, "--plot", help="where to write the PNG (default: <sweep>/objective.png)"),
+    plot: Optional[Path] = typer.Option(None, "--plot", help="where to write the PNG (default: <sweep>/objective.png); also writes Optuna's parameter importance and parallel coordinates beside it"),
     no_plot: bool = typer.Option(False, "--no-plot", help="skip the PNG"),
     metric: Optional[str] = typer.Option(None, "--metric", help="plot this metrics.json key instead of the objective (e.g. test_loss)"),
 ) -> None:
     """The leaderboard, best first: each trial's parameters, objective and metrics; a PNG of objective vs parameters."""
-    from jobs.sweep_results import METRIC_KEYS, plot_objective, to_csv
+    from sweeps.leaderboard import to_csv
+    from sweeps.plot import plot_objective
+    from sweeps.state import METRIC_KEYS
 
     # Arguments first, before any work; all of them exit 2 (bad arguments).
     if as_json and as_csv:
@@ -241,11 +218,11 @@ def results_command(
              exit_codes.BAD_SPEC)
     if plot:
         check_output_file(plot, "--plot")
-    d, entries = _leaderboard_or_exit(sweep)
-    written = None
+    d, entries = _leaderboard(sweep)
+    written, study_plots = None, []
     if not no_plot:
         if metric:
-            finished = [e for e in entries if e.get("status") in ("succeeded", "stopped")]
+            finished = [e for e in entries if e.get("status") in ("succeeded", "pruned")]
             reported = sorted({k for e in finished for k, v in (e.get("metrics") or {}).items()
                                if isinstance(v, (int, float)) and not isinstance(v, bool)})
             if finished and metric not in reported:
@@ -255,6 +232,10 @@ def results_command(
         try:
             target.parent.mkdir(parents=True, exist_ok=True)
             written = plot_objective(entries, target, metric)
+            if plot:  # Optuna's views, only when asked: they import Optuna, which a plain `results` never does
+                from sweeps.plot import plot_study
+
+                study_plots = plot_study(d, target)
         except OSError as exc:
             fail(f"{'--plot ' if plot else 'plot '}{target}: cannot write it ({exc.strerror or exc})",
                  exit_codes.BAD_SPEC if plot else exit_codes.FAILURE)
@@ -264,8 +245,8 @@ def results_command(
         sys.stdout.write(to_csv(entries))
     else:
         _print_table(entries, title=f"sweep {d.name}")
-        if written:
-            console.print(f"plot: {written}", highlight=False)
+        for path in [written, *study_plots] if written else study_plots:
+            console.print(f"plot: {path}", highlight=False)
 
 
 def best_command(
@@ -274,13 +255,10 @@ def best_command(
     as_json: bool = typer.Option(False, "--json", help="a JSON list of {trial, value, params, export_path}"),
 ) -> None:
     """The export paths of the best K succeeded trials, best first, one per line (ready for the ensemble)."""
-    from jobs.sweep_results import SweepError, best_exports
+    from sweeps.leaderboard import best_exports
 
-    d, entries = _leaderboard_or_exit(sweep)
-    try:
-        paths = best_exports(entries, top)
-    except SweepError as exc:
-        fail(str(exc))
+    d, entries = _leaderboard(sweep)
+    paths = best_exports(entries, top)  # NotEnoughTrialsError: exit 1
     if as_json:
         by_path = {e.get("export_path"): e for e in entries}
         out = [{k: by_path[p].get(k) for k in ("rank", "trial", "value", "objective", "params", "export_path")} for p in paths]

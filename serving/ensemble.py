@@ -18,7 +18,6 @@ from typing import Optional, Sequence, Union
 
 from serving.savedmodel import DEFAULT_SIGNATURE, METADATA_FILE, ModelError, integer_versions, read_metadata, resolve_version_dir
 
-LEADERBOARD = "leaderboard.json"
 INPUT_NAME = "images"
 
 
@@ -37,35 +36,30 @@ class Member:
 
 
 def resolve_members(paths_or_sweep: Union[str, Path, Sequence[Union[str, Path]]], top: Optional[int] = None) -> list[Path]:
-    """Export paths -> version directories. A sweep directory (it holds `leaderboard.json`, best first, entries
-    with `export_path`) expands to its top `top` entries."""
+    """Export paths -> version directories. A sweep directory (it holds `leaderboard.json`) expands to its best
+    `top` succeeded trials, read by sweeps.leaderboard (pruned, stopped and failed trials never become members)."""
+    from sweeps.errors import SweepError
+    from sweeps.leaderboard import is_sweep_dir, sweep_exports
+
     items = [paths_or_sweep] if isinstance(paths_or_sweep, (str, Path)) else list(paths_or_sweep)
     out: list[Path] = []
     for item in items:
         item = Path(item)
-        board = item / LEADERBOARD
-        if board.is_file():
+        if is_sweep_dir(item):
             try:
-                entries = json.loads(board.read_text())
-            except (OSError, json.JSONDecodeError) as exc:
-                raise EnsembleError(f"{board}: unreadable leaderboard ({exc})") from None
-            if isinstance(entries, dict):
-                entries = entries.get("entries") or entries.get("trials") or []
-            usable = [e for e in entries if isinstance(e, dict) and e.get("export_path")]
-            if not usable:
-                raise EnsembleError(f"{board}: no entry has an export_path; received {len(entries)} entries")
-            k = top or len(usable)
-            if k > len(usable):
-                raise EnsembleError(f"--top {k}: the sweep {item} has only {len(usable)} exported trials")
-            for e in usable[:k]:
-                p = Path(e["export_path"])
-                out.append(resolve_version_dir(p if p.is_absolute() or p.exists() else item / p))
+                exports = sweep_exports(item)
+            except SweepError as exc:
+                raise EnsembleError(str(exc)) from None
+            k = top or len(exports)
+            if k > len(exports):
+                raise EnsembleError(f"--top {k}: the sweep {item} has only {len(exports)} exported trials")
+            out.extend(resolve_version_dir(p) for p in exports[:k])
         else:
             try:
                 out.append(resolve_version_dir(item))
             except ModelError as exc:
                 raise EnsembleError(str(exc)) from None
-    if top is not None and len(out) > top and not any((Path(i) / LEADERBOARD).is_file() for i in items):
+    if top is not None and len(out) > top and not any(is_sweep_dir(i) for i in items):
         out = out[:top]
     return out
 

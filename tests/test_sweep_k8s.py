@@ -11,12 +11,12 @@ from pathlib import Path
 import pytest
 import yaml
 
-from jobs.sweep_k8s import K8sBackend
-from jobs.sweep_results import read_json
-from jobs.sweep_run import SweepInterrupted, run_sweep
-from jobs.sweep_spec import load_sweep
+from sweeps.backends.kubernetes import K8sBackend
+from sweeps.state import read_json
+from sweeps.scheduler import SweepInterrupted, run_sweep
+from sweeps.spec import load_sweep
 from k8s import common
-from k8s.common import ManifestError
+from sweeps.errors import SweepError
 from k8s.manifests import SPEC_KEY, spec_configmap_name
 
 BASE = {"name": "base", "data": {"dataset": "digits"}, "model": {"type": "mlp"}, "training": {"epochs": 2}}
@@ -192,7 +192,7 @@ def test_ctrl_c_deletes_the_active_jobs_and_resume_resubmits_them(cluster, tmp_p
 
 def test_specs_kubernetes_rejects_fail_before_any_job_is_created(cluster, tmp_path):
     s = make_sweep(tmp_path, parameters={"resources.node_selector": [{"disk": "ssd"}, {"bad key!": "x"}]})
-    with pytest.raises(ManifestError, match="(?s)trial t001.*node_selector"):
+    with pytest.raises(SweepError, match="(?s)trial t001.*node_selector"):
         run_sweep(s, K8sBackend(s, cluster.client()), parallelism=2, poll_seconds=0.05)
     assert jobs(cluster) == {} and not (Path(s.sweep_dir) / "sweep.json").exists()
 
@@ -221,3 +221,85 @@ def test_cli_sweep_on_kubernetes_through_a_kubeconfig(cluster, tmp_path):
     assert "best t001 best_val_accuracy 0.8000" in result.stdout
     assert json.loads((tmp_path / "pvc/sweeps/cli/leaderboard.json").read_text())[0]["trial"] == "t001"
     assert all(j["metadata"]["namespace"] == "ml" for j in cluster.objects("Job"))
+
+
+# ------------------------------------------------------------------------------------------ Optuna: TPE + ASHA
+def play_pods(cluster, tmp_path, done: threading.Event) -> None:
+    """What the trainer pods do, one epoch per tick: history.json on the shared volume after every epoch (values
+    from the trial's learning rate, best at 0.01), then metrics.json and a Complete Job. A pruned trial's Job is
+    deleted by the sweep: its pod is gone, and so is its writing. A resubmitted Job goes on from its history, as
+    the trainer resumes from its backup."""
+    import math
+
+    while not done.is_set():
+        for name, job in list(jobs(cluster).items()):
+            if any(c.get("type") in ("Complete", "Failed") for c in (job.get("status") or {}).get("conditions") or []):
+                continue
+            cm = next((o for o in cluster.objects("ConfigMap") if o["metadata"]["name"] == spec_configmap_name(name)), None)
+            if cm is None:
+                continue
+            spec = yaml.safe_load(cm["data"][SPEC_KEY])
+            lr, trial = spec["training"]["learning_rate"], spec["name"]
+            run_dir = tmp_path / "pvc" / "runs" / trial / name.rsplit("-", 1)[1]
+            run_dir.mkdir(parents=True, exist_ok=True)
+            path = run_dir / "history.json"
+            history = json.loads(path.read_text()) if path.exists() else {"epochs": [], "val_accuracy": []}
+            epoch = len(history["epochs"]) + 1
+            if epoch <= spec["training"]["epochs"]:
+                history["epochs"].append(epoch)
+                history["val_accuracy"].append(round((1 - abs(math.log10(lr) + 2) / 4) * (1 - 0.5 / epoch), 6))
+                path.write_text(json.dumps(history))
+            else:
+                write_metrics(tmp_path, trial, max(history["val_accuracy"]), run_id=run_dir.name)
+                complete(cluster, name)
+        time.sleep(0.03)
+
+
+def test_tpe_with_asha_on_kubernetes_prunes_by_deleting_jobs_resumes_and_hands_the_best_on(cluster, tmp_path):
+    from sweeps.leaderboard import sweep_exports
+
+    def tpe_asha():
+        return make_sweep(tmp_path, base=dict(BASE, training={"epochs": 9}), max_trials=5,
+                          parameters={"training.learning_rate": [1.0, 0.1, 0.0001, 0.01, 0.03]},
+                          algorithm={"type": "tpe", "seed": 3, "n_startup_trials": 5},
+                          pruner={"type": "asha", "min_epochs": 1, "reduction_factor": 3})
+
+    done = threading.Event()
+    pods = threading.Thread(target=play_pods, args=(cluster, tmp_path, done), daemon=True)
+    pods.start()
+    events: list = []
+
+    def interrupt_after_two(p):
+        if p.kind in ("finished", "pruned"):
+            events.append(p.trial)
+            if len(events) == 2:
+                raise KeyboardInterrupt
+
+    s = tpe_asha()
+    try:
+        with pytest.raises(SweepInterrupted):
+            run_sweep(s, K8sBackend(s, cluster.client()), parallelism=1, poll_seconds=0.02,
+                      on_progress=interrupt_after_two)
+        assert active(cluster) == []
+        resumed = tpe_asha()
+        out = run_sweep(resumed, K8sBackend(resumed, cluster.client()), parallelism=1, poll_seconds=0.02)
+    finally:
+        done.set()
+        pods.join(5)
+    c = out.counts
+    assert c["total"] == 5 and c["failed"] == 0 and c["pruned"] >= 1 and c["succeeded"] + c["pruned"] == 5
+    deletes = {p.rsplit("/", 1)[1] for m, p, _ in cluster.requests() if m == "DELETE" and "/jobs/" in p}
+    state = read_json(s.sweep_dir / "sweep.json")
+    for e in out.leaderboard:
+        if e["status"] == "pruned":
+            run = state["runs"][f"{e['trial']}/r0"]
+            assert run["job"] in deletes and e["epochs"] < 9 and e["export_path"] is None
+    best = [e for e in out.leaderboard if e["status"] == "succeeded"]
+    values = [e["value"] for e in best]
+    assert values == sorted(values, reverse=True) and values[0] == max(r.get("value") or 0 for r in state["runs"].values())
+    assert sweep_exports(s.sweep_dir)[0] == (tmp_path / "pvc/models").resolve() / best[0]["name"] / "1"
+    from serving.ensemble import resolve_members  # what `jobctl ensemble --sweep DIR --top 2` fuses
+
+    for e in best:
+        (Path(e["export_path"]) / "saved_model.pb").touch()
+    assert resolve_members(s.sweep_dir, top=2) == [Path(e["export_path"]) for e in best[:2]]

@@ -16,57 +16,18 @@ import pytest
 from typer.testing import CliRunner
 
 from cli.main import app
-from jobs.sweep_local import LocalBackend
-from jobs.sweep_results import SweepError, read_json
-from jobs.sweep_run import SweepInterrupted, run_sweep
-from jobs.sweep_spec import load_sweep
+from sweeps.backends.local import LocalBackend
+from sweeps.errors import SweepError
+from sweeps.state import read_json
+from sweeps.scheduler import SweepInterrupted, run_sweep
+from sweeps.spec import load_sweep
 
-# Real training, kept tiny: 300 digits, an MLP, 2 epochs; no TensorBoard, one warmup record.
-TINY = {
-    "name": "tiny",
-    "data": {"dataset": "digits", "max_train_examples": 300},
-    "model": {"type": "mlp", "dense_units": [32]},
-    "training": {"epochs": 2, "batch_size": 32},
-    "callbacks": {"tensorboard": {"enabled": False}, "csv_history": False},
-    "export": {"warmup_requests": 1},
-}
-
-# A stand-in for `python -m jobs.train` that writes the same metrics.json contract in milliseconds: the value is a
-# function of the learning rate and the epochs, dropout 0.9 fails, FAKE_SLEEP makes it slow enough to interrupt.
-FAKE_TRAINER = r'''
-import json, math, os, sys, time, yaml
-args = dict(zip(sys.argv[1::2], sys.argv[2::2]))
-spec = yaml.safe_load(open(args["--spec"]))
-run_dir = os.path.join(args["--artifacts-dir"], "runs", spec["name"], args["--run-id"])
-os.makedirs(run_dir, exist_ok=True)
-time.sleep(float(os.environ.get("FAKE_SLEEP", "0")))
-if spec["model"]["dropout"] >= 0.9:
-    json.dump({"status": "failed", "error": "FloatingPointError: loss is NaN"}, open(os.path.join(run_dir, "metrics.json"), "w"))
-    print("error: training failed: FloatingPointError: loss is NaN", file=sys.stderr)
-    sys.exit(1)
-lr, epochs = spec["training"]["learning_rate"], spec["training"]["epochs"]
-value = round((1 - abs(math.log10(lr) + 2) / 4) * (1 - 0.5 / epochs), 6)
-export = os.path.join(args["--artifacts-dir"], "models", spec["export"]["model_name"], "1")
-os.makedirs(export, exist_ok=True)
-json.dump({"status": "succeeded", "best_val_accuracy": value, "best_val_loss": 1 - value, "test_accuracy": value,
-           "epochs_run": epochs, "export_path": export, "run_dir": run_dir},
-          open(os.path.join(run_dir, "metrics.json"), "w"))
-'''
+from tests.support.sweeps import FAKE_TRAINER, TINY, make_fake_command, sweep_data
 
 
 @pytest.fixture
 def fake_command(tmp_path):
-    script = tmp_path / "fake_train.py"
-    script.write_text(FAKE_TRAINER)
-    return lambda spec, artifacts, run_id: [sys.executable, str(script), "--spec", str(spec), "--artifacts-dir",
-                                            str(artifacts), "--run-id", run_id]
-
-
-def sweep_data(tmp_path, **kw) -> dict:
-    out = {"name": "sw", "base": TINY, "parallelism": 2, "sweep_dir": str(tmp_path / "sweep"),
-           "artifacts_dir": str(tmp_path / "artifacts")}
-    out.update(kw)
-    return out
+    return make_fake_command(tmp_path)
 
 
 # ------------------------------------------------------------------------------------------ real training
@@ -83,7 +44,7 @@ def test_real_digits_sweep_ranks_trials_records_a_failure_and_resume_skips_them(
     t0 = time.monotonic()
     out = run_sweep(s, LocalBackend(s, parallelism=2), parallelism=2, on_progress=seen.append)
     took = time.monotonic() - t0
-    assert out.counts == {"succeeded": 4, "stopped": 0, "failed": 1, "running": 0, "pending": 0, "total": 5}
+    assert out.counts == {"succeeded": 4, "pruned": 0, "failed": 1, "running": 0, "paused": 0, "pending": 0, "total": 5}
     board = read_json(s.sweep_dir / "leaderboard.json")
     assert [e["rank"] for e in board] == [1, 2, 3, 4, 5]
     # Ranked by the objective as each trial's own metrics.json reports it, best first; the failure last.
@@ -217,26 +178,6 @@ def test_fake_failure_has_its_error_and_others_complete(tmp_path, fake_command):
     assert failed[0]["error"] == "exit code 1 (training failed): FloatingPointError: loss is NaN"
 
 
-def test_hyperband_end_to_end_records_stopped_trials(tmp_path, fake_command):
-    s = load_sweep(sweep_data(tmp_path, algorithm={"type": "hyperband", "min_epochs": 1, "max_epochs": 3, "eta": 3,
-                                                   "seed": 3},
-                              parameters={"training.learning_rate": {"min": 1e-4, "max": 1.0, "scale": "log"}}))
-    assert [b.n_configs for b in s.plan] == [3, 2]
-    out = run_sweep(s, LocalBackend(s, command=fake_command), parallelism=2)
-    assert out.counts == {"succeeded": 3, "stopped": 2, "failed": 0, "running": 0, "pending": 0, "total": 5}
-    board = out.leaderboard
-    assert [e["status"] for e in board] == ["succeeded"] * 3 + ["stopped"] * 2
-    assert all(e["export_path"] for e in board[:3]) and not any(e["export_path"] for e in board[3:])
-    state = read_json(s.sweep_dir / "sweep.json")
-    b0 = [t for t, info in state["trials"].items() if info["bracket"] == 0]
-    promoted = [t for t in b0 if f"{t}/r1" in state["runs"]]
-    assert len(promoted) == 1 and state["runs"][f"{promoted[0]}/r1"]["epochs"] == 3
-    # The promoted trial was the best of its rung at 1 epoch.
-    rung0 = {t: state["runs"][f"{t}/r0"]["value"] for t in b0}
-    assert promoted[0] == max(rung0, key=rung0.get)
-    assert all(state["runs"][f"{t}/r0"]["epochs"] == 1 for t in b0)
-
-
 def test_resume_refuses_a_changed_sweep(tmp_path, fake_command):
     s = load_sweep(sweep_data(tmp_path, parameters={"training.learning_rate": [0.1, 0.01]}))
     run_sweep(s, LocalBackend(s, command=fake_command), parallelism=2)
@@ -332,7 +273,7 @@ def test_cli_results_argument_errors_exit_2_and_output_paths_are_checked(tmp_pat
 
 
 def test_cli_dry_run_refuses_a_directory_holding_a_different_sweep_as_the_run_does(tmp_path, fake_command, monkeypatch):
-    import jobs.sweep_local as local
+    import sweeps.backends.local as local
 
     monkeypatch.setattr(local, "train_command", fake_command)
     spec = tmp_path / "sweep.yaml"
@@ -370,7 +311,7 @@ def test_cli_sweep_rejects_bad_input_before_any_trial_runs(tmp_path):
 
 
 def test_cli_sweep_runs_and_reports_progress(tmp_path, monkeypatch, fake_command):
-    import jobs.sweep_local as local
+    import sweeps.backends.local as local
 
     monkeypatch.setattr(local, "train_command", fake_command)
     (tmp_path / "sweep.yaml").write_text(json.dumps(sweep_data(tmp_path, parameters={"model.dropout": [0.0, 0.9]})))
@@ -378,3 +319,35 @@ def test_cli_sweep_runs_and_reports_progress(tmp_path, monkeypatch, fake_command
     assert r.exit_code == 0, r.output
     assert "t000 started" in r.stdout and "t001 failed" in r.stdout and "sweep finished" in r.stdout
     assert "[2/2 done, 0 running, 1 failed]" in r.stdout and "best t000 best_val_accuracy" in r.stdout
+
+
+@pytest.mark.slow
+def test_real_hyperband_promoted_trial_continues_its_history_from_the_rung_backup(tmp_path):
+    base = dict(TINY, training={"epochs": 3, "batch_size": 32})
+    s = load_sweep(sweep_data(tmp_path, base=base, parameters={"training.learning_rate": [0.01, 0.003]},
+                              algorithm={"type": "random", "seed": 0}, max_trials=2,
+                              pruner={"type": "hyperband", "min_epochs": 1, "reduction_factor": 3}))
+    at_pause: dict = {}
+
+    def keep_history(p):
+        if p.kind == "paused":
+            run = read_json(s.sweep_dir / "sweep.json")["runs"][f"{p.trial}/r0"]
+            at_pause[p.trial] = json.loads((Path(run["run_dir"]) / "history.json").read_text())
+
+    out = run_sweep(s, LocalBackend(s, parallelism=1), parallelism=1, poll_seconds=0.1, on_progress=keep_history)
+    assert out.counts["failed"] == 0 and at_pause, "a trial paused at its rung (epoch 1)"
+    state = read_json(s.sweep_dir / "sweep.json")
+    for trial, before in at_pause.items():
+        run = state["runs"][f"{trial}/r0"]
+        if run["status"] != "succeeded":
+            continue  # pruned at its rung
+        after = json.loads((Path(run["run_dir"]) / "history.json").read_text())
+        n = len(before["epochs"])
+        # The promoted run's first epoch is epoch n+1 of the same history: epochs 1..n kept as they were...
+        assert after["epochs"] == [1, 2, 3] and after["loss"][:n] == before["loss"][:n]
+        # ...because Keras restored the weights and the optimizer from the rung's backup, not from scratch.
+        assert f"resumed: epochs 1-{n} restored from" in Path(run["log"]).read_text()
+        assert after["loss"][n] < after["loss"][0]
+        break
+    else:
+        pytest.fail("no paused trial was promoted")

@@ -1,13 +1,12 @@
-"""Sweep specs and search algorithms: bad input fails before any trial runs; grid, random and Hyperband decide
-the same way every time (Hyperband promotions are checked on given metrics, no training)."""
+"""Sweep specs: bad input fails before any trial runs, every problem at once; grid and random plan the same trials
+every time; the algorithm, the pruner and the space are checked against each other."""
 
 from __future__ import annotations
 
 import pytest
 
 from jobs.spec import SpecError
-from jobs.sweep_search import hyperband_plan, promote, run_key, walk
-from jobs.sweep_spec import load_sweep
+from sweeps.spec import load_sweep
 
 BASE = {"name": "base", "data": {"dataset": "digits"}, "model": {"type": "mlp"}, "training": {"epochs": 9}}
 
@@ -66,11 +65,57 @@ def test_float_range_in_a_grid_needs_grid_points_and_log_needs_positive_min():
         load_sweep(sweep(parameters={"training.learning_rate": {"min": 0.001, "max": 0.1}}))
 
 
-def test_hyperband_rejects_epochs_as_a_parameter_and_a_too_small_max_trials():
-    (p,) = problems(sweep(algorithm={"type": "hyperband"}, parameters={"training.epochs": [1, 2]}))
-    assert "hyperband uses epochs as its budget" in p
-    (p,) = problems(sweep(algorithm={"type": "hyperband", "max_epochs": 9}, max_trials=5))
-    assert "samples 17 configurations" in p
+def test_a_pruner_rejects_epochs_as_a_parameter_and_hyperband_is_a_pruner_now():
+    ps = problems(sweep(algorithm={"type": "tpe"}, pruner={"type": "asha"}, parameters={"training.epochs": [1, 2]}))
+    assert any(p.startswith("parameters.training.epochs: the pruner uses epochs as its budget") for p in ps)
+    (p,) = problems(sweep(algorithm={"type": "hyperband"}))
+    assert p.startswith("algorithm.type: received 'hyperband', which is a pruner now")
+    assert "pruner: {type: hyperband" in p
+
+
+def test_a_pruner_with_a_grid_means_nothing():
+    (p,) = problems(sweep(pruner={"type": "median"}))
+    assert p.startswith("pruner: received median with algorithm grid, where it means nothing")
+    assert "algorithm random, tpe or gp" in p
+
+
+def test_a_pruner_needs_an_objective_recorded_every_epoch():
+    (p,) = problems(sweep(algorithm={"type": "tpe"}, pruner={"type": "asha"}, objective={"metric": "test_accuracy"}))
+    assert p.startswith("pruner: judges trials epoch by epoch on val_accuracy or val_loss")
+    assert "received" not in p or "test_accuracy" in p
+
+
+def test_gp_over_a_categorical_only_space_is_refused():
+    (p,) = problems(sweep(algorithm={"type": "gp"}, parameters={"training.learning_rate": [0.1, 0.01],
+                                                                "training.optimizer": ["adam", "sgd"]}))
+    assert p.startswith("algorithm.type: gp models numeric ranges with a Gaussian process, but every parameter is a "
+                        "choice (training.learning_rate, training.optimizer)")
+    assert "algorithm tpe" in p
+
+
+def test_gp_without_torch_says_why_and_what_to_install(monkeypatch):
+    import sweeps.study
+
+    monkeypatch.setattr(sweeps.study, "torch_available", lambda: False)
+    (p,) = problems(sweep(algorithm={"type": "gp"}, parameters={"training.learning_rate": {"min": 1e-4, "max": 1e-1}}))
+    assert "needs PyTorch" in p and "pip install 'jobctl[gp]'" in p
+
+
+@pytest.mark.parametrize("pruner, expected", [
+    ({"type": "median", "n_startup_trials": -1}, "pruner.median.n_startup_trials"),
+    ({"type": "asha", "reduction_factor": 1}, "pruner.asha.reduction_factor"),
+    ({"type": "hyperband", "min_epochs": 9, "max_epochs": 3}, "pruner.max_epochs: expected more than min_epochs (9), received 3"),
+    ({"type": "sha"}, "pruner"),
+])
+def test_pruner_settings_are_checked(pruner, expected):
+    ps = problems(sweep(algorithm={"type": "random"}, max_trials=2, pruner=pruner))
+    assert any(p.startswith(expected) for p in ps), ps
+
+
+def test_hyperband_takes_its_full_budget_from_the_base_spec():
+    s = load_sweep(sweep(algorithm={"type": "tpe"}, pruner={"type": "hyperband", "min_epochs": 1}))
+    assert s.spec.pruner.max_epochs == 9 and s.epochs == 9 and not s.trials and s.max_trials == 10
+    assert s.epoch_metric == "val_accuracy"
 
 
 def test_random_search_over_a_space_smaller_than_max_trials():
@@ -127,11 +172,10 @@ def test_a_range_reports_each_of_its_problems():
     assert "log scale needs min >= 1" in ps[3] and "did you mean 'step'" in ps[4]
 
 
-def test_hyperband_problems_come_with_the_others():
-    ps = problems(sweep(objective={"metric": "acc"}, algorithm={"type": "hyperband", "max_epochs": 9}, max_trials=5,
-                        parameters={"training.epochs": [1, 2]}))
-    assert [p.split(":")[0] for p in ps] == ["objective.metric", "parameters.training.epochs", "max_trials"]
-    assert "samples 17 configurations" in ps[2]
+def test_pruner_problems_come_with_the_others():
+    ps = problems(sweep(objective={"metric": "acc"}, algorithm={"type": "random"}, pruner={"type": "hyperband"},
+                        max_trials=2, parameters={"training.epochs": [1, 2]}))
+    assert [p.split(":")[0] for p in ps] == ["objective.metric", "parameters.training.epochs"]
 
 
 # ------------------------------------------------------------------------------------------- good input
@@ -174,79 +218,6 @@ def test_yaml_style_exponent_strings_become_numbers(tmp_path):
     s = load_sweep(tmp_path / "sweep.yaml")
     assert [t.params["training.learning_rate"] for t in s.trials] == [0.001, 0.01]
     assert s.trial_job_spec(s.trials[0]).training.epochs == 2
-
-
-# ------------------------------------------------------------------------------------------- hyperband
-def test_hyperband_plan_matches_the_paper():
-    plan = hyperband_plan(1, 9, 3)  # Li et al. Table 1 with R=9, eta=3 (budgets in epochs)
-    assert [(b.n_configs, [(r.n, r.epochs) for r in b.rungs]) for b in plan] == [
-        (9, [(9, 1), (3, 3), (1, 9)]),
-        (5, [(5, 3), (1, 9)]),
-        (3, [(3, 9)]),
-    ]
-    assert [r.epochs for b in hyperband_plan(2, 8, 2) for r in b.rungs][:4] == [2, 4, 8, 4]
-
-
-def test_promote_takes_the_best_and_never_a_failure():
-    values = {"t0": 0.5, "t1": 0.9, "t2": None, "t3": 0.9, "t4": float("nan"), "t5": 0.7}
-    assert promote(values, 2, "max") == ["t1", "t3"]  # tie -> lower id first
-    assert promote(values, 3, "min") == ["t0", "t5", "t1"]
-    assert promote({"t0": None, "t1": 0.2}, 2, "max") == ["t1"]
-
-
-def _hb(max_trials=None):
-    return load_sweep(sweep(algorithm={"type": "hyperband", "min_epochs": 1, "max_epochs": 9, "eta": 3, "seed": 1},
-                            parameters={"training.learning_rate": {"min": 1e-4, "max": 1e-1, "scale": "log"}}))
-
-
-def _finish(runs, trial, rung, value, status="succeeded"):
-    runs[run_key(trial, rung)] = {"status": status, "value": value if status == "succeeded" else None}
-
-
-def test_hyperband_promotes_the_best_third_and_stops_the_rest():
-    s = _hb()
-    bracket0 = [t.id for t in s.trials if t.bracket == 0]
-    assert len(bracket0) == 9 and len(s.trials) == 17
-    runs: dict = {}
-    reqs, _ = walk(s, runs)
-    # Every bracket starts at once (they are independent): 9 at 1 epoch, 5 at 3, 3 at 9.
-    assert sorted((r.epochs, r.rung) for r in reqs) == [(1, 0)] * 9 + [(3, 0)] * 5 + [(9, 0)] * 3
-    scores = dict(zip(bracket0, [0.1, 0.8, 0.3, 0.95, 0.2, 0.7, 0.4, 0.6, 0.5]))
-    for t in bracket0[:8]:
-        _finish(runs, t, 0, scores[t])
-    reqs, states = walk(s, runs)
-    assert not [r for r in reqs if r.trial in bracket0 and r.rung == 1], "no promotion before the rung completes"
-    assert states[bracket0[3]]["status"] == "pending", "finished a rung, not the trial"
-    _finish(runs, bracket0[8], 0, None, status="failed")
-    reqs, states = walk(s, runs)
-    promoted = sorted(r.trial for r in reqs if r.trial in bracket0)
-    assert promoted == sorted([bracket0[3], bracket0[1], bracket0[5]])  # 0.95, 0.8, 0.7
-    assert all(r.epochs == 3 and r.rung == 1 for r in reqs if r.trial in bracket0)
-    assert states[bracket0[0]]["status"] == "stopped" and states[bracket0[8]]["status"] == "failed"
-    assert states[bracket0[3]]["status"] == "pending"
-    # Rung 1: 3 trials at 3 epochs -> 1 trial at 9 epochs, chosen by the rung-1 values, not rung 0's.
-    for t, v in ((bracket0[3], 0.5), (bracket0[1], 0.9), (bracket0[5], 0.6)):
-        _finish(runs, t, 1, v)
-    reqs, states = walk(s, runs)
-    assert [(r.trial, r.rung, r.epochs) for r in reqs if r.trial in bracket0] == [(bracket0[1], 2, 9)]
-    assert states[bracket0[3]]["status"] == "stopped"
-    _finish(runs, bracket0[1], 2, 0.97)
-    _, states = walk(s, runs)
-    assert states[bracket0[1]]["status"] == "succeeded"
-    assert sum(1 for t in bracket0 if states[t]["status"] == "stopped") == 7
-
-
-def test_hyperband_promotes_by_direction_min():
-    s = load_sweep(sweep(algorithm={"type": "hyperband", "min_epochs": 1, "max_epochs": 3, "eta": 3},
-                         objective={"metric": "best_val_loss"},
-                         parameters={"training.learning_rate": {"min": 1e-4, "max": 1e-1, "scale": "log"}}))
-    b0 = [t.id for t in s.trials if t.bracket == 0]
-    assert len(b0) == 3
-    runs: dict = {}
-    for t, v in zip(b0, [0.3, 0.1, 0.2]):
-        _finish(runs, t, 0, v)
-    reqs, _ = walk(s, runs)
-    assert [(r.trial, r.epochs) for r in reqs if r.trial in b0] == [(b0[1], 3)]
 
 
 def test_combinations_are_judged_on_the_trials_not_value_by_value():

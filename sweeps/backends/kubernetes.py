@@ -13,19 +13,42 @@ Ctrl-C deletes the sweep's active Jobs (their runs are rerun on resume).
 
 from __future__ import annotations
 
+import functools
 import time
 from typing import Optional
 
+from jobs import contract
+from jobs.contract import RunStatus
 from jobs.spec import JobSpec
-from jobs.sweep_results import now, read_run_outcome
-from jobs.sweep_search import RunRequest, run_id_for
-from jobs.sweep_spec import Sweep, Trial
+from sweeps.errors import ClusterError, SweepError
+from sweeps.state import INTERRUPTED, now, read_run_outcome
+from sweeps.search import RunRequest, run_id_for
+from sweeps.spec import Sweep, Trial
 from k8s.client import TERMINAL
 
 
-def job_name(sweep: Sweep, trial_id: str, rung: int) -> str:
+def _cluster_errors(method):
+    """The cluster's errors in jobctl's taxonomy, so the CLI maps them in its one place: a Job Kubernetes rejects
+    is bad input (exit 2), anything else the API does is a failure (exit 1) the same command resumes from."""
+
+    @functools.wraps(method)
+    def wrapper(*args, **kwargs):
+        from k8s.client import KubeError
+        from k8s.common import ManifestError
+
+        try:
+            return method(*args, **kwargs)
+        except ManifestError as exc:
+            raise SweepError(str(exc)) from exc
+        except KubeError as exc:
+            raise ClusterError(f"Kubernetes: {exc}\nThe sweep state is saved; run the same command to resume.") from exc
+
+    return wrapper
+
+
+def job_name(sweep: Sweep, trial_id: str, attempt: int) -> str:
     # <sweep>-t003-r0: at most 40 + 6 + 3 characters, within the 52 a job name may have.
-    return f"{sweep.trial_name(trial_id)}-r{rung}"
+    return f"{sweep.trial_name(trial_id)}-r{attempt}"
 
 
 class K8sBackend:
@@ -48,26 +71,30 @@ class K8sBackend:
 
         return cls(sweep, JobClient(namespace, context=context, kubeconfig=kubeconfig), image=image)
 
-    def objects(self, trial: Trial, spec: JobSpec, rung: int, run_id: str) -> list[dict]:
+    def objects(self, trial: Trial, spec: JobSpec, attempt: int, run_id: str) -> list[dict]:
         from k8s.manifests import build_job_objects
 
         # jobctl.io/sweep and jobctl.io/trial come from spec.labels (Sweep.trial_data sets them).
-        return build_job_objects(spec, run_id=run_id, name=job_name(self.sweep, trial.id, rung), image=self.image)
+        return build_job_objects(spec, run_id=run_id, name=job_name(self.sweep, trial.id, attempt), image=self.image)
 
     # ------------------------------------------------------------------------------------------- Backend
+    @_cluster_errors
     def prepare(self) -> None:
         """Render every trial's Job before anything is created: a spec Kubernetes rejects fails the sweep now."""
         from k8s.common import ManifestError
 
         problems = []
-        plan = self.sweep.plan
-        for t in self.sweep.trials:
-            budgets = [(0, None)] if plan is None else list(enumerate(r.epochs for r in plan[t.bracket].rungs))
-            for rung, epochs in budgets:
-                try:
-                    self.objects(t, self.sweep.trial_job_spec(t, epochs), rung, run_id_for(rung))
-                except ManifestError as exc:
-                    problems.append(f"trial {t.id}: {exc}")
+        # Planned trials (grid, random) each. A proposed one (tpe, gp) is rendered when it starts; here a stand-in
+        # at the space's lower ends catches what the base spec and the sweep's labels alone get wrong.
+        from sweeps.space import boundary_values
+
+        trials = self.sweep.trials or [Trial(self.sweep.trial_id(0), {k: boundary_values(p)[0]
+                                                                      for k, p in self.sweep.params.items()})]
+        for t in trials:
+            try:
+                self.objects(t, self.sweep.trial_job_spec(t), 0, run_id_for(0))
+            except ManifestError as exc:
+                problems.append(f"trial {t.id}: {exc}")
         if problems:
             raise ManifestError("\n".join(problems))
 
@@ -75,6 +102,7 @@ class K8sBackend:
         """This sweep's Jobs by name -> state, counted through the sweep label (one list call)."""
         return {r.name: r.state for r in self.client.list(self.selector)}
 
+    @_cluster_errors
     def capacity(self, parallelism: int) -> int:
         running = sum(1 for state in self.active_jobs().values() if state not in TERMINAL)
         return max(0, parallelism - running)
@@ -82,14 +110,15 @@ class K8sBackend:
     def active(self) -> set[str]:
         return set(self.watched)
 
+    @_cluster_errors
     def start(self, req: RunRequest, trial: Trial, spec: JobSpec, run_id: str) -> dict:
         from k8s.client import ConflictError
 
-        objects = self.objects(trial, spec, req.rung, run_id)
-        name = job_name(self.sweep, trial.id, req.rung)
+        objects = self.objects(trial, spec, req.attempt, run_id)
+        name = job_name(self.sweep, trial.id, req.attempt)
         # A metrics.json of an interrupted attempt must not be read as this attempt's result.
         try:
-            (self.sweep.artifacts_dir / "runs" / spec.name / run_id / "metrics.json").unlink(missing_ok=True)
+            contract.metrics_path(self.sweep.artifacts_dir, spec.name, run_id).unlink(missing_ok=True)
         except OSError:
             pass  # a read-only mount of the claim: the pod's trainer overwrites it anyway
         try:
@@ -100,6 +129,19 @@ class K8sBackend:
         self.watched[req.key] = {"job": name, "trial_name": spec.name, "run_id": run_id}
         return {"job": name, "namespace": self.client.namespace}
 
+    @_cluster_errors
+    def stop(self, key: str) -> None:
+        """Delete the run's Job (its pods get SIGTERM); `wait` then finds it gone and reads what it recorded."""
+        from k8s.client import NotFoundError
+
+        w = self.watched.get(key)
+        if w is not None:
+            try:
+                self.client.delete(w["job"])
+            except NotFoundError:
+                pass
+
+    @_cluster_errors
     def adopt(self, key: str, record: dict) -> bool:
         from k8s.client import NotFoundError
 
@@ -113,6 +155,7 @@ class K8sBackend:
         self.watched[key] = {"job": name, "trial_name": self.sweep.trial_name(record["trial"]), "run_id": record["run_id"]}
         return True
 
+    @_cluster_errors
     def wait(self, timeout: float) -> list[tuple[str, dict]]:
         time.sleep(timeout)
         states = self.active_jobs()
@@ -136,7 +179,7 @@ class K8sBackend:
             except KubeError as exc:
                 error = f"{reason}; deleting Job {w['job']} failed: {exc}"
             self.watched.pop(key, None)
-            out.append((key, {"status": "interrupted", "error": error, "finished": now()}))
+            out.append((key, {"status": INTERRUPTED, "error": error, "finished": now()}))
         return out
 
     def abandon(self) -> list[tuple[str, dict]]:
@@ -162,10 +205,10 @@ class K8sBackend:
             self.sweep.artifacts_dir, w["trial_name"], w["run_id"], self.sweep.spec.objective.metric,
             exit_code=exit_code,
         )
-        if outcome["status"] == "succeeded" and state != "Succeeded":
+        if outcome["status"] == RunStatus.SUCCEEDED and state != "Succeeded":
             # metrics.json says succeeded but the Job did not finish (deleted, TTL): trust the results on disk.
             outcome["job_state"] = state
-        if outcome["status"] == "failed" and detail:
+        if outcome["status"] == RunStatus.FAILED and detail:
             outcome["error"] = f"Job {w['job']} {state.lower()}: {detail}" + (
                 f" | {outcome['error']}" if outcome.get("error") and "no metrics.json" not in outcome["error"] else "")
         outcome["job"] = w["job"]

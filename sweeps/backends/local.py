@@ -17,11 +17,13 @@ from pathlib import Path
 from typing import Callable, Optional, Sequence
 
 import jobs
+from jobs import contract
+from jobs.contract import RunStatus
 from jobs.fsutil import atomic_write_text
 from jobs.spec import JobSpec
-from jobs.sweep_results import now, read_run_outcome
-from jobs.sweep_search import RunRequest
-from jobs.sweep_spec import Sweep, Trial, cpu_count, default_parallelism
+from sweeps.state import INTERRUPTED, now, read_run_outcome
+from sweeps.search import RunRequest
+from sweeps.spec import Sweep, Trial, cpu_count, default_parallelism
 
 # (spec file, artifacts dir, run id) -> argv. Tests swap in a fast fake trainer; users never need to.
 Command = Callable[[Path, Path, str], Sequence[str]]
@@ -83,9 +85,9 @@ class LocalBackend:
         spec_path = atomic_write_text(tdir / f"{run_id}.yaml", spec.to_yaml())
         log = tdir / f"{run_id}.log"
         # A metrics.json left by an interrupted attempt must not be read as this attempt's result.
-        (self.sweep.artifacts_dir / "runs" / spec.name / run_id / "metrics.json").unlink(missing_ok=True)
+        contract.metrics_path(self.sweep.artifacts_dir, spec.name, run_id).unlink(missing_ok=True)
         argv = list(self.command(spec_path, self.sweep.artifacts_dir, run_id))
-        fh = open(log, "w")
+        fh = open(log, "a")  # a promoted or rerun attempt goes on in the same log
         popen = subprocess.Popen(
             argv, stdout=fh, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=self._env(),
             start_new_session=True,
@@ -120,6 +122,12 @@ class LocalBackend:
                 p.killed = True
                 self._signal(p, signal.SIGKILL)
 
+    def stop(self, key: str) -> None:
+        """SIGTERM: jobs.train saves its backup and exits (75); the outcome comes back through `wait`."""
+        p = self.procs.get(key)
+        if p is not None:
+            self._signal(p, signal.SIGTERM)
+
     def stop_all(self, reason: str = "stopped by Ctrl-C or SIGTERM") -> list[tuple[str, dict]]:
         for p in self.procs.values():
             self._signal(p, signal.SIGINT)
@@ -136,9 +144,9 @@ class LocalBackend:
         out = []
         for p in list(self.procs.values()):
             outcome = self._finish(p)
-            if outcome["status"] != "succeeded":
+            if outcome["status"] != RunStatus.SUCCEEDED:
                 # Stopped by us, whatever the child managed to record: it runs again on resume.
-                outcome["status"] = "interrupted"
+                outcome["status"] = INTERRUPTED
                 outcome["error"] = reason
             out.append((p.key, outcome))
         return out
@@ -154,9 +162,10 @@ class LocalBackend:
             self.sweep.artifacts_dir, p.trial_name, p.run_id, self.sweep.spec.objective.metric,
             exit_code=p.popen.returncode, log_path=p.log,
         ) | {"finished": now()}
-        if p.terminated is not None and outcome.get("status") != "succeeded":
+        if p.terminated is not None and outcome.get("status") != RunStatus.SUCCEEDED:
             # Final, as Kubernetes' activeDeadlineSeconds is: a resumed sweep does not run it again.
-            outcome["status"] = "failed"
+            outcome["status"] = RunStatus.FAILED
+            outcome["timed_out"] = True
             outcome["error"] = (f"timed out: still running after {self.sweep.spec.trial_timeout_seconds} s "
                                 "(sweep trial_timeout_seconds)")
         return outcome
