@@ -122,7 +122,8 @@ class ServerHandle(_Handle):
     def __init__(self, root: Path, bases: dict, batching: bool, in_process: bool = False):
         self.in_process = in_process
         if in_process:
-            from serving.server import BatchingConfig, ModelEntry, ModelServer, ServerConfig
+            from serving.model_servers.config import BatchingConfig, ModelEntry, ServerConfig
+            from serving.model_servers.server import ModelServer
 
             cfg = ServerConfig("", Path(""), port=0, host="127.0.0.1", poll_seconds=3600,
                                extra_models=[ModelEntry(n, Path(b)) for n, b in bases.items()],

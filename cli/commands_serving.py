@@ -14,7 +14,8 @@ from typing import Optional
 import typer
 
 from cli.common import check_output_dir, check_output_file, console, fail
-from jobs import contract, exit_codes
+from jobs import exit_codes
+from jobs.contract import SIGNATURE_NAME
 
 
 def _labels(pairs: Optional[list[str]]) -> dict[str, int]:
@@ -37,7 +38,7 @@ def ensemble(
                                         help="also return each member's probabilities (member_probabilities)"),
     version: Optional[int] = typer.Option(None, "--version", min=1, help="version number (default: next)"),
 ) -> None:
-    """Fuse members into one SavedModel whose serving_default returns their (weighted) mean probabilities."""
+    """Fuse members into one SavedModel whose default signature returns their (weighted) mean probabilities."""
     if bool(exports) == bool(sweep):
         fail("give member EXPORT paths or --sweep SWEEP (not both, not neither)", exit_codes.BAD_SPEC)
     check_output_dir(output, "-o/--output")
@@ -58,13 +59,10 @@ def ensemble(
             sweep = resolve_sweep_dir(sweep)
         except (SweepError, SpecError) as exc:
             fail(f"--sweep: {exc}", exit_codes.BAD_SPEC)
-    from serving.ensemble import EnsembleError, build_ensemble, resolve_members
+    from serving.ensemble import build_ensemble, resolve_members
 
-    try:
-        members = resolve_members(sweep if sweep else exports, top=top)
-        path = build_ensemble(members, output, weights=parsed, include_member_probabilities=member_outputs, version=version)
-    except EnsembleError as exc:
-        fail(str(exc), exit_codes.BAD_SPEC)
+    members = resolve_members(sweep if sweep else exports, top=top)
+    path = build_ensemble(members, output, weights=parsed, include_member_probabilities=member_outputs, version=version)
     console.print(f"ensemble of {len(members)} members written to [bold]{path}[/]")
     for m in members:
         console.print(f"  member {m}")
@@ -81,27 +79,15 @@ def evaluate(
         fail("give --data SPEC or --npz FILE", exit_codes.BAD_SPEC)
     if json_out and str(json_out) != "-":
         check_output_file(json_out, "--json")
-    from serving.evaluate import evaluate_models, test_split
-    from serving.savedmodel import ModelError
+    from serving.evaluate import evaluate_models, load_test_split
 
     if data:
-        from jobs.datasets import DataUnavailable
-        from jobs.spec import SpecError
-
-        try:
-            x, y, _ = test_split(data)
-        except SpecError as exc:
-            fail(exc.render(), exit_codes.BAD_SPEC)
-        except DataUnavailable as exc:
-            fail(str(exc), exit_codes.DATA_UNAVAILABLE)
+        x, y, _ = load_test_split(data)  # DataUnavailable is a DataUnavailableError: cli.main maps it to exit 3
     else:
         x, y = _read_npz(npz)
         if y is None:
             fail(f"--npz {npz}: no labels (y_test, y or labels) to evaluate against", exit_codes.BAD_SPEC)
-    try:
-        rows = evaluate_models(models, x, y)
-    except (ModelError, ValueError) as exc:
-        fail(str(exc), exit_codes.BAD_SPEC)
+    rows = evaluate_models(models, x, y)
     from rich.table import Table
 
     table = Table(title=f"test set: {len(y)} images")
@@ -156,14 +142,10 @@ def serve(
         fail(f"BASE_PATH {base_path} is a SavedModel version directory; expected the model base path that holds "
              f"the versions, as TF Serving's --model_base_path: {base_path.resolve().parent}", exit_codes.BAD_SPEC)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    from serving.server import BatchingConfig, ServerConfig, read_model_config, serve_forever
+    from serving.model_servers.config import BatchingConfig, ServerConfig, read_model_config
+    from serving.model_servers.server import serve_forever
 
-    extra = []
-    if model_config_file is not None:
-        try:
-            extra = read_model_config(model_config_file)
-        except ValueError as exc:
-            fail(str(exc), exit_codes.BAD_SPEC)
+    extra = read_model_config(model_config_file) if model_config_file is not None else []
 
     cfg = ServerConfig(
         model_name=(model_name or base_path.resolve().name) if base_path is not None else "",
@@ -184,11 +166,7 @@ def serve(
         intra_op_threads=intra_op_threads,
         inter_op_threads=inter_op_threads,
     )
-    try:
-        code = serve_forever(cfg, grace=grace)
-    except (OSError, ValueError) as exc:
-        fail(str(exc), exit_codes.FAILURE)
-    raise typer.Exit(code)
+    raise typer.Exit(serve_forever(cfg, grace=grace))
 
 
 def _read_npz(path: Path):
@@ -221,7 +199,7 @@ def predict(
     npz: Optional[Path] = typer.Option(None, "--npz", help="an .npz of raw-pixel images (x_test/x) and labels"),
     version: Optional[int] = typer.Option(None, "--version"),
     version_label: Optional[str] = typer.Option(None, "--version-label"),
-    signature: str = typer.Option(contract.SIGNATURE_NAME, "--signature"),
+    signature: str = typer.Option(SIGNATURE_NAME, "--signature"),
     top_k: int = typer.Option(3, "--top-k", min=1),
     batch_size: int = typer.Option(256, "--batch-size", min=1, help="images per Predict request"),
     timeout: float = typer.Option(10.0, "--timeout", help="deadline per request, seconds"),
@@ -239,7 +217,7 @@ def predict(
         fail(f"--target: expected HOST:PORT (TF Serving's gRPC port is 8500), received {target!r}", exit_codes.BAD_SPEC)
     import numpy as np
 
-    from serving.client import PredictClient, PredictError, load_images
+    from serving.client import PredictClient, load_images
 
     client = PredictClient(target, model, version=version, version_label=version_label, signature=signature,
                            timeout=timeout, retries=retries, batch_size=batch_size, tls=tls, root_certificates=ca_cert)
@@ -251,15 +229,9 @@ def predict(
         else:
             spec = client.input_spec()
             pixel_max = client.jobctl_metadata().get("pixel_max")
-            try:
-                x = load_images(images, spec.shape, pixel_max=pixel_max, dtype=spec.dtype)
-            except ValueError as exc:
-                fail(str(exc), exit_codes.BAD_SPEC)
+            x = load_images(images, spec.shape, pixel_max=pixel_max, dtype=spec.dtype)
             names = [str(p) for p in images]
         results = client.top_k(x, k=top_k)
-    except PredictError as exc:
-        code = exit_codes.BAD_SPEC if exc.code.name in ("INVALID_ARGUMENT", "NOT_FOUND", "FAILED_PRECONDITION") else exit_codes.FAILURE
-        fail(str(exc), code)
     finally:
         client.close()
     accuracy = None

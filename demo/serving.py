@@ -37,7 +37,8 @@ def run_serving_demo(
     from serving.client import PredictClient
     from serving.ensemble import build_ensemble, inspect_member
     from serving.evaluate import _name, scores
-    from serving.server import BatchingConfig, ModelServer, ServerConfig
+    from serving.model_servers.config import BatchingConfig, ServerConfig
+    from serving.model_servers.server import ModelServer
 
     if len(export_paths) < 1:
         raise ValueError("run_serving_demo: expected at least one export path, received none")

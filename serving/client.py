@@ -20,6 +20,9 @@ from typing import Iterable, Optional, Sequence, Union
 import grpc
 import numpy as np
 
+from jobs.contract import INPUT_NAME, OUTPUT_PROBABILITIES, SIGNATURE_NAME
+from jobs.errors import BadInputError, OperationFailedError
+from serving.errors import REQUEST_ERROR_CODES
 from serving.tensors import to_ndarray, write_ndarray
 
 log = logging.getLogger("jobctl.client")
@@ -27,12 +30,24 @@ DEFAULT_MAX_MESSAGE_BYTES = 64 * 1024 * 1024
 RETRYABLE = (grpc.StatusCode.UNAVAILABLE,)
 
 
-class PredictError(RuntimeError):
-    """A failed RPC, with the gRPC status code and the server's message."""
+class PredictError(OperationFailedError):
+    """A failed RPC, with the gRPC status code and the server's message. `PredictError(code, ...)` builds a
+    `BadRequestError` (exit 2) when the code says the request itself is wrong."""
+
+    def __new__(cls, code: grpc.StatusCode, message: str, target: str):
+        if cls is PredictError and code in REQUEST_ERROR_CODES:
+            cls = BadRequestError
+        return super().__new__(cls, code, message, target)
 
     def __init__(self, code: grpc.StatusCode, message: str, target: str):
         super().__init__(f"{code.name}: {message} (server {target})")
         self.code, self.details, self.target = code, message, target
+
+
+class BadRequestError(PredictError, BadInputError):
+    """INVALID_ARGUMENT, NOT_FOUND, FAILED_PRECONDITION: the same request would fail again."""
+
+    exit_code = BadInputError.exit_code  # PredictError comes first in the MRO
 
 
 @dataclass
@@ -52,7 +67,7 @@ class PredictClient:
         *,
         version: Optional[int] = None,
         version_label: Optional[str] = None,
-        signature: str = "serving_default",
+        signature: str = SIGNATURE_NAME,
         timeout: float = 10.0,
         retries: int = 3,
         backoff: float = 0.2,
@@ -64,7 +79,7 @@ class PredictClient:
         channel: Optional[grpc.Channel] = None,
     ):
         if version is not None and version_label:
-            raise ValueError(f"choose version ({version}) or version_label ({version_label!r}), not both")
+            raise BadInputError(f"choose version ({version}) or version_label ({version_label!r}), not both")
         self.target, self.model, self.version, self.version_label = target, model, version, version_label
         self.signature, self.timeout, self.retries, self.backoff = signature, timeout, retries, backoff
         self.batch_size = batch_size
@@ -128,7 +143,7 @@ class PredictClient:
         from tensorflow_serving.apis import predict_pb2
 
         if not isinstance(inputs, dict):
-            inputs = {"images": inputs}
+            inputs = {INPUT_NAME: inputs}
         inputs = {k: np.asarray(v) for k, v in inputs.items()}
         n = len(next(iter(inputs.values()))) if inputs else 0
         chunks = range(0, n, self.batch_size) if n else [None]
@@ -214,7 +229,7 @@ class PredictClient:
         return self._class_names
 
     def top_k(self, images: np.ndarray, k: int = 3, **kwargs) -> list[list[tuple[int, str, float]]]:
-        probs = self.predict(images, output_filter=["probabilities"], **kwargs)["probabilities"]
+        probs = self.predict(images, output_filter=[OUTPUT_PROBABILITIES], **kwargs)[OUTPUT_PROBABILITIES]
         names = self.class_names() or [str(i) for i in range(probs.shape[-1])]
         k = min(k, probs.shape[-1])
         order = np.argsort(-probs, axis=-1)[:, :k]
@@ -268,7 +283,7 @@ def load_images(paths: Iterable[Union[str, Path]], shape: Sequence[int], pixel_m
             img = Image.open(p)
             img = img.convert("L" if c == 1 else "RGB").resize((w, h), Image.BILINEAR)
         except (OSError, ValueError) as exc:
-            raise ValueError(f"{p}: not a readable image ({exc})") from None
+            raise BadInputError(f"{p}: not a readable image ({exc})") from None
         arr = np.asarray(img, dtype=np.float32)
         if arr.ndim == 2:
             arr = arr[..., None]

@@ -16,12 +16,16 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional, Sequence, Union
 
-from serving.savedmodel import DEFAULT_SIGNATURE, METADATA_FILE, ModelError, integer_versions, read_metadata, resolve_version_dir
+from jobs.contract import (CLASS_NAMES_ASSET, INPUT_NAME, MODEL_METADATA_FILE, OUTPUT_CLASS_IDS,
+                           OUTPUT_PROBABILITIES, SIGNATURE_NAME)
+from jobs.errors import BadInputError
+from serving.savedmodel import ModelError, integer_versions, read_metadata, resolve_version_dir
 
-INPUT_NAME = "images"
+MEMBER_PROBABILITIES = "member_probabilities"
+CLASS_NAMES_SIGNATURE = "class_names"
 
 
-class EnsembleError(ValueError):
+class EnsembleError(BadInputError):
     """Members that cannot be fused; the message names the member and the mismatch."""
 
 
@@ -69,18 +73,18 @@ def _signature_io(version_dir: Path):
     from serving.tensors import numpy_dtype
 
     defs = signature_def_map(version_dir)
-    if DEFAULT_SIGNATURE not in defs:
+    if SIGNATURE_NAME not in defs:
         raise EnsembleError(
-            f"member {version_dir}: no {DEFAULT_SIGNATURE!r} signature; found {sorted(k for k in defs if not k.startswith('__'))}"
+            f"member {version_dir}: no {SIGNATURE_NAME!r} signature; found {sorted(k for k in defs if not k.startswith('__'))}"
         )
-    sig = defs[DEFAULT_SIGNATURE]
+    sig = defs[SIGNATURE_NAME]
     if list(sig.inputs) != [INPUT_NAME]:
         raise EnsembleError(f"member {version_dir}: expected one input {INPUT_NAME!r}, found inputs {sorted(sig.inputs)}")
-    if "probabilities" not in sig.outputs:
+    if OUTPUT_PROBABILITIES not in sig.outputs:
         raise EnsembleError(f"member {version_dir}: expected an output 'probabilities', found {sorted(sig.outputs)}")
     info = sig.inputs[INPUT_NAME]
     shape = [int(d.size) for d in info.tensor_shape.dim][1:]
-    probs = sig.outputs["probabilities"]
+    probs = sig.outputs[OUTPUT_PROBABILITIES]
     classes = int(probs.tensor_shape.dim[-1].size) if probs.tensor_shape.dim else -1
     return shape, numpy_dtype(info.dtype).name, classes
 
@@ -95,7 +99,7 @@ def inspect_member(path: Union[str, Path]) -> Member:
     names = meta.get("class_names")
     if meta.get("input_shape") and list(meta["input_shape"]) != shape:
         raise EnsembleError(
-            f"member {version_dir}: {METADATA_FILE} says input_shape {meta['input_shape']}, the signature says {shape}"
+            f"member {version_dir}: {MODEL_METADATA_FILE} says input_shape {meta['input_shape']}, the signature says {shape}"
         )
     if classes < 0 and names:
         classes = len(names)
@@ -167,19 +171,19 @@ def build_ensemble(
     module = tf.Module()
     module.members = [tf.saved_model.load(str(m.path)) for m in infos]
     weights_t = tf.constant(w, dtype=tf.float32)
-    fns = [loaded.signatures[DEFAULT_SIGNATURE] for loaded in module.members]
+    fns = [loaded.signatures[SIGNATURE_NAME] for loaded in module.members]
     spec = tf.TensorSpec([None, *ref.input_shape], tf.as_dtype(ref.input_dtype), name=INPUT_NAME)
 
     @tf.function(input_signature=[spec])
     def serve(images):
-        probs = tf.stack([tf.cast(fn(images=images)["probabilities"], tf.float32) for fn in fns], axis=1)
+        probs = tf.stack([tf.cast(fn(**{INPUT_NAME: images})[OUTPUT_PROBABILITIES], tf.float32) for fn in fns], axis=1)
         mean = tf.tensordot(probs, weights_t, axes=[[1], [0]])  # [batch, classes]
         out = {
-            "probabilities": tf.identity(mean, name="probabilities"),
-            "class_ids": tf.argmax(mean, axis=-1, output_type=tf.int64),
+            OUTPUT_PROBABILITIES: tf.identity(mean, name=OUTPUT_PROBABILITIES),
+            OUTPUT_CLASS_IDS: tf.argmax(mean, axis=-1, output_type=tf.int64),
         }
         if include_member_probabilities:
-            out["member_probabilities"] = probs
+            out[MEMBER_PROBABILITIES] = probs
         return out
 
     # A second signature so any TF Serving client can fetch the class names through Predict (no inputs).
@@ -192,9 +196,9 @@ def build_ensemble(
     module.serve, module.names = serve, names
     tmp = Path(tempfile.mkdtemp(prefix=f".tmp-{number}-", dir=output_base))
     try:
-        tf.saved_model.save(module, str(tmp), signatures={DEFAULT_SIGNATURE: serve, "class_names": names})
+        tf.saved_model.save(module, str(tmp), signatures={SIGNATURE_NAME: serve, CLASS_NAMES_SIGNATURE: names})
         (tmp / "assets").mkdir(exist_ok=True)
-        (tmp / "assets" / "class_names.txt").write_text("\n".join(class_names) + "\n")
+        (tmp / "assets" / CLASS_NAMES_ASSET).write_text("\n".join(class_names) + "\n")
         meta = {
             "model_name": model_name or output_base.name,
             "version": number,
@@ -210,14 +214,14 @@ def build_ensemble(
             "input_dtype": ref.input_dtype,
             "pixel_max": ref.metadata.get("pixel_max"),
             "outputs": {
-                "probabilities": "float32 [batch, classes] (weighted mean of members)",
-                "class_ids": "int64 [batch]",
-                **({"member_probabilities": "float32 [batch, members, classes]"} if include_member_probabilities else {}),
+                OUTPUT_PROBABILITIES: "float32 [batch, classes] (weighted mean of members)",
+                OUTPUT_CLASS_IDS: "int64 [batch]",
+                **({MEMBER_PROBABILITIES: "float32 [batch, members, classes]"} if include_member_probabilities else {}),
             },
             "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
         }
         # The whole version directory is renamed into place below: no file in it needs its own atomic write.
-        (tmp / METADATA_FILE).write_text(json.dumps(meta, indent=2) + "\n")
+        (tmp / MODEL_METADATA_FILE).write_text(json.dumps(meta, indent=2) + "\n")
         final = output_base / str(number)
         os.chmod(tmp, 0o755)  # mkdtemp makes 0700; the serving user must read it
         os.rename(tmp, final)  # atomic; fails if a concurrent writer took the number

@@ -8,6 +8,8 @@ from typing import Optional, Sequence, Union
 
 import numpy as np
 
+from jobs.errors import BadInputError
+
 
 @dataclass
 class Row:
@@ -27,26 +29,26 @@ def scores(probabilities: np.ndarray, labels: np.ndarray) -> tuple[float, float]
     p = np.asarray(probabilities, dtype=np.float64)
     y = np.asarray(labels).astype(np.int64).reshape(-1)
     if p.ndim != 2 or len(p) != len(y):
-        raise ValueError(f"expected probabilities [N, classes] and N labels, received {list(p.shape)} and {len(y)} labels")
+        raise BadInputError(f"expected probabilities [N, classes] and N labels, received {list(p.shape)} and {len(y)} labels")
     if len(y) and (y.min() < 0 or y.max() >= p.shape[1]):
-        raise ValueError(f"labels must lie in [0, {p.shape[1] - 1}]; received values {y.min()}..{y.max()}")
+        raise BadInputError(f"labels must lie in [0, {p.shape[1] - 1}]; received values {y.min()}..{y.max()}")
     acc = float((p.argmax(axis=1) == y).mean()) if len(y) else float("nan")
     loss = float(-np.log(np.clip(p[np.arange(len(y)), y], 1e-7, 1.0)).mean()) if len(y) else float("nan")
     return acc, loss
 
 
 def _predict(version_dir: Path, x: np.ndarray, batch: int = 512) -> np.ndarray:
+    from jobs.contract import INPUT_NAME, OUTPUT_PROBABILITIES, SIGNATURE_NAME
     from serving import savedmodel
-
     from serving.tensors import shape_mismatch
 
     model = savedmodel.load(version_dir)
-    sig = model.signatures[savedmodel.DEFAULT_SIGNATURE]
-    dtype = sig.inputs["images"].numpy_dtype
-    mismatch = shape_mismatch("images", sig.inputs["images"].shape, x.shape)
+    sig = model.signatures[SIGNATURE_NAME]
+    dtype = sig.inputs[INPUT_NAME].numpy_dtype
+    mismatch = shape_mismatch(INPUT_NAME, sig.inputs[INPUT_NAME].shape, x.shape)
     if mismatch:
-        raise ValueError(f"{version_dir}: {mismatch}; the test images must have the shape the model was trained on")
-    outs = [savedmodel.call(sig, {"images": x[i : i + batch].astype(dtype)})["probabilities"] for i in range(0, len(x), batch)]
+        raise BadInputError(f"{version_dir}: {mismatch}; the test images must have the shape the model was trained on")
+    outs = [savedmodel.call(sig, {INPUT_NAME: x[i : i + batch].astype(dtype)})[OUTPUT_PROBABILITIES] for i in range(0, len(x), batch)]
     return np.concatenate(outs) if outs else np.zeros((0, 0), np.float32)
 
 
@@ -83,7 +85,7 @@ def evaluate_models(paths: Sequence[Union[str, Path]], x: np.ndarray, y: np.ndar
     return rows
 
 
-def test_split(spec_path: Union[str, Path], overrides: Optional[dict] = None) -> tuple[np.ndarray, np.ndarray, list[str]]:
+def load_test_split(spec_path: Union[str, Path], overrides: Optional[dict] = None) -> tuple[np.ndarray, np.ndarray, list[str]]:
     """The test images and labels a job spec's `data` section describes (same loader, same seed as training)."""
     from jobs.datasets import load_dataset
     from jobs.spec import load_spec

@@ -1,7 +1,7 @@
 """Reading exported models: TF Serving's layout, jobctl.json, and the signatures a SavedModel declares.
 
-Contract (docs/ARCHITECTURE.md): `<base>/<model_name>/<int version>/saved_model.pb`, signature `serving_default`
-with input `images` and outputs `probabilities`, `class_ids`, plus `jobctl.json` beside saved_model.pb.
+Contract (docs/ARCHITECTURE.md): `<base>/<model_name>/<int version>/saved_model.pb`, signature
+and tensor names from jobs.contract, plus `jobctl.json` beside saved_model.pb.
 """
 
 from __future__ import annotations
@@ -14,12 +14,12 @@ from typing import Optional, Union
 
 import numpy as np
 
-METADATA_FILE = "jobctl.json"
-DEFAULT_SIGNATURE = "serving_default"
+from jobs.contract import MODEL_METADATA_FILE as METADATA_FILE
+from jobs.errors import BadInputError
 PREDICT_METHOD = "tensorflow/serving/predict"
 
 
-class ModelError(ValueError):
+class ModelError(BadInputError):
     """A path that is not a usable exported model; the message names the path and what is missing."""
 
 

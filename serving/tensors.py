@@ -12,6 +12,8 @@ from typing import Optional
 import numpy as np
 from tensorflow.core.framework import tensor_pb2, types_pb2
 
+from jobs.errors import BadInputError
+
 # DataType enum -> (numpy dtype, TensorProto field holding typed values, TensorFlow's name)
 _DTYPES: dict[int, tuple[np.dtype, str, str]] = {
     types_pb2.DT_FLOAT: (np.dtype("<f4"), "float_val", "float"),
@@ -31,7 +33,7 @@ _BY_NUMPY = {np.dtype(v[0]).newbyteorder("="): k for k, v in _DTYPES.items()}
 MAX_ELEMENTS = 1 << 31
 
 
-class TensorError(ValueError):
+class TensorError(BadInputError):
     """A TensorProto that cannot become an array; the message names the tensor and what is wrong."""
 
 

@@ -27,7 +27,8 @@ ROOT = Path(__file__).resolve().parent.parent
 @pytest.fixture(scope="module")
 def stock_like(tmp_path_factory):
     """An in-process server without jobctl's metadata extension: what a client sees from stock TF Serving."""
-    from serving.server import ModelServer, ServerConfig
+    from serving.model_servers.config import ServerConfig
+    from serving.model_servers.server import ModelServer
 
     shared = shared_models()
     base = tmp_path_factory.mktemp("client") / "digits"
@@ -67,7 +68,8 @@ def test_client_batches_many_images(stock_like):
 
 def test_retries_on_unavailable_until_the_server_is_up(tmp_path):
     from serving.client import PredictClient, PredictError
-    from serving.server import ModelServer, ServerConfig
+    from serving.model_servers.config import ServerConfig
+    from serving.model_servers.server import ModelServer
 
     shared = shared_models()
     port = free_port()
@@ -100,7 +102,8 @@ def test_cli_predict_images_and_npz(stock_like, tmp_path):
     from PIL import Image
 
     from cli.main import app
-    from serving.server import ModelServer, ServerConfig
+    from serving.model_servers.config import ServerConfig
+    from serving.model_servers.server import ModelServer
 
     shared = stock_like["shared"]
     x, y = shared["data"][2][:20], shared["data"][3][:20]
@@ -192,7 +195,8 @@ def test_serve_process_deadline_and_graceful_sigterm(tmp_path):
 
 def test_tls_channel(tmp_path):
     from serving.client import PredictClient, PredictError
-    from serving.server import ModelServer, ServerConfig
+    from serving.model_servers.config import ServerConfig
+    from serving.model_servers.server import ModelServer
 
     cert, key = self_signed_cert(tmp_path)
     shared = shared_models()

@@ -21,7 +21,8 @@ pytestmark = pytest.mark.slow
 
 @pytest.fixture(scope="module")
 def env(tmp_path_factory):
-    from serving.server import BatchingConfig, ModelServer, ServerConfig
+    from serving.model_servers.config import BatchingConfig, ServerConfig
+    from serving.model_servers.server import ModelServer
 
     shared = shared_models()
     base = tmp_path_factory.mktemp("serve") / "ensemble"
@@ -345,7 +346,8 @@ def test_new_versions_load_while_serving_and_corrupt_ones_are_skipped(env):
 
 # ------------------------------------------------------------------------------------------------ the batcher alone
 def test_batcher_merges_slices_and_survives_retirement():
-    from serving.server import BatchingConfig, Batcher
+    from serving.model_servers.batching import Batcher
+    from serving.model_servers.config import BatchingConfig
 
     calls = []
 
@@ -377,7 +379,8 @@ def test_warmup_requests_run_before_a_version_serves(tmp_path):
     import tensorflow as tf
     from tensorflow_serving.apis import model_pb2, predict_pb2, prediction_log_pb2
 
-    from serving.server import ModelServer, ServerConfig
+    from serving.model_servers.config import ServerConfig
+    from serving.model_servers.server import ModelServer
     from serving.tensors import from_ndarray
 
     shared = shared_models()
@@ -405,7 +408,8 @@ def test_both_grpc_transports_answer_alike(tmp_path, batching, use_asyncio, tls)
     """Batching picks the asyncio transport by default and no batching the thread pool; forced the other way
     each still answers every concurrent caller its own rows, maps bad input to INVALID_ARGUMENT, counts metrics,
     and (asyncio over TLS) refuses a plaintext client."""
-    from serving.server import BatchingConfig, ModelServer, ServerConfig
+    from serving.model_servers.config import BatchingConfig, ServerConfig
+    from serving.model_servers.server import ModelServer
 
     shared = shared_models()
     base = tmp_path / "ensemble"

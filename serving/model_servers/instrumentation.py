@@ -1,0 +1,70 @@
+"""What every RPC shares: status mapping, latency and counting. Errors become their gRPC codes; an unexpected
+error (a kernel error, a bug) becomes INTERNAL and the server keeps serving."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from typing import TYPE_CHECKING
+
+import grpc
+
+from serving.errors import ServingError
+
+if TYPE_CHECKING:  # the server owns its servicers; only the type is needed here
+    from serving.model_servers.server import ModelServer
+
+log = logging.getLogger("jobctl.serving")
+
+
+class Instrumented:
+    """Status, latency and counting for every RPC, mapped to gRPC codes; unexpected errors become INTERNAL."""
+
+    def __init__(self, server: "ModelServer"):
+        self.server = server
+
+    def _handle(self, method: str, request, context, body):
+        t0 = time.perf_counter()
+        model = getattr(getattr(request, "model_spec", None), "name", "") or "none"
+        info = {"version": "none"}
+        code = grpc.StatusCode.OK
+        try:
+            return body(request, context, info)
+        except ServingError as exc:
+            code = exc.code
+            context.abort(exc.code, exc.message)
+        except Exception as exc:  # a kernel error or a bug: report it, keep serving
+            code = grpc.StatusCode.INTERNAL
+            log.exception("%s failed", method)
+            context.abort(grpc.StatusCode.INTERNAL, f"{type(exc).__name__}: {exc}")
+        finally:
+            status = code.name
+            if model not in self.server.managers:
+                model = "unknown"  # bounded label cardinality: arbitrary client names are not labels
+            self.server.metrics.observe(model, info["version"], method, status, time.perf_counter() - t0)
+
+    async def _handle_async(self, method: str, request, context, body):
+        """_handle for coroutine handlers. The metric is recorded before abort(): grpc.aio sends the status
+        from inside abort(), and a client that saw its error must find it counted."""
+        t0 = time.perf_counter()
+        model = getattr(getattr(request, "model_spec", None), "name", "") or "none"
+        info = {"version": "none"}
+        code, error = grpc.StatusCode.OK, ""
+        try:
+            return await body(request, context, info)
+        except ServingError as exc:
+            code, error = exc.code, exc.message
+        except asyncio.CancelledError:  # the client went away or its deadline passed; gRPC already answered
+            remaining = context.time_remaining()
+            code = grpc.StatusCode.DEADLINE_EXCEEDED if remaining is not None and remaining <= 0 else grpc.StatusCode.CANCELLED
+            raise
+        except Exception as exc:  # a kernel error or a bug: report it, keep serving
+            code, error = grpc.StatusCode.INTERNAL, f"{type(exc).__name__}: {exc}"
+            log.exception("%s failed", method)
+        finally:
+            if model not in self.server.managers:
+                model = "unknown"  # bounded label cardinality: arbitrary client names are not labels
+            self.server.metrics.observe(model, info["version"], method, code.name, time.perf_counter() - t0)
+        await context.abort(code, error)
+
