@@ -120,9 +120,16 @@ def _batched_order(n: int, batch_size: int, *, training: bool, seed: int, shuffl
             order = order.shuffle(shuffle_buffer, seed=shuffle_seed, reshuffle_each_iteration=reshuffle)
         return order.batch(batch_size, drop_remainder=drop_remainder)
 
+    def epoch_pass(epoch):
+        # TensorFlow's get_seed compares (graph seed, op seed) with (0, 0): under a global seed of 0 (a spec with
+        # seed: 0) that turns the op-seed tensor into a Python bool and tracing fails. A fixed non-zero graph seed for
+        # this traced function also makes each epoch's order a function of (seed, epoch) alone, whatever was set
+        # globally before.
+        tf.compat.v1.get_default_graph().seed = seed % (2**31 - 2) + 1
+        return windowed_pass(tf.constant(seed, tf.int64) * 1_000_003 + epoch)
+
     if from_epoch is not None:
-        return tf.data.Dataset.range(from_epoch, _NO_END).flat_map(
-            lambda epoch: windowed_pass(tf.constant(seed, tf.int64) * 1_000_003 + epoch))
+        return tf.data.Dataset.range(from_epoch, _NO_END).flat_map(epoch_pass)
     return windowed_pass(seed, reshuffle=True)
 
 
