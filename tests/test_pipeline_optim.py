@@ -1,6 +1,7 @@
 """Input pipeline, optimizers and learning-rate schedules, mixed precision: the knobs the seeds turn."""
 
 import numpy as np
+import pytest
 
 from jobs.spec import parse_spec
 
