@@ -140,7 +140,7 @@ def _print_report(report) -> None:
 
     colour = {"Succeeded": "green", "Failed": "red", "Running": "cyan"}.get(report.state, "yellow")
     console.print(
-        f"job [bold]{report.name}[/] in {report.namespace or '?'}: [{colour}]{report.state}[/]"
+        f"{report.kind.lower()} [bold]{report.name}[/] in {report.namespace or '?'}: [{colour}]{report.state}[/]"
         f"  workers {report.workers}, active {report.active}, succeeded {report.succeeded}, failed {report.failed}",
         highlight=False,
     )

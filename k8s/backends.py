@@ -146,5 +146,6 @@ def summarize_jobset(js: Mapping, pods: list[Mapping] = ()) -> JobReport:
         labels=dict(meta.get("labels") or {}),
         created=meta.get("creationTimestamp") or "",
         message=message,
+        kind=jobset.KIND,
         **counts,
     )

@@ -42,6 +42,7 @@ class JobReport:
     created: str = ""
     message: str = ""
     queue: Optional[QueueReport] = None  # for a job submitted to a Kueue LocalQueue (resources.queue)
+    kind: str = "Job"  # or JobSet (distribution.backend: jobset)
 
     def to_dict(self) -> dict:
         return asdict(self)

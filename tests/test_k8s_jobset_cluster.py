@@ -65,7 +65,9 @@ def test_a_jobset_submit_runs_end_to_end_with_status_right_at_each_step(env):
     assert cluster.objects("Service") == []  # JobSet makes its own headless Service
     # 1. created, the controller has not acted yet
     report = status(kube)
-    assert (report["state"], report["workers"], report["pods"]) == ("Pending", 2, [])
+    assert (report["kind"], report["state"], report["workers"], report["pods"]) == ("JobSet", "Pending", 2, [])
+    code, out = invoke("status", "cifar", *kube)
+    assert code == 0 and "jobset cifar in ml: Pending  workers 2" in out
 
     # 2. the controller creates the child Job; its pods are being created
     job, pods = create_children(cluster, "cifar", phase="Pending",
