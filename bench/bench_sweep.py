@@ -31,7 +31,16 @@ import time
 from pathlib import Path
 from typing import Optional
 
-from bench.common import ROOT, Stat, add_common_args, machine_info, paired_ratio, repetitions, write_and_show
+from bench.common import (
+    ROOT,
+    Stat,
+    add_common_args,
+    machine_info,
+    paired_ratio,
+    repetitions,
+    write_and_show,
+)
+from jobs import contract
 
 
 def _proc_stat() -> tuple[float, float]:
@@ -118,7 +127,7 @@ def _trial_curves(sweep_dir: Path) -> list[dict]:
         except (OSError, ValueError):
             history = {}
         try:
-            num_val = json.loads((run_dir / "metrics.json").read_text()).get("num_val")
+            num_val = json.loads((run_dir / contract.METRICS_FILE).read_text()).get("num_val")
         except (OSError, ValueError):
             num_val = None
         out.append({"trial": r["trial"], "status": r["status"], "val_accuracy": history.get("val_accuracy") or [],

@@ -14,7 +14,7 @@ from typing import Optional
 import typer
 
 from cli.common import check_output_file, console, fail
-from jobs import exit_codes
+from jobs import contract, exit_codes
 
 INTERRUPTED = 130  # the shell's code for SIGINT
 
@@ -162,7 +162,7 @@ def sweep_command(
         if main:
             signal.signal(signal.SIGTERM, previous)
     _print_table(outcome.leaderboard[:10], title="leaderboard (top 10)")
-    console.print(f"leaderboard: {Path(outcome.sweep_dir) / 'leaderboard.json'}", highlight=False)
+    console.print(f"leaderboard: {Path(outcome.sweep_dir) / contract.LEADERBOARD_FILE}", highlight=False)
     if outcome.counts["succeeded"] == 0:
         fail("no trial succeeded; see the errors above and the logs in the sweep directory")
 
@@ -203,7 +203,7 @@ def results_command(
     as_csv: bool = typer.Option(False, "--csv", help="print the leaderboard as CSV"),
     plot: Optional[Path] = typer.Option(None, "--plot", help="where to write the PNG (default: <sweep>/objective.png); also writes Optuna's parameter importance and parallel coordinates beside it"),
     no_plot: bool = typer.Option(False, "--no-plot", help="skip the PNG"),
-    metric: Optional[str] = typer.Option(None, "--metric", help="plot this metrics.json key instead of the objective (e.g. test_loss)"),
+    metric: Optional[str] = typer.Option(None, "--metric", help=f"plot this {contract.METRICS_FILE} key instead of the objective (e.g. test_loss)"),
 ) -> None:
     """The leaderboard, best first: each trial's parameters, objective and metrics; a PNG of objective vs parameters."""
     from sweeps.leaderboard import to_csv

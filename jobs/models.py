@@ -18,7 +18,7 @@ import numpy as np
 from keras import layers
 
 from jobs.contract import INPUT_NAME
-from jobs.errors import DataUnavailableError
+from jobs.errors import BadInputError, DataUnavailableError
 from jobs.spec import ModelSpec, PreprocessingSpec, TransferSpec
 
 log = logging.getLogger(__name__)
@@ -160,7 +160,13 @@ def build_model(
             norm.adapt(sample)
             x = norm(x)
         if spec.type in ("cnn", "separable_cnn"):
-            x = _conv_body(x, spec)
+            try:
+                x = _conv_body(x, spec)
+            except ValueError as exc:  # Keras' shape inference: the spec asks for layers the images cannot feed
+                raise BadInputError(
+                    f"model: the convolution stack (kernel_size {spec.kernel_size}, {len(spec.conv_filters)} blocks) does not "
+                    f"fit images of shape {tuple(input_shape)}; expected a smaller model.kernel_size, fewer "
+                    f"model.conv_filters or a larger data.resize ({exc})") from None
     if spec.type == "transfer" or spec.global_pooling != "none":
         pooling = spec.global_pooling if spec.global_pooling != "none" else "avg"
         x = (layers.GlobalAveragePooling2D if pooling == "avg" else layers.GlobalMaxPooling2D)(name="global_pool")(x)

@@ -12,6 +12,7 @@ from typing import Annotated, Any, Literal, Optional, Union
 
 from pydantic import Field, field_validator
 
+from jobs.contract import METRICS_FILE
 from jobs.spec import DNS1123_LABEL, StrictModel
 
 # Keys of metrics.json a sweep can optimise (docs/ARCHITECTURE.md); the direction is inferred from the name.
@@ -41,7 +42,7 @@ class Objective(StrictModel):
     @classmethod
     def _known(cls, v):
         if v not in OBJECTIVE_METRICS:
-            raise ValueError(f"expected one of {', '.join(OBJECTIVE_METRICS)} (keys of metrics.json), received {v!r}")
+            raise ValueError(f"expected one of {', '.join(OBJECTIVE_METRICS)} (keys of {METRICS_FILE}), received {v!r}")
         return v
 
     @property

@@ -18,7 +18,16 @@ from jobs.contract import RunStatus
 from jobs.spec import JobSpec
 from sweeps.leaderboard import write_leaderboard
 from sweeps.lock import SweepLock
-from sweeps.search import FINISHED, INTERRUPTED, PAUSED, PROMOTED, RunRequest, parse_run_key, run_key, walk
+from sweeps.search import (
+    FINISHED,
+    INTERRUPTED,
+    PAUSED,
+    PROMOTED,
+    RunRequest,
+    parse_run_key,
+    run_key,
+    walk,
+)
 from sweeps.spec import Sweep, Trial, default_parallelism
 from sweeps.state import SweepState, backed_up_epochs, epochs_reached, now, read_history
 from sweeps.trials import TrialBook

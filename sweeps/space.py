@@ -15,7 +15,13 @@ from typing import Any, Literal, Mapping, Optional, Union
 
 from pydantic import Field, ValidationError, ValidationInfo, field_validator
 
-from jobs.spec import JobSpec, StrictModel, field_exists, first_model, validation_problems
+from jobs.spec import (
+    JobSpec,
+    StrictModel,
+    field_exists,
+    first_model,
+    validation_problems,
+)
 
 _FLOAT_STRING = re.compile(r"^[+-]?(\d+\.?\d*|\.\d+)[eE][+-]?\d+$")
 

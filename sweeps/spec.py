@@ -37,8 +37,15 @@ from jobs.spec import (
     validation_problems,
 )
 from sweeps import space
-from sweeps.fields import ALGORITHMS, EPOCH_METRICS, MAX_SWEEP_NAME, OBJECTIVE_METRICS, SweepSpec  # noqa: F401 - re-exported
+from sweeps.fields import (  # noqa: F401 - re-exported
+    ALGORITHMS,
+    EPOCH_METRICS,
+    MAX_SWEEP_NAME,
+    OBJECTIVE_METRICS,
+    SweepSpec,
+)
 from sweeps.space import Param, parse_parameters, yaml_number
+
 
 @dataclass
 class Trial:

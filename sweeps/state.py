@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Optional
 
 from jobs import contract
-from jobs.contract import RunStatus
+from jobs.contract import METRICS_FILE, RunStatus
 from jobs.fsutil import atomic_write_json
 from sweeps.errors import SweepError
 from sweeps.search import INTERRUPTED, parse_run_key
@@ -151,7 +151,7 @@ def read_run_outcome(
         try:
             metrics = json.loads(path.read_text())
         except (OSError, json.JSONDecodeError) as exc:
-            metrics = {"status": RunStatus.FAILED, "error": f"unreadable metrics.json: {exc}"}
+            metrics = {"status": RunStatus.FAILED, "error": f"unreadable {METRICS_FILE}: {exc}"}
     status = metrics.get("status")
     out: dict[str, Any] = {"run_dir": str(run_dir.resolve()), "exit_code": exit_code, "finished": now()}
     if status in (INTERRUPTED, RunStatus.PREEMPTED) or exit_code == exit_codes.PREEMPTED:
@@ -160,7 +160,7 @@ def read_run_outcome(
     if status == RunStatus.SUCCEEDED and (exit_code in (None, 0)):
         value = metrics.get(metric)
         if not isinstance(value, (int, float)) or isinstance(value, bool) or not math.isfinite(value):
-            out.update(status=RunStatus.FAILED, error=f"metrics.json has no finite {metric!r} (received {value!r})")
+            out.update(status=RunStatus.FAILED, error=f"{METRICS_FILE} has no finite {metric!r} (received {value!r})")
         else:
             out.update(status=RunStatus.SUCCEEDED, value=float(value))
         out["metrics"] = {k: metrics[k] for k in METRIC_KEYS if k in metrics}
@@ -169,7 +169,7 @@ def read_run_outcome(
     error = metrics.get("error")
     if not error:
         tail = _log_tail(log_path)
-        error = tail or (f"no metrics.json at {path}" if not metrics else f"metrics.json status {status!r}")
+        error = tail or (f"no {METRICS_FILE} at {path}" if not metrics else f"{METRICS_FILE} status {status!r}")
     if exit_code not in (None, 0):
         desc = exit_codes.DESCRIPTIONS.get(exit_code, "killed by a signal" if exit_code < 0 else "unknown")
         error = f"exit code {exit_code} ({desc}): {error}"

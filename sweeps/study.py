@@ -60,7 +60,11 @@ def decode(p: "Param", value: Any) -> Any:
 
 
 def distributions(params: Mapping[str, "Param"]) -> dict[str, "optuna.distributions.BaseDistribution"]:
-    from optuna.distributions import CategoricalDistribution, FloatDistribution, IntDistribution
+    from optuna.distributions import (
+        CategoricalDistribution,
+        FloatDistribution,
+        IntDistribution,
+    )
 
     out = {}
     for name, p in params.items():

@@ -18,13 +18,13 @@ import time
 from typing import Optional
 
 from jobs import contract
-from jobs.contract import RunStatus
+from jobs.contract import METRICS_FILE, RunStatus
 from jobs.spec import JobSpec
+from k8s.client import TERMINAL
 from sweeps.errors import ClusterError, SweepError
-from sweeps.state import INTERRUPTED, now, read_run_outcome
 from sweeps.search import RunRequest, run_id_for
 from sweeps.spec import Sweep, Trial
-from k8s.client import TERMINAL
+from sweeps.state import INTERRUPTED, now, read_run_outcome
 
 
 def _cluster_errors(method):
@@ -210,6 +210,6 @@ class K8sBackend:
             outcome["job_state"] = state
         if outcome["status"] == RunStatus.FAILED and detail:
             outcome["error"] = f"Job {w['job']} {state.lower()}: {detail}" + (
-                f" | {outcome['error']}" if outcome.get("error") and "no metrics.json" not in outcome["error"] else "")
+                f" | {outcome['error']}" if outcome.get("error") and f"no {METRICS_FILE}" not in outcome["error"] else "")
         outcome["job"] = w["job"]
         return outcome

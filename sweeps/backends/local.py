@@ -21,9 +21,9 @@ from jobs import contract
 from jobs.contract import RunStatus
 from jobs.fsutil import atomic_write_text
 from jobs.spec import JobSpec
-from sweeps.state import INTERRUPTED, now, read_run_outcome
 from sweeps.search import RunRequest
 from sweeps.spec import Sweep, Trial, cpu_count, default_parallelism
+from sweeps.state import INTERRUPTED, now, read_run_outcome
 
 # (spec file, artifacts dir, run id) -> argv. Tests swap in a fast fake trainer; users never need to.
 Command = Callable[[Path, Path, str], Sequence[str]]
