@@ -252,11 +252,15 @@ def _check_algorithm_and_pruner(data: dict, spec: SweepSpec, bad: set[str], para
             problems.append(f"algorithm.type: gp models numeric ranges with a Gaussian process, but every parameter "
                             f"is a choice ({', '.join(params)}); expected at least one int or float range, or "
                             "algorithm tpe, which models choices")
-        from sweeps.study import torch_available
-
-        if not torch_available():
+        elif not _torch_available():  # a choice-only space is wrong for gp whatever is installed: one error
             problems.append("algorithm.type: gp runs Optuna's GPSampler, which needs PyTorch, not installed here; "
                             "expected `pip install 'jobctl[gp]'` (torch 2.13, CPU build) or algorithm tpe")
+
+
+def _torch_available() -> bool:
+    from sweeps.study import torch_available
+
+    return torch_available()
 
 
 def _trial_id(i: int, n: int) -> str:

@@ -6,22 +6,27 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from typing import TYPE_CHECKING
+from typing import Mapping, Protocol
 
 import grpc
 
 from serving.errors import ServingError
-
-if TYPE_CHECKING:  # the server owns its servicers; only the type is needed here
-    from serving.model_servers.server import ModelServer
+from serving.model_servers.metrics import Metrics
 
 log = logging.getLogger("jobctl.serving")
+
+
+class ServerState(Protocol):
+    """What a servicer reads of the server that owns it (declared here, so servicers never import the server)."""
+
+    managers: Mapping[str, object]
+    metrics: Metrics
 
 
 class Instrumented:
     """Status, latency and counting for every RPC, mapped to gRPC codes; unexpected errors become INTERNAL."""
 
-    def __init__(self, server: "ModelServer"):
+    def __init__(self, server: ServerState):
         self.server = server
 
     def _handle(self, method: str, request, context, body):
