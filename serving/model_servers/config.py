@@ -39,6 +39,10 @@ class ServerConfig:
     max_request_batch_size: int = 4096
     max_workers: int = 64
     metrics_port: Optional[int] = None  # Prometheus /metrics; None disables
+    # TF Serving's REST API (--rest_api_port) and Prometheus at /monitoring/prometheus/metrics on the same port.
+    # None disables (the CLI's --rest-api-port 0, as TF Serving's 0); 0 here binds any free port (tests).
+    rest_api_port: Optional[int] = None
+    rest_api_max_body_bytes: int = DEFAULT_MAX_MESSAGE_BYTES  # larger REST bodies get 413
     warmup: bool = True
     # jobctl's own GetModelMetadata field "jobctl" (jobctl.json); off = behave exactly like stock TF Serving
     jobctl_metadata: bool = True

@@ -1,5 +1,6 @@
 """What every RPC shares: status mapping, latency and counting. Errors become their gRPC codes; an unexpected
-error (a kernel error, a bug) becomes INTERNAL and the server keeps serving."""
+error (a kernel error, a bug) becomes INTERNAL and the server keeps serving. Predict, Classify and Regress are
+counted and timed as TF Serving counts them (metrics.py); the other methods are not, as in TF Serving."""
 
 from __future__ import annotations
 
@@ -16,11 +17,23 @@ from serving.model_servers.metrics import Metrics
 log = logging.getLogger("jobctl.serving")
 
 
+# the methods TF Serving counts in :tensorflow:serving:request_count and times in request_latency
+COUNTED = frozenset({"Predict", "Classify", "Regress"})
+
+
+def metric_model(server: "ServerState", name: str) -> str:
+    """Bounded label cardinality: a name this server does not serve is counted as `unknown`."""
+    return name if name in server.managers else "unknown"
+
+
 class ServerState(Protocol):
     """What a servicer reads of the server that owns it (declared here, so servicers never import the server)."""
 
     managers: Mapping[str, object]
     metrics: Metrics
+    cfg: object  # config.ServerConfig
+
+    def servable(self, model_spec) -> tuple: ...
 
 
 class Instrumented:
@@ -44,10 +57,8 @@ class Instrumented:
             log.exception("%s failed", method)
             context.abort(grpc.StatusCode.INTERNAL, f"{type(exc).__name__}: {exc}")
         finally:
-            status = code.name
-            if model not in self.server.managers:
-                model = "unknown"  # bounded label cardinality: arbitrary client names are not labels
-            self.server.metrics.observe(model, info["version"], method, status, time.perf_counter() - t0)
+            if method in COUNTED:
+                self.server.metrics.observe(metric_model(self.server, model), method, "GRPC", code.name, time.perf_counter() - t0)
 
     async def _handle_async(self, method: str, request, context, body):
         """_handle for coroutine handlers. The metric is recorded before abort(): grpc.aio sends the status
@@ -68,8 +79,7 @@ class Instrumented:
             code, error = grpc.StatusCode.INTERNAL, f"{type(exc).__name__}: {exc}"
             log.exception("%s failed", method)
         finally:
-            if model not in self.server.managers:
-                model = "unknown"  # bounded label cardinality: arbitrary client names are not labels
-            self.server.metrics.observe(model, info["version"], method, code.name, time.perf_counter() - t0)
+            if method in COUNTED:
+                self.server.metrics.observe(metric_model(self.server, model), method, "GRPC", code.name, time.perf_counter() - t0)
         await context.abort(code, error)
 

@@ -32,6 +32,7 @@ class ModelServicer(Instrumented):
         for number in sorted(versions, reverse=True):
             v = versions[number]
             s = response.model_version_status.add(version=number, state=v.state)
+            s.status.SetInParent()  # always present (error_code OK), as TF Serving's ToStatusProto sets it
             if v.error:
                 s.status.error_code = 2  # UNKNOWN: the message says why the version failed to load
                 s.status.error_message = v.error

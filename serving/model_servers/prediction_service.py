@@ -1,20 +1,20 @@
-"""tensorflow.serving.PredictionService: Predict, GetModelMetadata, Classify (TF Serving's prediction_service_impl)."""
+"""tensorflow.serving.PredictionService: Predict, GetModelMetadata, Classify, Regress (TF Serving's\nprediction_service_impl); Classify and Regress run in inference.py, which REST shares."""
 
 from __future__ import annotations
 
 import asyncio
 
 import grpc
-import numpy as np
 
-from jobs.contract import INPUT_NAME, OUTPUT_PROBABILITIES, SIGNATURE_NAME
+from jobs.contract import SIGNATURE_NAME
 from serving import savedmodel
 from serving.errors import ServingError
+from serving.model_servers import inference
 from serving.model_servers.instrumentation import Instrumented
 from serving.model_servers.model_manager import ModelManager, Served
 from serving.model_servers.validation import validate_inputs
 from serving.savedmodel import Signature
-from serving.tensors import format_shape, write_ndarray
+from serving.tensors import write_ndarray
 
 
 def _signature(v: Served, name: str) -> Signature:
@@ -37,19 +37,23 @@ class PredictionServicer(Instrumented):
         return self._handle("Classify", request, context, self._classify)
 
     def Regress(self, request, context):
-        context.abort(grpc.StatusCode.UNIMPLEMENTED, "Regress is not supported: jobctl models are classifiers")
+        return self._handle("Regress", request, context, self._regress)
 
     def MultiInference(self, request, context):
-        context.abort(grpc.StatusCode.UNIMPLEMENTED, "MultiInference is not supported; use Predict")
+        return self._handle("MultiInference", request, context, self._multi_inference)
 
     def _predict(self, request, context, info):
+        return _predict_response(*self.predict_outputs(request, context.time_remaining(), info))
+
+    def predict_outputs(self, request, deadline, info) -> tuple:
+        """(manager, version, signature, output filter, outputs): Predict up to its response (REST shares it)."""
         m, v, sig, filters, arrays, rows, batcher = self._predict_inputs(request, info)
         if batcher is not None:
-            outputs = batcher.submit(arrays, rows, context.time_remaining())
+            outputs = batcher.submit(arrays, rows, deadline)
         else:
             outputs = savedmodel.call(sig, arrays)
             m.metrics.observe_batch(m.name, str(v.number), max(rows, 1))
-        return _predict_response(m, v, sig, filters, outputs)
+        return m, v, sig, filters, outputs
 
     def _predict_inputs(self, request, info):
         m, v = self.server.servable(request.model_spec)
@@ -98,61 +102,76 @@ class PredictionServicer(Instrumented):
         return response
 
     def _classify(self, request, context, info):
-        """Classify over tf.Example: feature `images` holds an image's raw pixels (bytes, int64 or float list)."""
         from tensorflow_serving.apis import classification_pb2
 
+        m, v, sig = self._example_servable(request, info)
+        results = inference.classify(sig, v, request.input, self.server.cfg.max_request_batch_size, context.time_remaining())
+        response = classification_pb2.ClassificationResponse()
+        _fill_spec(response.model_spec, m, v, sig)
+        for row in results:
+            c = response.result.classifications.add()
+            for label, score in row:
+                c.classes.add(label=label, score=score)
+        return response
+
+    def _regress(self, request, context, info):
+        from tensorflow_serving.apis import regression_pb2
+
+        m, v, sig = self._example_servable(request, info)
+        values = inference.regress(sig, v, request.input, self.server.cfg.max_request_batch_size, context.time_remaining())
+        response = regression_pb2.RegressionResponse()
+        _fill_spec(response.model_spec, m, v, sig)
+        for value in values:
+            response.result.regressions.add(value=value)
+        return response
+
+    def _example_servable(self, request, info):
         m, v = self.server.servable(request.model_spec)
         info["version"] = str(v.number)
-        sig = _signature(v, request.model_spec.signature_name)
-        if list(sig.inputs) != [INPUT_NAME] or OUTPUT_PROBABILITIES not in sig.outputs:
-            raise ServingError(
-                grpc.StatusCode.INVALID_ARGUMENT,
-                f"Classify needs a signature with one input {INPUT_NAME!r} and an output {OUTPUT_PROBABILITIES!r}; "
-                f"{sig.key!r} has inputs {sorted(sig.inputs)} and outputs {sorted(sig.outputs)}",
-            )
-        kind = request.input.WhichOneof("kind")
-        if kind != "example_list":
-            raise ServingError(grpc.StatusCode.INVALID_ARGUMENT, f"Classify expects input.example_list, received {kind}")
-        ti = sig.inputs[INPUT_NAME]
-        shape, np_dtype = ti.shape[1:], ti.numpy_dtype
-        size = int(np.prod(shape))
-        images = []
-        for i, ex in enumerate(request.input.example_list.examples):
-            feat = ex.features.feature.get(INPUT_NAME)
-            if feat is None:
-                raise ServingError(grpc.StatusCode.INVALID_ARGUMENT, f"example {i}: missing feature {INPUT_NAME!r}")
-            which = feat.WhichOneof("kind")
-            if which == "bytes_list" and len(feat.bytes_list.value) == 1:
-                flat = np.frombuffer(feat.bytes_list.value[0], dtype=np.uint8)
-            elif which == "int64_list":
-                flat = np.asarray(feat.int64_list.value)
-            elif which == "float_list":
-                flat = np.asarray(feat.float_list.value)
+        self.server.metrics.observe_examples(m.name, len(inference.examples_of(request.input)))
+        return m, v, _signature(v, request.model_spec.signature_name)
+
+
+    def _multi_inference(self, request, context, info):
+        """Several classify/regress signatures of one model over the same Examples (TF Serving's multi_inference)."""
+        from tensorflow_serving.apis import inference_pb2
+
+        if not request.tasks:
+            raise ServingError(grpc.StatusCode.INVALID_ARGUMENT, "Found no tasks in the MultiInferenceRequest.")
+        names = {t.model_spec.name for t in request.tasks}
+        if len(names) != 1:
+            raise ServingError(grpc.StatusCode.INVALID_ARGUMENT, "All ModelSpecs in a MultiInferenceRequest must access the same model name.")
+        seen = set()
+        for t in request.tasks:
+            if t.model_spec.signature_name in seen:
+                raise ServingError(grpc.StatusCode.INVALID_ARGUMENT, f"Duplicate evaluation of signature: {t.model_spec.signature_name}")
+            seen.add(t.model_spec.signature_name)
+        m, v = self.server.servable(request.tasks[0].model_spec)
+        info["version"] = str(v.number)
+        self.server.metrics.observe_examples(m.name, len(inference.examples_of(request.input)))
+        response = inference_pb2.MultiInferenceResponse()
+        limit = self.server.cfg.max_request_batch_size
+        for t in request.tasks:
+            sig = _signature(v, t.model_spec.signature_name)
+            if t.method_name not in (inference.CLASSIFY_METHOD, inference.REGRESS_METHOD):
+                raise ServingError(grpc.StatusCode.UNIMPLEMENTED, f"Unsupported signature method_name: {t.method_name}")
+            result = response.results.add()
+            _fill_spec(result.model_spec, m, v, sig)
+            if t.method_name == inference.CLASSIFY_METHOD:
+                for row in inference.classify(sig, v, request.input, limit, context.time_remaining()):
+                    c = result.classification_result.classifications.add()
+                    for label, score in row:
+                        c.classes.add(label=label, score=score)
             else:
-                raise ServingError(grpc.StatusCode.INVALID_ARGUMENT, f"example {i}: feature {INPUT_NAME!r} is empty or has several byte strings")
-            if flat.size != size:
-                raise ServingError(
-                    grpc.StatusCode.INVALID_ARGUMENT,
-                    f"example {i}: feature {INPUT_NAME!r} has {flat.size} values; shape {format_shape(shape)} needs {size}",
-                )
-            images.append(flat.astype(np_dtype).reshape(shape))
-        if not images:
-            raise ServingError(grpc.StatusCode.INVALID_ARGUMENT, "empty batch: the request holds 0 examples; send at least one")
-        batch = np.stack(images)
-        if len(batch) > self.server.cfg.max_request_batch_size:
-            raise ServingError(grpc.StatusCode.INVALID_ARGUMENT, f"batch of {len(batch)} examples is above this server's limit")
-        batcher = v.batchers.get(sig.key)
-        outputs = batcher.submit({INPUT_NAME: batch}, len(batch), context.time_remaining()) if batcher else savedmodel.call(sig, {INPUT_NAME: batch})
-        names = v.model.class_names or [str(i) for i in range(outputs[OUTPUT_PROBABILITIES].shape[-1])]
-        response = classification_pb2.ClassificationResponse()
-        response.model_spec.name = m.name
-        response.model_spec.version.value = v.number
-        response.model_spec.signature_name = sig.key
-        for row in outputs[OUTPUT_PROBABILITIES]:
-            c = response.result.classifications.add()
-            for name, score in zip(names, row):
-                c.classes.add(label=name, score=float(score))
+                for value in inference.regress(sig, v, request.input, limit, context.time_remaining()):
+                    result.regression_result.regressions.add(value=value)
         return response
+
+
+def _fill_spec(spec, m: ModelManager, v: Served, sig: Signature) -> None:
+    spec.name = m.name
+    spec.version.value = v.number
+    spec.signature_name = sig.key
 
 
 class AsyncPredictionServicer(PredictionServicer):
@@ -177,9 +196,7 @@ def _predict_response(m: ModelManager, v: Served, sig: Signature, filters: list,
     from tensorflow_serving.apis import predict_pb2
 
     response = predict_pb2.PredictResponse()
-    response.model_spec.name = m.name
-    response.model_spec.version.value = v.number
-    response.model_spec.signature_name = sig.key
+    _fill_spec(response.model_spec, m, v, sig)
     for alias, value in outputs.items():
         if filters and alias not in filters:
             continue

@@ -47,7 +47,9 @@ class ModelServer:
         self._pool: Optional[futures.ThreadPoolExecutor] = None  # synchronous RPC handlers
         self._health = None
         self._metrics_http = None
+        self._rest_http = None
         self.port: Optional[int] = None
+        self.rest_port: Optional[int] = None  # the REST API's port once started (None: REST off)
 
     # -- health: SERVING only while every model has an AVAILABLE version (what readiness should mean)
     def _update_health(self):
@@ -127,15 +129,33 @@ class ModelServer:
             server.start()
             self._grpc = server
         self._update_health()
-        if self.cfg.metrics_port is not None:
-            from prometheus_client import start_http_server
-
-            self._metrics_http, _ = start_http_server(self.cfg.metrics_port, registry=self.metrics.registry)
-        log.info("serving %s on port %d", ", ".join(f"{m.name} ({m.base_path})" for m in self.managers.values()), self.port)
+        self._start_http()
+        rest = f", REST on port {self.rest_port}" if self.rest_port is not None else ""
+        log.info("serving %s on port %d%s", ", ".join(f"{m.name} ({m.base_path})" for m in self.managers.values()), self.port, rest)
         return self
+
+    def _start_http(self):
+        from serving.model_servers.http_server import HttpServer
+        from serving.model_servers.rest_api import RestApi
+
+        cfg = self.cfg
+        try:
+            if cfg.rest_api_port is not None:
+                api = RestApi(self, PredictionServicer(self), ModelServicer(self))
+                self._rest_http = HttpServer(cfg.host, cfg.rest_api_port, api, self.metrics.text, cfg.rest_api_max_body_bytes).start()
+                self.rest_port = self._rest_http.port
+            if cfg.metrics_port is not None:
+                self._metrics_http = HttpServer(cfg.host, cfg.metrics_port, None, self.metrics.text, 0,
+                                                metrics_paths=("/metrics", "/monitoring/prometheus/metrics")).start()
+        except OSError as exc:
+            self.stop(0)
+            raise OperationFailedError(f"cannot bind HTTP port on {cfg.host} (REST {cfg.rest_api_port}, metrics {cfg.metrics_port}): {exc.strerror or exc}") from None
 
     def stop(self, grace: float = 10.0):
         """Graceful: health goes NOT_SERVING, new RPCs are refused, in-flight ones get `grace` seconds."""
+        if self._rest_http is not None:  # REST stops taking requests first, as gRPC does below
+            self._rest_http.stop()
+            self._rest_http = None
         if self._health is not None:
             self._health.enter_graceful_shutdown()
         if self._grpc is not None:
@@ -148,9 +168,10 @@ class ModelServer:
                 pool.shutdown(wait=False)
         for m in self.managers.values():
             m.stop()
-        if self._metrics_http is not None:
-            self._metrics_http.shutdown()
-            self._metrics_http = None
+        for http in (self._rest_http, self._metrics_http):
+            if http is not None:
+                http.stop()
+        self._rest_http = self._metrics_http = None
 
     def wait(self):
         if self._grpc is None:
