@@ -139,7 +139,8 @@ def _serving_memory(base: Path, env: dict, requests: int) -> dict[str, Any]:
     # wait4 rather than GNU time (SIGTERM must reach the server itself). The child starts with this process'
     # high-water mark (~100 MB here), far below a TensorFlow server's, so the figure is the server's own.
     port = _free_port()
-    cmd = [*jobctl_command(), "serve", str(base), "--port", str(port), "--host", "127.0.0.1", "--grace-seconds", "1"]
+    cmd = [*jobctl_command(), "serve", str(base), "--port", str(port), "--host", "127.0.0.1", "--grace-seconds", "1",
+           "--rest-api-port", "0"]  # gRPC alone, as measured before REST existed
     log = tempfile.TemporaryFile()
     started = time.perf_counter()
     proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=log, stderr=log, stdin=subprocess.DEVNULL)

@@ -4,6 +4,7 @@
 2. 32 concurrent batch-1 clients: throughput with server-side batching on vs off: target >= 3x.
 3. The fused ensemble of 3 vs 3 separate member requests from the client (sequential): target >= 2x faster.
 4. 10,000 requests at concurrency 32: target zero errors; the server's memory is reported.
+5. REST :predict vs gRPC Predict (bench/serving_rest.py): p50 at batch 1 and throughput at 32 clients, as ratios.
 
 Servers are `jobctl serve` subprocesses (one with batching, one without) serving the ensemble and its members
 from one TF Serving model config file. A third process, bench/grpc_floor.py, answers Predict with an empty handler:
@@ -27,7 +28,6 @@ import signal
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 from pathlib import Path
 from typing import Optional
@@ -36,6 +36,8 @@ import numpy as np
 
 from bench.common import ROOT, Stat, paired_ratio, write_json
 from bench.common import free_port as _free_port
+from bench import serving_rest
+from bench.serving_load import Caller, load, measured, p50_ms, rss_mb
 from jobs.contract import INPUT_NAME, SIGNATURE_NAME
 
 MEMBERS = ("m0", "m1", "m2")
@@ -129,15 +131,18 @@ class ServerHandle(_Handle):
                                extra_models=[ModelEntry(n, Path(b)) for n, b in bases.items()],
                                batching=BatchingConfig(batching, BATCHING["max_batch_size"],
                                                        BATCHING["batch_timeout_micros"], BATCHING["num_batch_threads"]))
+            cfg.rest_api_port = 0
             self.server = ModelServer(cfg).start()
             self.pid, self.target = os.getpid(), f"127.0.0.1:{self.server.port}"
+            self.rest_port = self.server.rest_port
             self.metrics_port = None
             return
         config = root / f"models-{int(batching)}.config"
         config.write_text("model_config_list {\n" + "".join(
             f'  config {{ name: "{n}" base_path: "{b}" model_platform: "tensorflow" }}\n' for n, b in bases.items()) + "}\n")
-        port, self.metrics_port = _free_port(), _free_port()
+        port, self.metrics_port, self.rest_port = _free_port(), _free_port(), _free_port()
         cmd = [sys.executable, "-m", "cli.main", "serve", "--model-config-file", str(config), "--port", str(port),
+               "--rest-api-port", str(self.rest_port),
                "--host", "127.0.0.1", "--poll-seconds", "3600", "--workers", str(WORKERS["grpc_workers"]), "--intra-op-threads", str(INTRA_OP),
                "--metrics-port", str(self.metrics_port)]
         if batching:
@@ -195,117 +200,6 @@ class FloorHandle(_Handle):
                 if time.monotonic() > deadline:
                     raise
                 time.sleep(0.2)
-
-
-def rss_mb(pid: int) -> tuple[float, float]:
-    """(current RSS, peak RSS) in MB from /proc."""
-    fields = {}
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        k, _, v = line.partition(":")
-        fields[k] = v.strip()
-    return int(fields["VmRSS"].split()[0]) / 1024, int(fields["VmHWM"].split()[0]) / 1024
-
-
-def cpu_seconds(pid: int) -> float:
-    """User + system CPU time of a process (from /proc/<pid>/stat)."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
-def measured(pid: int, fn):
-    """fn()'s result plus the server's CPU milliseconds per request during it."""
-    c0 = cpu_seconds(pid)
-    res = fn()
-    res["server_cpu_ms_per_request"] = round((cpu_seconds(pid) - c0) * 1e3 / res["requests"], 3)
-    return res
-
-
-class Caller:
-    """Pre-built requests on one channel: the client does as little Python work per call as possible."""
-
-    def __init__(self, target: str):
-        import grpc
-        from tensorflow_serving.apis import prediction_service_pb2_grpc
-
-        self.channel = grpc.insecure_channel(target, options=[("grpc.max_receive_message_length", 64 << 20)])
-        self.stub = prediction_service_pb2_grpc.PredictionServiceStub(self.channel)
-
-    @staticmethod
-    def request(model: str, x: np.ndarray):
-        from tensorflow_serving.apis import predict_pb2
-
-        from serving.tensors import from_ndarray
-
-        req = predict_pb2.PredictRequest()
-        req.model_spec.name = model
-        req.inputs[INPUT_NAME].CopyFrom(from_ndarray(x))
-        req.output_filter.append("probabilities")
-        return req
-
-    def call(self, req, timeout=30.0):
-        return self.stub.Predict(req, timeout=timeout)
-
-
-def p50_ms(fn, n: int, warmup: int = 20) -> float:
-    for _ in range(warmup):
-        fn()
-    times = []
-    for _ in range(n):
-        t0 = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t0)
-    return float(np.median(times) * 1e3)
-
-
-def load(caller: Caller, req, total: int, concurrency: int) -> dict:
-    """`total` requests keeping `concurrency` in flight: each answer's callback sends the next request.
-
-    Futures with callbacks (not 32 Python threads) keep the client's own CPU per request small: on 2 shared
-    cores, a thread-per-client load generator saturates before the server does.
-    """
-    import grpc
-
-    lock = threading.Lock()
-    done = threading.Event()
-    state = {"sent": 0, "finished": 0}
-    errors: list[str] = []
-    latencies: list[float] = []
-
-    def send():
-        with lock:
-            if state["sent"] >= total:
-                return
-            state["sent"] += 1
-        t0 = time.perf_counter()
-        fut = caller.stub.Predict.future(req, timeout=60)
-        fut.add_done_callback(lambda f, t0=t0: finish(f, t0))
-
-    def finish(f, t0):
-        latency = time.perf_counter() - t0
-        exc = f.exception()
-        with lock:
-            latencies.append(latency)
-            if exc is not None:
-                errors.append(f"{exc.code().name}: {exc.details()}" if isinstance(exc, grpc.RpcError) else repr(exc))
-            state["finished"] += 1
-            last = state["finished"] >= total
-        if last:
-            done.set()
-        else:
-            send()
-
-    t0, c0 = time.perf_counter(), time.process_time()
-    for _ in range(min(concurrency, total)):
-        send()
-    if not done.wait(timeout=600):
-        raise TimeoutError(f"load: {state['finished']} of {total} requests finished in 600 s")
-    seconds = time.perf_counter() - t0
-    client_cpu = time.process_time() - c0  # this process's CPU: the load generator (servers are other processes)
-    lat = np.array(latencies) * 1e3
-    return {"requests": total, "concurrency": concurrency, "seconds": round(seconds, 3), "rps": round(total / seconds, 1),
-            "client_cpu_ms_per_request": round(client_cpu * 1e3 / total, 3),
-            "errors": len(errors), "error_samples": errors[:3], "p50_ms": round(float(np.median(lat)), 3),
-            "p99_ms": round(float(np.percentile(lat, 99)), 3)}
 
 
 def model_cpu_ms_per_image(sig, shape: tuple, batch: int, calls: int) -> float:
@@ -435,6 +329,9 @@ def run(quick: bool = False, out: Path | None = None, prebuilt: tuple | None = N
         r3 = {"fused_p50_ms": Stat.of(fused_s).as_dict(3), "three_requests_p50_ms": Stat.of(separate_s).as_dict(3),
               "ratio_stat": ratio3.as_dict(2), "ratio": round(ratio3.median, 2), "target": ">= 2x", "met": ratio3.median >= 2}
 
+        # 5. REST :predict vs gRPC Predict on the unbatched server, batch 1 and 32 clients (bench/serving_rest.py)
+        r5 = serving_rest.compare(plain, caller, req_m0, x1, "m0", reps, n_lat, n_tput)
+
         # 4. soak: the ensemble, concurrency 32, with batching (the production setting)
         before = rss_mb(batched.pid)
         soak = measured(batched.pid, lambda: load(bcaller, req_ens, n_soak, 32))
@@ -447,7 +344,8 @@ def run(quick: bool = False, out: Path | None = None, prebuilt: tuple | None = N
             p.check()
         result = {"quick": quick, "repetitions": reps, "in_process_servers": in_process, "batching": dict(BATCHING), "intra_op_threads": INTRA_OP, "grpc_workers": WORKERS["grpc_workers"], "model": "digits MLPs 8x8x1" if quick else "seed-style CNNs 32x32x3",
                   "cpus": os.cpu_count(), "load_average": os.getloadavg(),
-                  "latency_batch1": r1, "batching_throughput": r2, "ensemble_fused_vs_separate": r3, "soak": r4}
+                  "latency_batch1": r1, "batching_throughput": r2, "ensemble_fused_vs_separate": r3, "soak": r4,
+                  "rest_vs_grpc": r5}
     finally:
         for p in procs:
             p.stop()
@@ -498,6 +396,10 @@ def main(argv=None) -> int:
           f"= {r3['ratio']:.2f}x (spread {r3['ratio_stat']['min']:.2f}..{r3['ratio_stat']['max']:.2f}; target 2x: {mark(r3['met'])})")
     print(f"4. {r4['requests']} requests at concurrency 32: {r4['errors']} errors, {r4['rps']:.0f} req/s, "
           f"p99 {r4['p99_ms']:.1f} ms, server RSS {r4['server_rss_mb_after']:.0f} MB (peak {r4['server_peak_rss_mb']:.0f} MB)")
+    r5 = result["rest_vs_grpc"]
+    print(f"5. REST vs gRPC (batching off): batch-1 p50 {r5['rest_p50_ms']['median']:.3f} vs {r5['grpc_p50_ms']['median']:.3f} ms "
+          f"= {r5['latency_ratio']:.2f}x; 32 clients {r5['rest_rps']['median']:.0f} vs {r5['grpc_rps']['median']:.0f} req/s "
+          f"= {r5['throughput_ratio']:.2f}x (spread {r5['throughput_ratio_stat']['min']:.2f}..{r5['throughput_ratio_stat']['max']:.2f})")
     print(f"written to {args.out}")
     return 0
 

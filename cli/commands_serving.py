@@ -125,6 +125,10 @@ def serve(
     label: Optional[list[str]] = typer.Option(None, "--label", help="version label LABEL=VERSION (repeat)"),
     metrics_port: Optional[int] = typer.Option(None, "--metrics-port", min=0, max=65535,
                                                help="Prometheus /metrics port (off by default)"),
+    rest_api_port: int = typer.Option(8501, "--rest-api-port", "--rest_api_port", min=0, max=65535,
+                                      help="TF Serving's REST API and /monitoring/prometheus/metrics (0: off)"),
+    rest_api_max_body_mb: int = typer.Option(64, "--rest-api-max-body-mb", min=1,
+                                             help="REST request bodies above this get HTTP 413"),
     grace: float = typer.Option(10.0, "--grace-seconds", help="SIGTERM: time in-flight requests get to finish"),
     workers: int = typer.Option(64, "--workers", min=1, help="gRPC worker threads"),
     intra_op_threads: int = typer.Option(0, "--intra-op-threads", min=0, help="TensorFlow intra-op threads (0: default)"),
@@ -132,7 +136,7 @@ def serve(
     tls_cert: Optional[Path] = typer.Option(None, "--tls-cert", help="PEM certificate chain: serve TLS"),
     tls_key: Optional[Path] = typer.Option(None, "--tls-key", help="PEM private key of --tls-cert"),
 ) -> None:
-    """Serve BASE_PATH over TensorFlow Serving's gRPC API (development server; production: Dockerfile.serve)."""
+    """Serve BASE_PATH over TensorFlow Serving's gRPC and REST APIs (development server; production: Dockerfile.serve)."""
     if base_path is None and model_config_file is None:
         fail("give BASE_PATH or --model-config-file", exit_codes.BAD_SPEC)
     if base_path is not None and not base_path.is_dir():
@@ -161,6 +165,8 @@ def serve(
         max_request_batch_size=max_request_batch_size,
         max_workers=workers,
         metrics_port=metrics_port,
+        rest_api_port=rest_api_port or None,
+        rest_api_max_body_bytes=rest_api_max_body_mb * 1024 * 1024,
         tls_cert=tls_cert,
         tls_key=tls_key,
         intra_op_threads=intra_op_threads,
@@ -207,20 +213,33 @@ def predict(
     tls: bool = typer.Option(False, "--tls", help="TLS channel"),
     ca_cert: Optional[Path] = typer.Option(None, "--ca-cert", help="PEM roots for --tls (default: system roots)"),
     as_json: bool = typer.Option(False, "--json", help="print JSON instead of a table"),
+    rest: Optional[str] = typer.Option(None, "--rest", flag_value="http://localhost:8501", is_flag=False,
+                                       help="use the REST API at this URL (alone: http://localhost:8501) instead of gRPC"),
 ) -> None:
-    """Classify images through TF Serving's Predict API: top-k classes with their names."""
+    """Classify images through TF Serving's Predict API (gRPC, or REST with --rest): top-k classes with names."""
     if bool(images) == bool(npz):
         fail("give IMAGE files or --npz FILE", exit_codes.BAD_SPEC)
     if version is not None and version_label:
         fail("give --version or --version-label, not both", exit_codes.BAD_SPEC)
-    if ":" not in target:  # gRPC would quietly use port 443
+    if rest is None and ":" not in target:  # gRPC would quietly use port 443
         fail(f"--target: expected HOST:PORT (TF Serving's gRPC port is 8500), received {target!r}", exit_codes.BAD_SPEC)
     import numpy as np
 
-    from serving.client import PredictClient, load_images
+    from serving.client import load_images
 
-    client = PredictClient(target, model, version=version, version_label=version_label, signature=signature,
-                           timeout=timeout, retries=retries, batch_size=batch_size, tls=tls, root_certificates=ca_cert)
+    if rest is not None:
+        if tls or ca_cert:
+            fail("--tls/--ca-cert apply to gRPC; for REST over TLS give an https:// URL to --rest", exit_codes.BAD_SPEC)
+        from serving.rest_client import RestClient
+
+        client = RestClient(rest, model, version=version, version_label=version_label, signature=signature,
+                            timeout=timeout, retries=retries, batch_size=batch_size)
+        target = rest
+    else:
+        from serving.client import PredictClient
+
+        client = PredictClient(target, model, version=version, version_label=version_label, signature=signature,
+                               timeout=timeout, retries=retries, batch_size=batch_size, tls=tls, root_certificates=ca_cert)
     labels = None
     try:
         if npz:

@@ -161,7 +161,7 @@ def test_serve_process_deadline_and_graceful_sigterm(tmp_path):
     proc = subprocess.Popen(
         [sys.executable, "-m", "cli.main", "serve", str(base), "--port", str(port), "--host", "127.0.0.1",
          "--enable-batching", "--batch-timeout-micros", "1500000", "--max-batch-size", "64",
-         "--metrics-port", str(metrics_port), "--grace-seconds", "10"],
+         "--metrics-port", str(metrics_port), "--grace-seconds", "10", "--rest-api-port", "0"],
         cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
     )
     try:
@@ -177,6 +177,7 @@ def test_serve_process_deadline_and_graceful_sigterm(tmp_path):
 
             text = urllib.request.urlopen(f"http://127.0.0.1:{metrics_port}/metrics", timeout=5).read().decode()
             assert 'jobctl_serving_model_version_state{model="ensemble",version="1"} 30.0' in text
+            assert ':tensorflow:serving:request_count{model_name="ensemble",status="DEADLINE_EXCEEDED"} 1' in text
 
             result = {}
             t = threading.Thread(target=lambda: result.update(out=client.predict(x)))
