@@ -270,14 +270,25 @@ def test_concurrent_requests_are_batched_and_answered_correctly(env):
     assert after - before == 96 + 40  # every example went through the model exactly once
 
 
-def test_metrics_count_requests_by_model_version_status(env):
+def test_metrics_carry_tf_serving_names_and_labels(env):
+    """TF Serving's series (servables/tensorflow/util.cc): request_count by model_name and status, request_latency
+    in microseconds by model_name, API and entrypoint for successful requests only; jobctl's own keep a prefix."""
+    metrics = env["server"].metrics
+    ok, failed = metrics.request_count("ensemble", "OK"), metrics.request_count("ensemble", "FAILED_PRECONDITION")
     still_serving(env)
     rpc_error(env["predict"].Predict, request(signature="nope"))
-    text = env["server"].metrics.text()
-    assert 'jobctl_serving_requests_total{method="Predict",model="ensemble",status="OK",version="1"}' in text
-    assert 'status="FAILED_PRECONDITION",version="1"' in text
-    assert "jobctl_serving_request_latency_seconds_bucket" in text
+    rpc_error(env["predict"].Predict, request(model="nobody"))
+    assert metrics.request_count("ensemble", "OK") == ok + 1
+    assert metrics.request_count("ensemble", "FAILED_PRECONDITION") == failed + 1
+    text = metrics.text()
+    assert "# TYPE :tensorflow:serving:request_count counter" in text
+    assert ':tensorflow:serving:request_count{model_name="unknown",status="NOT_FOUND"}' in text
+    assert "# TYPE :tensorflow:serving:request_latency histogram" in text
+    assert ':tensorflow:serving:request_latency_bucket{model_name="ensemble",API="Predict",entrypoint="GRPC",le="10"}' in text
+    assert ':tensorflow:serving:request_latency_bucket{model_name="ensemble",API="Predict",entrypoint="GRPC",le="+Inf"}' in text
+    assert 'API="Predict",entrypoint="GRPC",status' not in text  # latency has no status: failures are not timed
     assert 'jobctl_serving_model_version_state{model="ensemble",version="1"} 30.0' in text
+    assert "jobctl_serving_requests" not in text and "jobctl_serving_request_latency" not in text
 
 
 # ------------------------------------------------------------------------------------------------ versions
@@ -438,8 +449,8 @@ def test_both_grpc_transports_answer_alike(tmp_path, batching, use_asyncio, tls)
         err = rpc_error(stub.Predict, request(x[:1].astype(np.float32)))
         assert err.code() == grpc.StatusCode.INVALID_ARGUMENT and "images" in err.details()
         text = server.metrics.text()
-        assert 'jobctl_serving_requests_total{method="Predict",model="ensemble",status="OK",version="1"} 24.0' in text
-        assert 'status="INVALID_ARGUMENT",version="1"} 1.0' in text
+        assert ':tensorflow:serving:request_count{model_name="ensemble",status="OK"} 24' in text
+        assert ':tensorflow:serving:request_count{model_name="ensemble",status="INVALID_ARGUMENT"} 1' in text
         if tls:
             plain = grpc.insecure_channel(f"127.0.0.1:{server.port}")
             try:

@@ -145,3 +145,40 @@ def shared_models() -> dict:
     ensemble = build_ensemble(members, root / "models" / "ensemble", weights=[1, 1, 2])
     _SHARED.update(root=root, data=data, members=members, ensemble=ensemble)
     return _SHARED
+
+
+def export_half_plus_two(base: Path, version: int = 1) -> Path:
+    """A model like TF Serving's half_plus_two test model (y = 0.5 x + 2) with its four signatures: serving_default
+    (predict, float input `x` [?, 1]), classify_x_to_y (classify: serialized tf.Examples with feature `x`, output
+    `scores`), regress_x_to_y (regress, output `outputs`). TF2 exports every signature as predict, so the
+    method names are set in saved_model.pb afterwards, as TF1's signature_def builders would have written them."""
+    import tensorflow as tf
+    from tensorflow.core.protobuf import saved_model_pb2
+
+    class HalfPlusTwo(tf.Module):
+        @tf.function(input_signature=[tf.TensorSpec([None, 1], tf.float32, name="x")])
+        def predict(self, x):
+            return {"y": 0.5 * x + 2.0}
+
+        def _parse(self, inputs):
+            return tf.io.parse_example(inputs, {"x": tf.io.FixedLenFeature([1], tf.float32)})["x"]
+
+        @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name="inputs")])
+        def classify(self, inputs):
+            return {"scores": 0.5 * self._parse(inputs) + 2.0}
+
+        @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name="inputs")])
+        def regress(self, inputs):
+            return {"outputs": 0.5 * self._parse(inputs) + 2.0}
+
+    module = HalfPlusTwo()
+    out = Path(base) / str(version)
+    tf.saved_model.save(module, str(out), signatures={"serving_default": module.predict, "classify_x_to_y": module.classify,
+                                                      "regress_x_to_y": module.regress})
+    pb = out / "saved_model.pb"
+    sm = saved_model_pb2.SavedModel.FromString(pb.read_bytes())
+    for mg in sm.meta_graphs:
+        mg.signature_def["classify_x_to_y"].method_name = "tensorflow/serving/classify"
+        mg.signature_def["regress_x_to_y"].method_name = "tensorflow/serving/regress"
+    pb.write_bytes(sm.SerializeToString())
+    return out
