@@ -39,3 +39,8 @@ def test_bench_serving_quick(tmp_path):
     assert r2["mean_batch_size"] >= 1  # the batched server did batch (examples per model call)
     assert r3["ratio"] == pytest.approx(r3["three_requests_p50_ms"]["median"] / r3["fused_p50_ms"]["median"], rel=0.02)
     assert r4["errors"] == 0 and r4["requests"] == 500 and r4["server_rss_mb_after"] > 100
+    # 5. REST vs gRPC on the same server: both answered every request, the ratios are those of the medians
+    r5 = result["rest_vs_grpc"]
+    assert all(r["errors"] == 0 and r["requests"] == 300 for r in r5["rest_runs"] + r5["grpc_runs"])
+    assert r5["latency_ratio"] == pytest.approx(r5["rest_p50_ms"]["median"] / r5["grpc_p50_ms"]["median"], rel=0.02)
+    assert r5["throughput_ratio"] == pytest.approx(r5["rest_rps"]["median"] / r5["grpc_rps"]["median"], rel=0.02)
