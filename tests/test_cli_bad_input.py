@@ -139,3 +139,14 @@ def test_manifests_that_cannot_be_written(command):
 def test_a_base_path_without_a_model_name():
     r = run(["deploy", "s3://", "--dry-run"])
     assert r.exit_code == 2 and "BASE_PATH 's3://'" in r.output and "--model-name" in r.output
+
+
+@pytest.mark.parametrize("flag", ["--rest-api-port", "--rest_api_port"])
+def test_serve_takes_tf_servings_rest_port_flag_and_checks_its_range(tmp_path, flag):
+    r = run(["serve", tmp_path / "models" / "m", flag, "70000"])
+    assert r.exit_code == 2 and "--rest-api-port" in r.output and "65535" in r.output
+
+
+def test_predict_rest_refuses_grpc_tls_options(tmp_path):
+    r = run(["predict", "--rest", "http://localhost:1", "--tls", "--model", "m", "--npz", tmp_path / "x.npz"])
+    assert r.exit_code == 2 and "give an https:// URL to --rest" in r.output

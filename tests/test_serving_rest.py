@@ -274,3 +274,49 @@ def test_jobctl_predict_over_rest(env, tmp_path):
     assert out["predictions"][0]["top_k"][0]["class_name"] == str(int(want[0].argmax()))
     r = runner.invoke(app, ["predict", "--npz", str(npz), "--rest", env["url"], "--model", "nope"])
     assert r.exit_code == 2 and "HTTP 404: Servable not found for request: Latest(nope)" in r.output
+
+
+def test_rest_and_grpc_share_the_batch_queue(tmp_path):
+    """With batching (the asyncio gRPC transport), REST requests wait in the same queue as gRPC ones and each
+    gets its own rows back."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from tensorflow_serving.apis import predict_pb2, prediction_service_pb2_grpc
+
+    from serving.model_servers.config import BatchingConfig, ServerConfig
+    from serving.model_servers.server import ModelServer
+    from serving.tensors import from_ndarray, to_ndarray
+
+    shared = shared_models()
+    copy_version(shared["ensemble"], tmp_path / "ensemble", 1)
+    server = ModelServer(ServerConfig("ensemble", tmp_path / "ensemble", port=0, host="127.0.0.1", poll_seconds=3600, rest_api_port=0,
+                                      batching=BatchingConfig(True, max_batch_size=16, batch_timeout_micros=20_000))).start()
+    channel = grpc.insecure_channel(f"127.0.0.1:{server.port}")
+    try:
+        assert server.asyncio
+        stub = prediction_service_pb2_grpc.PredictionServiceStub(channel)
+        x = shared["data"][2][:16]
+        want = in_process(shared["ensemble"], x)["probabilities"]
+        local = {"url": f"http://127.0.0.1:{server.rest_port}"}
+
+        def one(i):
+            if i % 2:
+                status, answer = call(local, "/v1/models/ensemble:predict", {"instances": x[i : i + 1].tolist()})
+                assert status == 200
+                return np.array(answer["predictions"][0]["probabilities"])
+            req = predict_pb2.PredictRequest()
+            req.model_spec.name = "ensemble"
+            req.inputs["images"].CopyFrom(from_ndarray(x[i : i + 1]))
+            return to_ndarray(stub.Predict(req, timeout=30).outputs["probabilities"])[0]
+
+        with ThreadPoolExecutor(16) as pool:
+            got = np.stack(list(pool.map(one, range(len(x)))))
+        assert np.abs(got - want).max() < 1e-6
+        text = server.metrics.text()
+        examples = float(text.split('jobctl_serving_batch_size_sum{model="ensemble",version="1"} ')[1].split()[0])
+        calls = float(text.split('jobctl_serving_batch_size_count{model="ensemble",version="1"} ')[1].split()[0])
+        assert examples == len(x)  # every example went through the model once
+        assert calls < len(x)  # and some went together
+    finally:
+        channel.close()
+        server.stop(grace=1)
