@@ -191,6 +191,10 @@ BAD = [
      "Unable to base64 decode"),
     ("examples missing", "/v1/models/default:regress", {"signature_name": "regress_x_to_y"}, 400,
      "When method is classify, key 'examples' is expected and was not found"),
+    ("lists nested 900 deep", "/v1/models/ensemble:predict", b'{"inputs": ' + b"[" * 900 + b"1" + b"]" * 900 + b"}", 400,
+     "input 'images': lists nested 900 deep; this server takes tensors of rank 64 at most"),
+    ("JSON nested 5000 deep", "/v1/models/ensemble:predict", b'{"inputs": ' + b"[" * 5000 + b"]" * 5000 + b"}", 400,
+     "JSON Parse error: the document nests too deeply"),
     ("unknown verb", "/v1/models/ensemble:explain", {"instances": []}, 400, "Malformed request: POST /v1/models/ensemble:explain"),
 ]
 

@@ -30,8 +30,8 @@ def invalid(message: str) -> ServingError:
 def debug(val: Any) -> str:
     try:
         text = json.dumps(val, separators=(",", ":"))
-    except (TypeError, ValueError):
-        text = repr(val)
+    except (TypeError, ValueError, RecursionError):
+        text = "<a value nested too deeply to quote>"
     return text[:_DEBUG_BYTES]
 
 
@@ -141,6 +141,8 @@ def to_array(val: Any, info: TensorInfo) -> np.ndarray:
         raise invalid(f"input {info.name!r}: string tensors are not supported by this server's Predict; send numbers")
     np_dtype = info.numpy_dtype
     shape = _dense_shape(val)
+    if len(shape) > 64:  # numpy's limit (TensorFlow's is 254); no model input has such a rank
+        raise invalid(f"input {info.name!r}: lists nested {len(shape)} deep; this server takes tensors of rank 64 at most")
     try:  # fast path: numpy reads a well-formed nested list at C speed; anything odd gets the exact check below
         arr = np.asarray(val)
         if arr.shape == tuple(shape) and _NP_TO_KIND.get(arr.dtype.kind) and (
