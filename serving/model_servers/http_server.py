@@ -32,6 +32,9 @@ class _BadBody(Exception):
 def _make_handler(api: Optional[RestApi], metrics_text: Callable[[], str], metrics_paths: tuple, max_body: int):
     class Handler(BaseHTTPRequestHandler):
         protocol_version = "HTTP/1.1"  # keep-alive: a client's requests share one connection
+        # headers and body leave in two writes: with Nagle's algorithm the body then waits for the client's
+        # delayed ACK, 40 ms per request (measured: batch-1 p50 48 ms instead of about 2)
+        disable_nagle_algorithm = True
         server_version = "jobctl-serve"
 
         def log_message(self, fmt, *args):  # access logs would flood a development console
