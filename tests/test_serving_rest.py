@@ -324,3 +324,41 @@ def test_rest_and_grpc_share_the_batch_queue(tmp_path):
     finally:
         channel.close()
         server.stop(grace=1)
+
+
+def test_http_chunked_bodies_pipelining_and_garbage(env):
+    import socket
+
+    port = int(env["url"].rsplit(":", 1)[1])
+    body = json.dumps({"instances": env["x"][:1].tolist()}).encode()
+
+    def exchange(raw: bytes) -> bytes:
+        with socket.create_connection(("127.0.0.1", port), timeout=30) as s:
+            s.sendall(raw)
+            data = b""
+            while chunk := s.recv(1 << 16):
+                data += chunk
+        return data
+
+    chunked = b"".join(b"%x\r\n%s\r\n" % (len(body[i : i + 100]), body[i : i + 100]) for i in range(0, len(body), 100)) + b"0\r\n\r\n"
+    answer = exchange(b"POST /v1/models/ensemble:predict HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n" + chunked)
+    assert answer.startswith(b"HTTP/1.1 200 OK") and b'"predictions"' in answer
+    two = exchange(b"GET /v1/models/ensemble HTTP/1.1\r\nHost: x\r\n\r\nGET /v1/models/ensemble HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+    assert two.count(b"HTTP/1.1 200 OK") == 2  # keep-alive: both answered on one connection, in order
+    garbage = exchange(b"HELLO\r\n\r\n")
+    assert garbage.startswith(b"HTTP/1.1 400 Bad Request") and b"malformed HTTP request line: 'HELLO'" in garbage
+    still_serving(env)
+
+
+def test_curl_with_expect_100_continue_is_refused_before_it_sends(env, tmp_path):
+    import shutil
+    import subprocess
+
+    if not shutil.which("curl"):
+        pytest.skip("curl is not installed")
+    big = tmp_path / "big.json"
+    big.write_text(json.dumps({"instances": [_image()] * 6000}))  # above 1 MB: curl asks first (Expect: 100-continue)
+    run = subprocess.run(["curl", "-s", "-w", " %{http_code}", f"{env['url']}/v1/models/ensemble:predict", "--data-binary", f"@{big}"],
+                         capture_output=True, text=True, timeout=60)
+    assert run.stdout.endswith(" 413") and f"limit of {MAX_BODY} bytes" in run.stdout
+    still_serving(env)
