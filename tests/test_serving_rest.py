@@ -362,3 +362,24 @@ def test_curl_with_expect_100_continue_is_refused_before_it_sends(env, tmp_path)
                          capture_output=True, text=True, timeout=60)
     assert run.stdout.endswith(" 413") and f"limit of {MAX_BODY} bytes" in run.stdout
     still_serving(env)
+
+
+def test_a_rest_request_in_flight_at_shutdown_is_answered(tmp_path):
+    import threading
+    import time
+
+    from serving.model_servers.config import BatchingConfig, ServerConfig
+    from serving.model_servers.server import ModelServer
+
+    shared = shared_models()
+    copy_version(shared["ensemble"], tmp_path / "ensemble", 1)
+    server = ModelServer(ServerConfig("ensemble", tmp_path / "ensemble", port=0, host="127.0.0.1", poll_seconds=3600, rest_api_port=0,
+                                      batching=BatchingConfig(True, max_batch_size=64, batch_timeout_micros=1_500_000))).start()
+    local, result = {"url": f"http://127.0.0.1:{server.rest_port}"}, {}
+    t = threading.Thread(target=lambda: result.update(answer=call(local, "/v1/models/ensemble:predict", {"instances": shared["data"][2][:2].tolist()})))
+    t.start()
+    time.sleep(0.5)  # the request now waits 1.5 s in the batch queue
+    server.stop(grace=10)
+    t.join(timeout=30)
+    status, answer = result["answer"]
+    assert status == 200 and len(answer["predictions"]) == 2

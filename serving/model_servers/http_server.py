@@ -49,6 +49,7 @@ class HttpServer:
         self._api, self._metrics_text, self._metrics_paths = api, metrics_text, metrics_paths
         self._max_body = max_body_bytes
         self._writers: set = set()
+        self._busy = 0  # requests between their last byte read and their answer written
         self._pool = futures.ThreadPoolExecutor(max_workers=workers, thread_name_prefix="rest")
         self._loop = asyncio.new_event_loop()
         self._thread = threading.Thread(target=self._loop.run_forever, name="http", daemon=True)
@@ -64,13 +65,18 @@ class HttpServer:
     def start(self) -> "HttpServer":
         return self
 
-    def stop(self):
+    def stop(self, grace: float = 10.0):
+        """New connections are refused at once; requests in flight get `grace` seconds to be answered."""
+
         async def close():
             self._server.close()
+            deadline = self._loop.time() + grace
+            while self._busy and self._loop.time() < deadline:
+                await asyncio.sleep(0.05)
             for w in list(self._writers):  # idle keep-alive connections would hold wait_closed() forever
                 w.close()
 
-        asyncio.run_coroutine_threadsafe(close(), self._loop).result(timeout=10)
+        asyncio.run_coroutine_threadsafe(close(), self._loop).result(timeout=grace + 10)
         self._shutdown_loop()
         self._pool.shutdown(wait=False)
 
@@ -97,8 +103,12 @@ class HttpServer:
                     status, message = exc.args
                     await self._reply(writer, status, error_body(message), close=True)
                     return
-                status, payload, ctype = await self._answer(method, path, body, origin)
-                await self._reply(writer, status, payload, ctype, close=not keep, head_only=method == "HEAD")
+                self._busy += 1
+                try:
+                    status, payload, ctype = await self._answer(method, path, body, origin)
+                    await self._reply(writer, status, payload, ctype, close=not keep, head_only=method == "HEAD")
+                finally:
+                    self._busy -= 1
         except (ConnectionError, asyncio.IncompleteReadError):
             pass  # the client went away mid-request: nobody to answer
         finally:

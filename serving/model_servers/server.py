@@ -158,8 +158,8 @@ class ModelServer:
 
     def stop(self, grace: float = 10.0):
         """Graceful: health goes NOT_SERVING, new RPCs are refused, in-flight ones get `grace` seconds."""
-        if self._rest_http is not None:  # REST stops taking requests first, as gRPC does below
-            self._rest_http.stop()
+        if self._rest_http is not None:  # REST stops taking requests; those in flight get the grace, as gRPC's
+            self._rest_http.stop(grace)
             self._rest_http = None
         if self._health is not None:
             self._health.enter_graceful_shutdown()
