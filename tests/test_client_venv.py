@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -43,31 +44,37 @@ def _run(cmd, **kwargs):
 
 
 def test_pip_install_client_without_tensorflow_predicts_against_jobctl_serve(tmp_path):
-    # The wheel is built by the project's environment (setuptools is there), then installed the way a client app
-    # installs it: into a new venv, its dependencies resolved by pip.
-    _run([sys.executable, "-m", "pip", "wheel", "--quiet", "--no-deps", "--no-build-isolation",
-          str(ROOT / "client"), "-w", str(tmp_path / "wheels")])
-    wheel = next((tmp_path / "wheels").glob("jobctl_client-*.whl"))
-    base_python = getattr(sys, "_base_executable", sys.executable)
-    _run([base_python, "-m", "venv", str(tmp_path / "venv")])
-    python = tmp_path / "venv" / "bin" / "python"
-    _run([str(python), "-m", "pip", "install", "--quiet", "--disable-pip-version-check", str(wheel)])
-
     shared = shared_models()
     base = tmp_path / "models" / "digits"
     copy_version(shared["ensemble"], base, 1)
     images = shared["data"][2][:5]
     np.save(tmp_path / "images.npy", images)
     port = free_port()
+    log = tmp_path / "serve.log"
+    # Started first: it imports TensorFlow while the venv is made.
     server = subprocess.Popen([sys.executable, "-m", "cli.main", "serve", str(base), "--port", str(port),
                                "--host", "127.0.0.1", "--poll-seconds", "3600"], cwd=ROOT,
                               env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3", CUDA_VISIBLE_DEVICES=""),
-                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+                              stdout=log.open("w"), stderr=subprocess.STDOUT)
     try:
+        # The wheel is built by the project's environment (setuptools is there), from a copy (setuptools leaves
+        # build/ behind, and a stale one would leak into the wheel), then installed the way a client app installs
+        # it: into a new venv, its dependencies resolved by pip.
+        source = shutil.copytree(ROOT / "client", tmp_path / "client",
+                                 ignore=shutil.ignore_patterns("build", "*.egg-info", "__pycache__"))
+        _run([sys.executable, "-m", "pip", "wheel", "--quiet", "--no-deps", "--no-build-isolation", str(source),
+              "-w", str(tmp_path / "wheels")])
+        wheel = next((tmp_path / "wheels").glob("jobctl_client-*.whl"))
+        base_python = getattr(sys, "_base_executable", sys.executable)
+        _run([base_python, "-m", "venv", str(tmp_path / "venv")])
+        python = tmp_path / "venv" / "bin" / "python"
+        _run([str(python), "-m", "pip", "install", "--quiet", "--disable-pip-version-check", str(wheel)])
         # Outside the checkout, with no PYTHONPATH: only what pip installed can be imported.
         env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "VIRTUAL_ENV")}
         out = json.loads(_run([str(python), "-c", APP, f"127.0.0.1:{port}", str(tmp_path / "images.npy")],
                               cwd=tmp_path, env=env).stdout)
+    except AssertionError as exc:
+        raise AssertionError(f"{exc}\njobctl serve log:\n{log.read_text()[-2000:]}") from None
     finally:
         server.terminate()
         server.wait(timeout=30)
