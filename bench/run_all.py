@@ -47,6 +47,8 @@ BENCHMARKS = [
     Benchmark("accuracy", "bench.bench_accuracy", "Accuracy of the seed recipes and their ensemble", "issue 7"),
     Benchmark("distribute", "bench.bench_distribute", "Distribution overhead", "distributed training"),
     Benchmark("serving", "bench.bench_serving", "Serving", "serving"),
+    Benchmark("client", "bench.bench_client", "The TensorFlow-free client vs tensorflow-serving-api", "serving (issue 15)",
+              timeout=600),
     Benchmark("cli", "bench.bench_cli", "CLI start-up and peak memory", "issue 7"),
     Benchmark("render", "bench.bench_render", "`jobctl render` (Kubernetes manifests)", "kubernetes",
               full_args=["--runs", "7"], quick_args=["--runs", "1"], timeout=300),
