@@ -46,6 +46,8 @@ DEFAULT_TTL_SECONDS_AFTER_FINISHED = 3 * 24 * 3600
 # Time between SIGTERM and SIGKILL: the trainer saves its BackupAndRestore state and exits 75 within it.
 TERMINATION_GRACE_SECONDS = 120
 GPU_RESOURCE = "nvidia.com/gpu"
+# GPU node pools are usually tainted nvidia.com/gpu:NoSchedule (GKE, the NVIDIA GPU operator's examples).
+GPU_TOLERATION = {"key": GPU_RESOURCE, "operator": "Exists", "effect": "NoSchedule"}
 LABEL_RUN_ID = "jobctl.io/run-id"
 QUEUE_LABEL = "kueue.x-k8s.io/queue-name"  # Kueue: the LocalQueue a Job is submitted to
 LABEL_SPEC_HASH = "jobctl.io/spec-hash"
@@ -300,7 +302,7 @@ def _tolerations(spec: JobSpec) -> list[dict]:
         out.append(item)
     # GPU node pools are usually tainted nvidia.com/gpu:NoSchedule; a GPU job should land there without extra YAML.
     if spec.resources.gpus > 0 and not any(t.get("key") == GPU_RESOURCE for t in out):
-        out.append({"key": GPU_RESOURCE, "operator": "Exists", "effect": "NoSchedule"})
+        out.append(dict(GPU_TOLERATION))
     return out
 
 
