@@ -261,6 +261,7 @@ def test_bench_data_report_judges_the_issue_targets_and_says_where_the_cores_go(
     sizes = {str(s): {"stored": 256 if s == 224 else s, "pack_seconds": 3.0, "packed_images": 600, "images": 2048,
                       "ffd_images": 256,
                       "images_per_second": {"jobctl_packed": stat(2000.0), "jobctl_folder": stat(500.0),
+                                            "jobctl_packed_device_aug": stat(4790.0),
                                             "keras_image_dataset_from_directory": stat(1000.0),
                                             "tf_keras_flow_from_directory": stat(100.0)},
                       "vs": {"keras_image_dataset_from_directory": stat(2.0), "tf_keras_flow_from_directory": stat(20.0),
@@ -279,4 +280,5 @@ def test_bench_data_report_judges_the_issue_targets_and_says_where_the_cores_go(
     assert "| `cifar10-cnn` | 32x32x3 | 134,185 | 10,000 | 13.4 | 100,000 | 1.3 |" in text
     # Packing 600 images in 3 s saves 1/500 - 1/2000 s an image an epoch: it pays after 3.3 epochs.
     assert "it pays for itself after 3.3 epochs" in text
+    assert "| ResNet-50 (packed JPEG shards, stored 256x256, flip + shift) | 224x224x3 | 4,790 | 2,000 | 2.4 | 4,790 | 1.0 |" in text
     assert any(b.name == "data" and b.module == "bench.bench_data" for b in run_all.discover())
