@@ -85,7 +85,8 @@ class TrainingInputs:
         return self.images("train", ADAPT_SAMPLE)
 
     def skipped(self) -> list[str]:
-        return [item for s in self.streams.values() for item in s.skips.items]
+        # One file can be in two streams (validation.use_test validates on the test split): name it once.
+        return list(dict.fromkeys(item for s in self.streams.values() for item in s.skips.items))
 
     @contextmanager
     def corrupt_data_is_bad_input(self):

@@ -42,7 +42,10 @@ class SkipLog:
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
     def add(self, what: str) -> None:
+        # Every pass meets the same bad record again (and the pipeline reads ahead): count and log it once.
         with self._lock:
+            if what in self.items:
+                return
             self.items.append(what)
             total = len(self.items)
         log.warning("skipped %s: it does not decode (data.corrupt_records: skip; %d skipped so far)", what, total)
