@@ -84,9 +84,10 @@ class TrainingInputs:
             return self.loaded.x_train
         return self.images("train", ADAPT_SAMPLE)
 
-    def skipped(self) -> list[str]:
-        # One file can be in two streams (validation.use_test validates on the test split): name it once.
-        return list(dict.fromkeys(item for s in self.streams.values() for item in s.skips.items))
+    def skipped(self) -> dict[str, int]:
+        """What corrupt_records: skip dropped: item -> examples it spans. One file can be in two streams
+        (validation.use_test validates on the test split): it is counted once."""
+        return {item: n for s in self.streams.values() for item, n in s.skips.records.items()}
 
     @contextmanager
     def corrupt_data_is_bad_input(self):

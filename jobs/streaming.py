@@ -38,16 +38,18 @@ class SkipLog:
     when met), and under `error` the one that stopped the pass (TensorFlow's own error cannot say which)."""
 
     items: list[str] = field(default_factory=list)
+    records: dict[str, int] = field(default_factory=dict)  # item -> examples it spans ("record 4 to record 7": 4)
     failed: list[str] = field(default_factory=list)
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
-    def add(self, what: str) -> None:
+    def add(self, what: str, records: int = 1) -> None:
         # Every pass meets the same bad record again (and the pipeline reads ahead): count and log it once.
         with self._lock:
-            if what in self.items:
+            if what in self.records:
                 return
             self.items.append(what)
-            total = len(self.items)
+            self.records[what] = records
+            total = sum(self.records.values())
         log.warning("skipped %s: it does not decode (data.corrupt_records: skip; %d skipped so far)", what, total)
 
     def fail(self, what: str) -> None:
@@ -109,9 +111,9 @@ def _checked(positioned: tf.data.Dataset, expected: int, name_of: Callable[[tf.T
     sentinel = tf.data.Dataset.from_tensors((tf.cast(expected, tf.int64), tf.zeros([*decoder.size, decoder.channels], tf.uint8),
                                              tf.constant(_SENTINEL_LABEL, tf.int64)))
 
-    def note(first, last, one):
-        first, last = first.numpy().decode("utf8", "replace"), last.numpy().decode("utf8", "replace")
-        skips.add(first if bool(one) else f"{first} to {last}")
+    def note(first, last, records):
+        first, last, records = first.numpy().decode("utf8", "replace"), last.numpy().decode("utf8", "replace"), int(records)
+        skips.add(first if records == 1 else f"{first} to {last}", records)
         return True
 
     def failed(first):
@@ -138,7 +140,7 @@ def _checked(positioned: tf.data.Dataset, expected: int, name_of: Callable[[tf.T
                 position = tf.identity(position)
         else:
             reported = tf.cond(gap, lambda: tf.py_function(
-                note, [name_of(next_expected), name_of(position - 1), tf.equal(position, next_expected + 1)], tf.bool),
+                note, [name_of(next_expected), name_of(position - 1), position - next_expected], tf.bool),
                 lambda: tf.constant(True))
             with tf.control_dependencies([reported]):
                 position = tf.identity(position)

@@ -148,3 +148,25 @@ def test_an_undecodable_image_in_a_streamed_folder_exits_2_naming_it_or_is_skipp
     code, err, metrics = _train(tmp_path / "skip", {**data, "corrupt_records": "skip"}, capsys)
     assert code == 0, err
     assert metrics["data_mode"] == STREAMING and metrics["skipped_records"] == 1, metrics
+
+
+@pytest.mark.slow
+def test_a_shard_damaged_mid_file_names_the_first_lost_record_or_counts_every_lost_one(tmp_path, capsys):
+    """Bytes flipped inside a shard (its checksum not verified): the TFRecord reader stops at the damage, so every
+    record from there to the shard's end is lost; exit 2 names the first, or skip counts them all."""
+    packed = tmp_path / "packed"
+    manifest = pack_folder(digits_folder(tmp_path / "digits", per_class=12, classes=2), packed, encoding="png",
+                           shard_size=8)
+    shard = packed / manifest["splits"]["train"]["shards"][0]["file"]
+    damaged = bytearray(shard.read_bytes())
+    damaged[len(damaged) // 2: len(damaged) // 2 + 4] = b"\xff\x00\xff\x00"
+    shard.write_bytes(bytes(damaged))
+    data = {"dataset": "tfrecord", "path": str(packed), "verify_checksums": False}
+
+    code, err, _ = _train(tmp_path, data, capsys)
+    assert code == 2, err
+    assert f"record 4 of shard {shard} does not decode" in err
+
+    code, err, metrics = _train(tmp_path / "skip", {**data, "corrupt_records": "skip"}, capsys)
+    assert code == 0, err
+    assert metrics["skipped_records"] == 4, metrics  # records 4 to 7 of an 8-record shard

@@ -389,7 +389,7 @@ def _fit_and_export(spec: JobSpec, info, data, root: Path, shared_run_dir: Path,
         "num_val": num_val,
         "num_test": num_test,
         "data_mode": data.mode,
-        "skipped_records": len(data.skipped()),  # data.corrupt_records: skip (each one named in the log)
+        "skipped_records": sum(data.skipped().values()),  # data.corrupt_records: skip (each named in the log)
         "num_classes": data.num_classes,
         "input_shape": list(data.input_shape),
         "pixel_max": data.pixel_max,
