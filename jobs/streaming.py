@@ -263,6 +263,11 @@ class StreamSource:
             passes = draw.flat_map(lambda e: one_pass(e % (2**31), cached))
         ds = passes.map(to_model_inputs, num_parallel_calls=tf.data.AUTOTUNE if aug is not None else None,
                         deterministic=det if aug is not None else None)
+        if not training and from_epoch is None and self.corrupt_records == "error" and max_examples is None:
+            # One pass of exactly these batches (a record that does not decode stops it first): Keras, told the
+            # count, ends validation cleanly instead of warning "ran out of data; interrupting training" on a
+            # multi-step call each epoch. (skip: the count may be lower, so it stays unknown.)
+            ds = ds.apply(tf.data.experimental.assert_cardinality(-(-self.examples // batch_size)))
         options = tf.data.Options()
         # The files are already this worker's own: the strategy must not shard them again.
         options.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.OFF

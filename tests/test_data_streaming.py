@@ -170,3 +170,17 @@ def test_a_shard_damaged_mid_file_names_the_first_lost_record_or_counts_every_lo
     code, err, metrics = _train(tmp_path / "skip", {**data, "corrupt_records": "skip"}, capsys)
     assert code == 0, err
     assert metrics["skipped_records"] == 4, metrics  # records 4 to 7 of an 8-record shard
+
+
+@pytest.mark.slow
+def test_streamed_validation_ends_without_keras_warning_that_training_was_interrupted(tmp_path, capsys):
+    import warnings
+
+    packed = tmp_path / "packed"
+    pack_folder(digits_folder(tmp_path / "digits", per_class=12, classes=2), packed, encoding="png", shard_size=8)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        code, err, metrics = _train(tmp_path, {"dataset": "tfrecord", "path": str(packed)}, capsys)
+    assert code == 0, err
+    assert metrics["epochs_run"] == 3
+    assert not [w for w in caught if "ran out of data" in str(w.message)]
