@@ -337,4 +337,4 @@ def test_multi_worker_trials_run_as_jobsets_when_the_base_spec_asks(cluster, tmp
     assert box["result"].counts["succeeded"] == 1 and box["result"].counts["failed"] == 1
     board = read_json(s.sweep_dir / "leaderboard.json")
     assert [(e["trial"], e["status"]) for e in board] == [("t000", "succeeded"), ("t001", "failed")]
-    assert "Job lr-t001-r0 failed: FailurePolicy: jobset failed: reached max restarts" in board[1]["error"]
+    assert "JobSet lr-t001-r0 failed: FailurePolicy: jobset failed: reached max restarts" in board[1]["error"]

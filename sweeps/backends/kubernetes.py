@@ -193,9 +193,11 @@ class K8sBackend:
 
         self.watched.pop(key, None)
         exit_code, detail = (0, "") if state == "Succeeded" else (None, "")
+        kind = "Job"
         if state != "Succeeded":
             try:
                 report = self.client.status(w["job"])
+                kind = report.kind or kind  # a JobSet for distribution.backend: jobset
                 detail = report.message
                 pod = next((p for p in reversed(report.pods) if p.exit_code is not None or p.detail), None)
                 if pod is not None:
@@ -211,7 +213,7 @@ class K8sBackend:
             # metrics.json says succeeded but the Job did not finish (deleted, TTL): trust the results on disk.
             outcome["job_state"] = state
         if outcome["status"] == RunStatus.FAILED and detail:
-            outcome["error"] = f"Job {w['job']} {state.lower()}: {detail}" + (
+            outcome["error"] = f"{kind} {w['job']} {state.lower()}: {detail}" + (
                 f" | {outcome['error']}" if outcome.get("error") and f"no {METRICS_FILE}" not in outcome["error"] else "")
         outcome["job"] = w["job"]
         return outcome
