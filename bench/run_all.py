@@ -53,6 +53,8 @@ BENCHMARKS = [
     Benchmark("render", "bench.bench_render", "`jobctl render` (Kubernetes manifests)", "kubernetes",
               full_args=["--runs", "7"], quick_args=["--runs", "1"], timeout=300),
     Benchmark("sweep", "bench.bench_sweep", "Local sweeps: parallel vs sequential trials", "sweeps"),
+    Benchmark("data", "bench.bench_data", "Data at scale: memory, input throughput per core, cores per GPU",
+              "data (issue 14)", timeout=1800),
 ]
 
 
