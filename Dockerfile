@@ -20,9 +20,10 @@ WORKDIR /app
 
 # Dependencies first (a layer that changes only with pyproject.toml). The pins come from pyproject.toml, the
 # single source of truth. Left out: tensorflow (the base image's CUDA build must not be replaced) and the
-# CLI-only packages (kubernetes client, typer, rich, gRPC health/reflection) that a training pod never imports.
+# CLI-only packages (kubernetes client, typer, rich, gRPC health/reflection, jobctl's own client) that a training
+# pod never imports.
 COPY pyproject.toml /app/pyproject.toml
-RUN python3 -c "import tomllib; deps = tomllib.load(open('/app/pyproject.toml', 'rb'))['project']['dependencies']; skip = ('tensorflow==', 'kubernetes', 'typer', 'rich', 'grpcio-health-checking', 'grpcio-reflection'); print('\n'.join(d for d in deps if not d.startswith(skip)))" > /tmp/requirements.txt \
+RUN python3 -c "import tomllib; deps = tomllib.load(open('/app/pyproject.toml', 'rb'))['project']['dependencies']; skip = ('tensorflow==', 'kubernetes', 'typer', 'rich', 'grpcio-health-checking', 'grpcio-reflection', 'jobctl-client'); print('\n'.join(d for d in deps if not d.startswith(skip)))" > /tmp/requirements.txt \
  && python3 -m pip install --no-cache-dir -r /tmp/requirements.txt \
  && rm /tmp/requirements.txt
 

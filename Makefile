@@ -8,9 +8,11 @@ export TF_CPP_MIN_LOG_LEVEL := 2
 
 .PHONY: install demo test bench image clean
 
-$(STAMP): pyproject.toml
+$(STAMP): pyproject.toml client/pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
+	# jobctl depends on jobctl-client (./client, the TensorFlow-free client): installed from here, first.
+	$(PY) -m pip install --quiet -e ./client
 	$(PY) -m pip install --quiet -e '.[test]'
 	@touch $(STAMP)
 

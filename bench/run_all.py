@@ -47,10 +47,14 @@ BENCHMARKS = [
     Benchmark("accuracy", "bench.bench_accuracy", "Accuracy of the seed recipes and their ensemble", "issue 7"),
     Benchmark("distribute", "bench.bench_distribute", "Distribution overhead", "distributed training"),
     Benchmark("serving", "bench.bench_serving", "Serving", "serving"),
+    Benchmark("client", "bench.bench_client", "The TensorFlow-free client vs tensorflow-serving-api", "serving (issue 15)",
+              timeout=600),
     Benchmark("cli", "bench.bench_cli", "CLI start-up and peak memory", "issue 7"),
     Benchmark("render", "bench.bench_render", "`jobctl render` (Kubernetes manifests)", "kubernetes",
               full_args=["--runs", "7"], quick_args=["--runs", "1"], timeout=300),
     Benchmark("sweep", "bench.bench_sweep", "Local sweeps: parallel vs sequential trials", "sweeps"),
+    Benchmark("data", "bench.bench_data", "Data at scale: memory, input throughput per core, cores per GPU",
+              "data (issue 14)", timeout=1800),
 ]
 
 

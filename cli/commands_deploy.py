@@ -56,6 +56,12 @@ def deploy(
         None, "--service-account", help="kserve: service account whose Secret KServe's storage initializer reads"),
     runtime_version: Optional[str] = typer.Option(
         None, "--runtime-version", help="kserve: tensorflow/serving release (default 2.21.0, the one Dockerfile.serve uses)"),
+    gpus: int = typer.Option(0, "--gpus", help="kserve: GPUs per replica (nvidia.com/gpu; TF Serving's -gpu build)"),
+    gpu_type: Optional[str] = typer.Option(
+        None, "--gpu-type", help="kserve: GPU model as the nodes' --gpu-label names it (e.g. NVIDIA-L4); a nodeSelector"),
+    gpu_label: Optional[str] = typer.Option(
+        None, "--gpu-label", help="kserve: node label naming the GPU model (default nvidia.com/gpu.product; "
+                                  "cloud.google.com/gke-accelerator on GKE)"),
     poll_seconds: int = typer.Option(30, "--poll-seconds", min=1,
                                      help="how often TF Serving (and, for s3://, the copy sidecar) looks for new versions"),
     s3_copy_image: Optional[str] = typer.Option(None, "--s3-copy-image",
@@ -70,7 +76,8 @@ def deploy(
     from k8s.serving_manifests import DeployOptions, build_manifests, to_yaml
 
     kserve_only = {"--grpc": grpc, "--service-account": service_account is not None,
-                   "--runtime-version": runtime_version is not None}
+                   "--runtime-version": runtime_version is not None, "--gpus": gpus != 0,
+                   "--gpu-type": gpu_type is not None, "--gpu-label": gpu_label is not None}
     deployment_only = {"--headless": headless, "--image": image is not None, "--label": bool(label),
                        "--object-store-secret": object_store_secret is not None, "--s3-copy-image": s3_copy_image is not None,
                        "--no-batching": not batching}
@@ -81,7 +88,9 @@ def deploy(
         other = "kserve" if output_format == "deployment" else "deployment"
         raise BadInputError(f"{', '.join(wrong)}: appl{'ies' if len(wrong) == 1 else 'y'} to --format {other}, not "
                             f"--format {output_format}" + ("; KServe reads credentials through --service-account"
-                                                            if "--object-store-secret" in wrong else ""))
+                                                            if "--object-store-secret" in wrong else "")
+                            + ("; the Deployment's image is TF Serving's CPU build (use --format kserve for GPUs)"
+                               if "--gpus" in wrong or "--gpu-type" in wrong else ""))
 
     if output_dir:
         check_output_dir(output_dir, "-o/--output-dir")
@@ -107,7 +116,8 @@ def deploy(
         from k8s.kserve import RUNTIME_VERSION, from_deploy_options
 
         objects = [from_deploy_options(opts, grpc=grpc, service_account=service_account,
-                                       runtime_version=runtime_version or RUNTIME_VERSION)]
+                                       runtime_version=runtime_version or RUNTIME_VERSION, gpus=gpus,
+                                       gpu_type=gpu_type, **({"gpu_label": gpu_label} if gpu_label else {}))]
     else:
         objects = build_manifests(opts)
     if output_dir:

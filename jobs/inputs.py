@@ -12,6 +12,7 @@ The choice and its reason are logged and kept in `TrainingInputs.reason`. Traini
 from __future__ import annotations
 
 import logging
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Optional
 
@@ -83,8 +84,28 @@ class TrainingInputs:
             return self.loaded.x_train
         return self.images("train", ADAPT_SAMPLE)
 
-    def skipped(self) -> list[str]:
-        return [item for s in self.streams.values() for item in s.skips.items]
+    def skipped(self) -> dict[str, int]:
+        """What corrupt_records: skip dropped: item -> examples it spans. One file can be in two streams
+        (validation.use_test validates on the test split): it is counted once."""
+        return {item: n for s in self.streams.values() for item, n in s.skips.records.items()}
+
+    @contextmanager
+    def corrupt_data_is_bad_input(self):
+        """Around training: a record or file that stopped a streamed pass (data.corrupt_records: error) becomes one
+        BadInputError (exit 2, not retried) naming it, instead of TensorFlow's failed assertion (exit 1, retried;
+        a retry would meet the same bytes)."""
+        try:
+            yield
+        except Exception as exc:
+            for source in self.streams.values():
+                if source.skips.failed:
+                    from jobs.errors import BadInputError
+
+                    raise BadInputError(
+                        f"data.path: {source.skips.failed[0]} does not decode (corrupt, or not an image); expected "
+                        f"{source.expected()}, or set data.corrupt_records: skip to skip and count such records"
+                    ) from exc
+            raise
 
 
 def _in_memory(spec: DataSpec, reason: str) -> TrainingInputs:
@@ -111,14 +132,18 @@ def _packed(spec: DataSpec, num_workers: int, worker_index: int) -> TrainingInpu
 
         raise BadInputError(f"data.resize: the packed images of {spec.path!r} differ in size; expected data.resize "
                             "[height, width] (or pack with --resize)")
+    # data.color_mode applies to packed images as to a folder: 'keep' keeps what was packed.
+    channels = {"grayscale": 1, "rgb": 3}.get(spec.color_mode, packed.channels)
     val_split = "test" if spec.validation.use_test else "validation"
     if not packed.splits.get("validation") or not packed.splits["validation"].count:
         val_split = "test"
     streams = {
-        "train": packed_source(packed, "train", size, num_workers=num_workers, worker_index=worker_index,
-                               corrupt_records=spec.corrupt_records),
-        "validation": packed_source(packed, val_split, size, corrupt_records=spec.corrupt_records, shard_by_worker=False),
-        "test": packed_source(packed, "test", size, corrupt_records=spec.corrupt_records, shard_by_worker=False),
+        "train": packed_source(packed, "train", size, channels=channels, num_workers=num_workers,
+                               worker_index=worker_index, corrupt_records=spec.corrupt_records),
+        "validation": packed_source(packed, val_split, size, channels=channels, corrupt_records=spec.corrupt_records,
+                                    shard_by_worker=False),
+        "test": packed_source(packed, "test", size, channels=channels, corrupt_records=spec.corrupt_records,
+                              shard_by_worker=False),
     }
     counts = {"train": packed.splits["train"].count, "validation": packed.splits[val_split].count,
               "test": packed.splits["test"].count}
@@ -128,18 +153,18 @@ def _packed(spec: DataSpec, num_workers: int, worker_index: int) -> TrainingInpu
                  "data.test_fraction apply at pack time; validation.use_test still validates on the test split)")
     reason = (f"packed TFRecord shards stream from {spec.path} ({len(packed.splits['train'].shards)} train shards"
               + (f", {len(streams['train'].files)} of them read by worker {worker_index} of {num_workers}" if num_workers > 1 else "")
-              + f"; {packed.encoding} images decoded to {size[0]}x{size[1]}x{packed.channels})")
-    return TrainingInputs(STREAMING, reason, packed.class_names, (size[0], size[1], packed.channels), packed.pixel_max,
+              + f"; {packed.encoding} images decoded to {size[0]}x{size[1]}x{channels})")
+    return TrainingInputs(STREAMING, reason, packed.class_names, (size[0], size[1], channels), packed.pixel_max,
                           counts, notes, streams=streams, spec=spec)
 
 
 def _folder(spec: DataSpec, num_workers: int, worker_index: int) -> TrainingInputs:
     from jobs.datasets.folder_files import list_folder, split_files
-    from jobs.datasets.image_folder import DEFAULT_IMAGE_FOLDER_SIZE
+    from jobs.datasets.image_folder import DEFAULT_IMAGE_FOLDER_SIZE, folder_channels
 
     listing = list_folder(spec)
     size = tuple(spec.resize) if spec.resize is not None else DEFAULT_IMAGE_FOLDER_SIZE
-    channels = 1 if spec.color_mode == "grayscale" else 3
+    channels = folder_channels((p for p, _ in listing.train + listing.test), spec.color_mode)
     n = len(listing.train) + len(listing.test)
     decoded = n * size[0] * size[1] * channels
     if decoded <= spec.in_memory_max_bytes:
@@ -149,8 +174,8 @@ def _folder(spec: DataSpec, num_workers: int, worker_index: int) -> TrainingInpu
 
     splits = split_files(listing, spec)
     notes = [] if spec.resize is not None else [f"data.resize is not set: images are resized to {size[0]}x{size[1]}"]
-    if spec.color_mode == "keep":
-        notes.append("streaming reads colour_mode 'keep' as RGB (3 channels; set data.color_mode: grayscale for 1)")
+    if spec.color_mode == "keep" and channels == 1:
+        notes.append("every image is grey: one channel (data.color_mode: keep)")
     streams = {
         "train": folder_source(*splits["train"], size, channels, num_workers=num_workers, worker_index=worker_index,
                                corrupt_records=spec.corrupt_records),

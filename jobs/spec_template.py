@@ -9,8 +9,9 @@ seed: 42                     # seeds Python, NumPy and TensorFlow; same spec + s
 artifacts_dir: artifacts     # runs/<name>/<run-id>/ and models/<model>/<version>/ go below it
 
 data:
-  dataset: digits            # digits | mnist | fashion_mnist | cifar10 | cifar100 | image_folder | npz
-  # path: data/dogs          # image_folder root (one sub-folder per class), npz file, or a Keras cache dir
+  dataset: digits            # digits | mnist | fashion_mnist | cifar10 | cifar100 | image_folder | npz | tfrecord
+  # path: data/dogs          # image_folder root (one sub-folder per class), npz file, a Keras cache dir, or
+                             # tfrecord: the directory `jobctl data pack` wrote (local or gs://bucket/dir)
   validation:
     fraction: 0.2            # last 20% of the training data, like Keras validation_split
     # train_size: 40000      # or: first N for training, the rest for validation
@@ -18,7 +19,17 @@ data:
   test_fraction: 0.2         # held out when the dataset has no test split (digits, image_folder, npz)
   # resize: [64, 64]         # [height, width]
   color_mode: keep           # keep | grayscale | rgb
+  # class_names: [cat, dog]  # rename classes (image_folder: the folder names, listed to fix the label order)
   # max_train_examples: 1000 # cap for quick runs
+  split_seed: 0              # seeds the held-out splits (not the training seed)
+  cifar100_label_mode: fine  # fine | coarse
+  # Streaming (docs/data.md): tfrecord always streams; an image_folder streams from disk when its decoded size
+  # (images x height x width x channels bytes) is above in_memory_max_bytes, else it is decoded into memory.
+  in_memory_max_bytes: 2000000000  # 0: always stream
+  stream_shuffle_buffer: 2048      # decoded images in the shuffle buffer when streaming
+  cache: false               # streaming: keep the decoded images in memory after the first epoch
+  corrupt_records: error     # streaming: error (exit 2 naming the record or file) | skip (skipped and counted)
+  verify_checksums: true     # tfrecord: check each shard's sha256 against dataset.json before training
 
 model:
   type: cnn                  # mlp | cnn | separable_cnn | transfer
@@ -64,6 +75,7 @@ training:
   label_smoothing: 0.0
   mixed_precision: false
   deterministic: false
+  # backup_every_steps: 500  # also back up every N steps: a preempted run resumes mid-epoch (one worker)
 
 callbacks:
   checkpoint: {{monitor: val_accuracy, mode: auto}}  # auto: max for accuracy, min for loss; the best epoch is exported
@@ -83,8 +95,13 @@ resources:                   # Kubernetes (jobctl submit)
   # memory: 8Gi
   # queue: team-a            # a Kueue LocalQueue: Kueue admits the job
   # gpu_type: NVIDIA-H100-80GB-HBM3   # nodeSelector on nvidia.com/gpu.product (resources.gpu_label)
+  # priority_class: high     # a PriorityClass: who is preempted first
   node_selector: {{}}
   tolerations: []
+
+distribution:
+  strategy: auto             # auto | default | mirrored | multi_worker
+  backend: job               # job: an Indexed Job | jobset: a JobSet (restarts every worker together)
 """
 
 

@@ -34,45 +34,74 @@ _SENTINEL_LABEL = -1
 
 @dataclass
 class SkipLog:
-    """Records and files `data.corrupt_records: skip` dropped (counted here, each one logged when met)."""
+    """Records and files that did not decode: those `data.corrupt_records: skip` dropped (counted, each one logged
+    when met), and under `error` the one that stopped the pass (TensorFlow's own error cannot say which)."""
 
     items: list[str] = field(default_factory=list)
+    records: dict[str, int] = field(default_factory=dict)  # item -> examples it spans ("record 4 to record 7": 4)
+    failed: list[str] = field(default_factory=list)
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
-    def add(self, what: str) -> None:
+    def add(self, what: str, records: int = 1) -> None:
+        # Every pass meets the same bad record again (and the pipeline reads ahead): count and log it once.
         with self._lock:
+            if what in self.records:
+                return
             self.items.append(what)
-            total = len(self.items)
+            self.records[what] = records
+            total = sum(self.records.values())
         log.warning("skipped %s: it does not decode (data.corrupt_records: skip; %d skipped so far)", what, total)
+
+    def fail(self, what: str) -> None:
+        with self._lock:
+            self.failed.append(what)
 
     @property
     def count(self) -> int:
         return len(self.items)
 
 
+def pillow_luma(rgb: tf.Tensor) -> tf.Tensor:
+    """uint8 [..., 3] -> uint8 [..., 1] with Pillow's integer ITU-R 601 luma (Image.convert("L")), so a grey image
+    streamed is the one the in-memory loader makes (TensorFlow's own conversions round differently)."""
+    x = tf.cast(rgb, tf.int32)
+    luma = (x[..., 0] * 19595 + x[..., 1] * 38470 + x[..., 2] * 7471 + 0x8000) // 65536
+    return tf.cast(luma, tf.uint8)[..., None]
+
+
 @dataclass(frozen=True)
 class Decoder:
-    """Encoded image bytes -> uint8 [height, width, channels] at the training size."""
+    """Encoded image bytes -> uint8 [height, width, channels] at the training size.
+
+    Channels follow jobs.datasets.image_folder's rule: grey is replicated to RGB; colour becomes one channel by
+    Pillow's luma; alpha is dropped; conversion happens before the resize, as in memory."""
 
     encoding: str  # jpeg | png | raw | any (a folder: whatever tf.io.decode_image reads)
     size: tuple[int, int]
-    channels: int
+    channels: int  # what the model gets
     stored_shape: Optional[tuple[int, int, int]] = None  # raw: required; others: skips the resize when it matches
+    source_channels: Optional[int] = None  # what the bytes hold when known (packed), None: any (a folder)
 
-    def __call__(self, blob: tf.Tensor) -> tf.Tensor:
-        c = self.channels
+    def _decode(self, blob: tf.Tensor) -> tf.Tensor:
+        # Decoding straight to the model's channels is exact only when the source has them already.
+        c = self.channels if self.source_channels == self.channels else 3
         if self.encoding == "raw":
             image = tf.reshape(tf.io.decode_raw(blob, tf.uint8), self.stored_shape)
-        elif self.encoding == "jpeg":
-            image = tf.io.decode_jpeg(blob, channels=c)
-        elif self.encoding == "png":
-            image = tf.io.decode_png(blob, channels=c)
-        else:
-            image = tf.io.decode_image(blob, channels=c, expand_animations=False)
+            return image if self.stored_shape[-1] == c else tf.tile(image, [1, 1, c])
+        if self.encoding == "jpeg":
+            return tf.io.decode_jpeg(blob, channels=c)
+        if self.encoding == "png":
+            return tf.io.decode_png(blob, channels=c)
+        return tf.io.decode_image(blob, channels=c, expand_animations=False)
+
+    def __call__(self, blob: tf.Tensor) -> tf.Tensor:
+        image = self._decode(blob)
+        if self.channels == 1 and self.source_channels != 1:
+            image = pillow_luma(image)
         if self.stored_shape is None or tuple(self.stored_shape[:2]) != tuple(self.size):
             image = tf.image.resize(image, self.size, method="bilinear")
             image = tf.cast(tf.clip_by_value(tf.round(image), 0, 255), tf.uint8)
-        return tf.ensure_shape(image, [*self.size, c])
+        return tf.ensure_shape(image, [*self.size, self.channels])
 
 
 def _checked(positioned: tf.data.Dataset, expected: int, name_of: Callable[[tf.Tensor], tf.Tensor], mode: str,
@@ -82,25 +111,37 @@ def _checked(positioned: tf.data.Dataset, expected: int, name_of: Callable[[tf.T
     sentinel = tf.data.Dataset.from_tensors((tf.cast(expected, tf.int64), tf.zeros([*decoder.size, decoder.channels], tf.uint8),
                                              tf.constant(_SENTINEL_LABEL, tf.int64)))
 
-    def note(first, last):
-        what = name_of(first) if int(last) == int(first) + 1 else None
-        if what is None:
-            what = tf.strings.format("{} to {}", (name_of(first), name_of(last - 1)))
-        skips.add(what.numpy().decode("utf8", "replace"))
+    def note(first, last, records):
+        first, last, records = first.numpy().decode("utf8", "replace"), last.numpy().decode("utf8", "replace"), int(records)
+        skips.add(first if records == 1 else f"{first} to {last}", records)
+        return True
+
+    def failed(first):
+        skips.fail(first.numpy().decode("utf8", "replace"))
         return True
 
     def check(next_expected, element):
         position, image, label = element
         gap = position > next_expected
+        # Names are formatted only on a gap (the branch), never per element.
         if mode == "error":
-            message = tf.strings.format("{} does not decode (corrupt or not an image); data.corrupt_records: skip "
-                                        "skips and counts such records", name_of(next_expected))
-            ok = tf.debugging.Assert(tf.logical_not(gap), [message])
-            with tf.control_dependencies([ok]):
+            def stop():
+                what = name_of(next_expected)
+                recorded = tf.py_function(failed, [what], tf.bool)
+                with tf.control_dependencies([recorded]):
+                    ok = tf.debugging.Assert(tf.constant(False), [tf.strings.join([
+                        what, " does not decode (corrupt or not an image); data.corrupt_records: skip skips and "
+                        "counts such records"])])
+                with tf.control_dependencies([ok]):
+                    return tf.identity(recorded)
+
+            reported = tf.cond(gap, stop, lambda: tf.constant(True))
+            with tf.control_dependencies([reported]):
                 position = tf.identity(position)
         else:
-            reported = tf.cond(gap, lambda: tf.py_function(note, [next_expected, position], tf.bool),
-                               lambda: tf.constant(True))
+            reported = tf.cond(gap, lambda: tf.py_function(
+                note, [name_of(next_expected), name_of(position - 1), position - next_expected], tf.bool),
+                lambda: tf.constant(True))
             with tf.control_dependencies([reported]):
                 position = tf.identity(position)
         return position + 1, (image, label)
@@ -119,7 +160,7 @@ def _shard_examples(path: tf.Tensor, count: tf.Tensor, decoder: Decoder, mode: s
 
     positioned = (tf.data.TFRecordDataset(path).enumerate()
                   .map(decode, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True).ignore_errors())
-    return _checked(positioned, count, lambda i: tf.strings.format("record {} of shard {}", (i, path)), mode, skips, decoder)
+    return _checked(positioned, count, lambda i: tf.strings.join(["record ", tf.strings.as_string(i), " of shard ", path]), mode, skips, decoder)
 
 
 def worker_files(files: Sequence, num_workers: int, worker_index: int, what: str) -> list:
@@ -149,6 +190,14 @@ class StreamSource:
     def examples(self) -> int:
         return int(sum(self.counts))
 
+    def expected(self) -> str:
+        """What a record or file of this source must be, and how to mend one that is not (for the error)."""
+        if self.packed:
+            shape = "x".join(map(str, self.decoder.stored_shape)) + " " if self.decoder.stored_shape else ""
+            return (f"a tf.train.Example holding {IMAGE_KEY!r} ({self.decoder.encoding} bytes of a {shape}image) and "
+                    f"{LABEL_KEY!r} (int64), as `jobctl data pack` writes; pack the data again")
+        return "an image file TensorFlow decodes (JPEG, PNG, GIF or BMP); replace or remove the file"
+
     def _pass(self, order: tf.Tensor, deterministic: Optional[bool]) -> tf.data.Dataset:
         """Every example of this worker's files once, files in `order` (a permutation of their indices)."""
         files = tf.constant(self.files)
@@ -168,7 +217,7 @@ class StreamSource:
 
         positioned = (tf.data.Dataset.range(len(self.files))
                       .map(read, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True).ignore_errors())
-        return _checked(positioned, len(self.files), lambda p: tf.strings.format("file {}", files[order[p]]),
+        return _checked(positioned, len(self.files), lambda p: tf.strings.join(["file ", files[order[p]]]),
                         self.corrupt_records, self.skips, decoder)
 
     def _order(self, seed, epoch, shuffle: bool) -> tf.Tensor:
@@ -214,6 +263,11 @@ class StreamSource:
             passes = draw.flat_map(lambda e: one_pass(e % (2**31), cached))
         ds = passes.map(to_model_inputs, num_parallel_calls=tf.data.AUTOTUNE if aug is not None else None,
                         deterministic=det if aug is not None else None)
+        if not training and from_epoch is None and self.corrupt_records == "error" and max_examples is None:
+            # One pass of exactly these batches (a record that does not decode stops it first): Keras, told the
+            # count, ends validation cleanly instead of warning "ran out of data; interrupting training" on a
+            # multi-step call each epoch. (skip: the count may be lower, so it stays unknown.)
+            ds = ds.apply(tf.data.experimental.assert_cardinality(-(-self.examples // batch_size)))
         options = tf.data.Options()
         # The files are already this worker's own: the strategy must not shard them again.
         options.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.OFF
@@ -229,13 +283,14 @@ class StreamSource:
         return next(iter(ds))[0].numpy() if self.examples else np.zeros((0, *self.decoder.size, self.decoder.channels), np.uint8)
 
 
-def packed_source(packed: PackedDataset, split: str, size: tuple[int, int], *, num_workers: int = 1,
-                  worker_index: int = 0, corrupt_records: str = "error", shard_by_worker: bool = True) -> StreamSource:
+def packed_source(packed: PackedDataset, split: str, size: tuple[int, int], *, channels: Optional[int] = None,
+                  num_workers: int = 1, worker_index: int = 0, corrupt_records: str = "error",
+                  shard_by_worker: bool = True) -> StreamSource:
     shards = packed.splits[split].shards
     chosen = worker_files(list(range(len(shards))), num_workers, worker_index, f"{packed.path} ({split} split)") \
         if shard_by_worker and num_workers > 1 else list(range(len(shards)))
     stored = tuple(packed.shape) if packed.shape else None
-    decoder = Decoder(packed.encoding, tuple(size), packed.channels, stored)
+    decoder = Decoder(packed.encoding, tuple(size), channels or packed.channels, stored, packed.channels)
     paths = packed.shard_paths(split)
     return StreamSource([paths[i] for i in chosen], [shards[i].count for i in chosen], None, decoder, True, corrupt_records)
 

@@ -14,7 +14,11 @@ What the user meets that differs from `jobctl deploy`'s Deployment:
   port instead: 9000 named `h2c` (KServe's documented way; a Knative-served predictor exposes one port). The
   runtime fixes 9000: it is not 8500 as in `jobctl deploy`, and KServe's TF runtime offers no way to move it;
 - object-store credentials come from a service account KServe's storage initializer reads
-  (`service_account`, the Secret referenced there), never from the manifest.
+  (`service_account`, the Secret referenced there), never from the manifest;
+- GPUs (`gpus`): the nvidia.com/gpu limit, tensorflow/serving's CUDA build (`<version>-gpu`), the toleration of
+  GPU node pools' usual taint, and with `gpu_type` a node selector on `gpu_label`, as training's
+  resources.gpus / gpu_type / gpu_label render them. The Deployment format has no GPU option: its image
+  (Dockerfile.serve) is TF Serving's CPU build.
 """
 
 from __future__ import annotations
@@ -25,7 +29,9 @@ from pathlib import PurePosixPath
 from typing import Optional
 
 from jobs.contract import ARTIFACTS_MOUNT
+from jobs.spec.cluster import GPU_PRODUCT_LABEL
 from k8s import common, serving_manifests
+from k8s.manifests import GPU_RESOURCE, GPU_TOLERATION
 from k8s.common import ManifestError
 
 API_VERSION = "serving.kserve.io/v1beta1"
@@ -56,6 +62,8 @@ class InferenceServiceOptions:
     cpu: str = "1"
     memory: str = "1Gi"
     gpus: int = 0
+    gpu_type: Optional[str] = None  # e.g. NVIDIA-L4, as the nodes' gpu_label names it
+    gpu_label: str = GPU_PRODUCT_LABEL  # cloud.google.com/gke-accelerator on GKE
     grpc: bool = False
     service_account: Optional[str] = None
     raw_deployment: bool = False  # KServe's RawDeployment mode (a Deployment + HPA, no Knative)
@@ -98,6 +106,13 @@ def check(opts: InferenceServiceOptions) -> list[str]:
             problems.append(f"{flag}: expected a Kubernetes quantity above zero (e.g. '500m', '2', '1Gi'), received {value!r}")
     if not 0 <= opts.gpus <= 16:
         problems.append(f"--gpus: expected 0..16, received {opts.gpus}")
+    if opts.gpu_type is not None:
+        if not opts.gpus:
+            problems.append(f"--gpu-type: {opts.gpu_type!r} selects GPU nodes but --gpus is 0; expected --gpus >= 1")
+        try:
+            common.validate_label(opts.gpu_label, opts.gpu_type, "--gpu-type/--gpu-label")
+        except ManifestError as exc:
+            problems.append(str(exc))
     if opts.service_account is not None:
         try:
             common.validate_dns1123(opts.service_account, "--service-account", max_length=253)
@@ -123,7 +138,7 @@ def build_inference_service(opts: InferenceServiceOptions, model_name: Optional[
     requests = {"cpu": opts.cpu, "memory": opts.memory}
     limits = dict(requests)
     if opts.gpus:
-        limits["nvidia.com/gpu"] = str(opts.gpus)
+        limits[GPU_RESOURCE] = str(opts.gpus)
     runtime_version = opts.runtime_version
     if opts.gpus and not runtime_version.endswith("-gpu"):
         runtime_version += "-gpu"  # tensorflow/serving:<version>-gpu is the CUDA build (KServe's gpu.yaml sample)
@@ -146,6 +161,10 @@ def build_inference_service(opts: InferenceServiceOptions, model_name: Optional[
         "automountServiceAccountToken": False,
         "volumes": [{"name": "tmp", "emptyDir": {"sizeLimit": "1Gi"}}],
     }
+    if opts.gpus:
+        predictor["tolerations"] = [dict(GPU_TOLERATION)]
+    if opts.gpu_type:
+        predictor["nodeSelector"] = {opts.gpu_label: opts.gpu_type}
     if opts.service_account:
         predictor["serviceAccountName"] = opts.service_account
     metadata: dict = {"name": opts.name}
@@ -159,7 +178,8 @@ def build_inference_service(opts: InferenceServiceOptions, model_name: Optional[
 
 def from_deploy_options(opts: "serving_manifests.DeployOptions", *, grpc: bool = False,
                         service_account: Optional[str] = None, runtime_version: str = RUNTIME_VERSION,
-                        raw_deployment: bool = False) -> dict:
+                        raw_deployment: bool = False, gpus: int = 0, gpu_type: Optional[str] = None,
+                        gpu_label: str = GPU_PRODUCT_LABEL) -> dict:
     """`jobctl deploy --format kserve`: the InferenceService for the same BASE_PATH and options as the Deployment.
 
     A path on the artifacts volume becomes pvc://<--pvc>/<path in the claim>; gs:// and s3:// are kept (KServe's
@@ -174,5 +194,6 @@ def from_deploy_options(opts: "serving_manifests.DeployOptions", *, grpc: bool =
     return build_inference_service(InferenceServiceOptions(
         storage_uri=uri, name=opts.name or dns_name(model), namespace=opts.namespace, runtime_version=runtime_version,
         min_replicas=opts.replicas, max_replicas=opts.hpa_max_replicas or opts.replicas, cpu=opts.cpu,
-        memory=opts.memory, grpc=grpc, service_account=service_account, raw_deployment=raw_deployment,
+        memory=opts.memory, gpus=gpus, gpu_type=gpu_type, gpu_label=gpu_label, grpc=grpc,
+        service_account=service_account, raw_deployment=raw_deployment,
     ), model_name=model)

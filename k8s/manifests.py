@@ -46,6 +46,8 @@ DEFAULT_TTL_SECONDS_AFTER_FINISHED = 3 * 24 * 3600
 # Time between SIGTERM and SIGKILL: the trainer saves its BackupAndRestore state and exits 75 within it.
 TERMINATION_GRACE_SECONDS = 120
 GPU_RESOURCE = "nvidia.com/gpu"
+# GPU node pools are usually tainted nvidia.com/gpu:NoSchedule (GKE, the NVIDIA GPU operator's examples).
+GPU_TOLERATION = {"key": GPU_RESOURCE, "operator": "Exists", "effect": "NoSchedule"}
 LABEL_RUN_ID = "jobctl.io/run-id"
 QUEUE_LABEL = "kueue.x-k8s.io/queue-name"  # Kueue: the LocalQueue a Job is submitted to
 LABEL_SPEC_HASH = "jobctl.io/spec-hash"
@@ -129,7 +131,18 @@ def data_path_warnings(spec: JobSpec) -> list[str]:
     artifacts claim is shared with the machine the job was written on; anything else resolves inside the image
     (working directory /app), which holds user data only in a custom image."""
     path = spec.data.path
-    if not path or PurePosixPath(path).is_relative_to(ARTIFACTS_MOUNT):
+    if not path:
+        return []
+    scheme = path.split("://", 1)[0].lower() if "://" in path else None
+    if scheme == "gs" and spec.data.dataset == "tfrecord":
+        return []  # read in place through tf.io.gfile (the pod needs GCS credentials, as for any gs:// access)
+    if scheme is not None:
+        readers = ("only data.dataset tfrecord reads gs:// (through tf.io.gfile); " if scheme == "gs" else
+                   f"TensorFlow's own filesystems read gs:// but not {scheme}://; ")
+        return [f"data.path {path!r} is not a local path: {readers}data.dataset {spec.data.dataset!r} will find "
+                f"nothing; expected a gs:// packed directory, or the data copied onto the artifacts volume the pod "
+                f"mounts at {ARTIFACTS_MOUNT} (an init container or a sync job)"]
+    if PurePosixPath(path).is_relative_to(ARTIFACTS_MOUNT):
         return []
     return [f"data.path {path!r} is not on the artifacts volume the pod mounts at {ARTIFACTS_MOUNT}: in the pod it "
             f"resolves inside the image (working directory /app), so the job will find no data unless the image "
@@ -289,7 +302,7 @@ def _tolerations(spec: JobSpec) -> list[dict]:
         out.append(item)
     # GPU node pools are usually tainted nvidia.com/gpu:NoSchedule; a GPU job should land there without extra YAML.
     if spec.resources.gpus > 0 and not any(t.get("key") == GPU_RESOURCE for t in out):
-        out.append({"key": GPU_RESOURCE, "operator": "Exists", "effect": "NoSchedule"})
+        out.append(dict(GPU_TOLERATION))
     return out
 
 

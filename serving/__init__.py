@@ -12,7 +12,7 @@
         validation.py          request tensors against the signature
         instrumentation.py     status mapping, latency and counts per RPC
         metrics.py             Prometheus metrics
-    client.py          PredictClient: Predict / metadata / status with retries, deadlines, TLS, batching of inputs
+    client.py          PredictClient: jobctl_client's (no TensorFlow) with the contract's names and jobctl's errors
     tensors.py         strict TensorProto <-> numpy
     savedmodel.py      the export layout and signatures
     errors.py          ServingError: TF Serving's status code, in jobs.errors' taxonomy

@@ -7,13 +7,8 @@ from __future__ import annotations
 
 import grpc
 
+from jobctl_client.errors import REQUEST_ERROR_CODES
 from jobs.errors import BadInputError, OperationFailedError
-
-# TF Serving answers these when the request is wrong; the same request will fail again.
-REQUEST_ERROR_CODES = frozenset({
-    grpc.StatusCode.INVALID_ARGUMENT, grpc.StatusCode.NOT_FOUND, grpc.StatusCode.FAILED_PRECONDITION,
-    grpc.StatusCode.OUT_OF_RANGE,
-})
 
 
 class ServingError(OperationFailedError):

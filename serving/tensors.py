@@ -1,8 +1,9 @@
-"""TensorProto <-> numpy without TensorFlow's Python ops: strict, fast, and with errors that name the input.
+"""TensorProto <-> numpy for the server: jobctl_client.tensors' codec (no TensorFlow ops), with its errors as
+jobctl's BadInputError so that a bad request tensor becomes INVALID_ARGUMENT naming the input.
 
 `tf.make_ndarray` accepts inconsistent protos and fails deep inside TensorFlow; a server must instead answer
-INVALID_ARGUMENT naming the tensor. Both the `tensor_content` (raw little-endian bytes, what TF Serving and
-`tf.make_tensor_proto` produce for numbers) and the typed `*_val` fields are read, as TensorFlow does.
+INVALID_ARGUMENT naming the tensor. Both the `tensor_content` and the typed `*_val` fields are read, as TensorFlow
+does. Image models take numbers: a string tensor is refused here, though the client's codec reads one.
 """
 
 from __future__ import annotations
@@ -10,123 +11,51 @@ from __future__ import annotations
 from typing import Optional
 
 import numpy as np
-from tensorflow.core.framework import tensor_pb2, types_pb2
+from tensorflow.core.framework import tensor_pb2
 
+from jobctl_client import tensors as _codec
+from jobctl_client.tensors import MAX_ELEMENTS, dtype_name, proto_shape  # noqa: F401 (re-exported)
 from jobs.errors import BadInputError
-
-# DataType enum -> (numpy dtype, TensorProto field holding typed values, TensorFlow's name)
-_DTYPES: dict[int, tuple[np.dtype, str, str]] = {
-    types_pb2.DT_FLOAT: (np.dtype("<f4"), "float_val", "float"),
-    types_pb2.DT_DOUBLE: (np.dtype("<f8"), "double_val", "double"),
-    types_pb2.DT_HALF: (np.dtype("<f2"), "half_val", "half"),
-    types_pb2.DT_INT8: (np.dtype("i1"), "int_val", "int8"),
-    types_pb2.DT_INT16: (np.dtype("<i2"), "int_val", "int16"),
-    types_pb2.DT_INT32: (np.dtype("<i4"), "int_val", "int32"),
-    types_pb2.DT_INT64: (np.dtype("<i8"), "int64_val", "int64"),
-    types_pb2.DT_UINT8: (np.dtype("u1"), "int_val", "uint8"),
-    types_pb2.DT_UINT16: (np.dtype("<u2"), "int_val", "uint16"),
-    types_pb2.DT_UINT32: (np.dtype("<u4"), "uint32_val", "uint32"),
-    types_pb2.DT_UINT64: (np.dtype("<u8"), "uint64_val", "uint64"),
-    types_pb2.DT_BOOL: (np.dtype("?"), "bool_val", "bool"),
-}
-_BY_NUMPY = {np.dtype(v[0]).newbyteorder("="): k for k, v in _DTYPES.items()}
-MAX_ELEMENTS = 1 << 31
 
 
 class TensorError(BadInputError):
     """A TensorProto that cannot become an array; the message names the tensor and what is wrong."""
 
 
-def dtype_name(dtype: int) -> str:
-    if dtype in _DTYPES:
-        return _DTYPES[dtype][2]
-    if dtype == types_pb2.DT_STRING:
-        return "string"
-    try:
-        return types_pb2.DataType.Name(dtype).removeprefix("DT_").lower()
-    except ValueError:
-        return f"unknown dtype {dtype}"
-
-
 def numpy_dtype(dtype: int) -> np.dtype:
-    if dtype not in _DTYPES:
+    if dtype not in _codec.DTYPES:
         raise TensorError(f"dtype {dtype_name(dtype)} is not supported")
-    return _DTYPES[dtype][0]
+    return _codec.DTYPES[dtype][0]
 
 
 def dtype_enum(dtype) -> int:
-    d = np.dtype(dtype).newbyteorder("=")
-    if d not in _BY_NUMPY:
-        raise TensorError(f"numpy dtype {d} has no TensorProto equivalent supported here")
-    return _BY_NUMPY[d]
-
-
-def proto_shape(proto: tensor_pb2.TensorProto) -> list[int]:
-    if proto.tensor_shape.unknown_rank:
-        return []
-    return [int(d.size) for d in proto.tensor_shape.dim]
+    try:
+        return _codec.dtype_enum(dtype)
+    except _codec.TensorError as exc:
+        raise TensorError(str(exc)) from None
 
 
 def to_ndarray(proto: tensor_pb2.TensorProto, name: str = "tensor") -> np.ndarray:
     """Decode one TensorProto; raises TensorError naming `name` for anything inconsistent."""
-    if proto.dtype == types_pb2.DT_STRING:
+    if proto.dtype == _codec.DT_STRING:
         raise TensorError(f"input {name!r}: string tensors are not supported by image models; send numbers")
-    if proto.dtype not in _DTYPES:
-        raise TensorError(f"input {name!r}: dtype {dtype_name(proto.dtype)} is not supported")
-    np_dtype, field, _ = _DTYPES[proto.dtype]
-    shape = proto_shape(proto)
-    if any(d < 0 for d in shape):
-        raise TensorError(f"input {name!r}: shape {shape} has a negative dimension; a request tensor needs a full shape")
-    count = 1
-    for d in shape:
-        count *= d
-        if count > MAX_ELEMENTS:
-            raise TensorError(f"input {name!r}: shape {shape} has more than {MAX_ELEMENTS} elements")
-    if proto.tensor_content:
-        expected = count * np_dtype.itemsize
-        if len(proto.tensor_content) != expected:
-            raise TensorError(
-                f"input {name!r}: tensor_content has {len(proto.tensor_content)} bytes; shape {shape} of "
-                f"{dtype_name(proto.dtype)} needs {expected} bytes"
-            )
-        return np.frombuffer(proto.tensor_content, dtype=np_dtype).reshape(shape).astype(np_dtype.newbyteorder("="))
-    values = getattr(proto, field)
-    n = len(values)
-    if n == 0:
-        if count == 0:
-            return np.zeros(shape, dtype=np_dtype)
-        raise TensorError(f"input {name!r}: shape {shape} needs {count} values, received none")
-    if proto.dtype == types_pb2.DT_HALF:
-        flat = np.asarray(values, dtype=np.uint16).view(np.float16)
-    else:
-        try:
-            flat = np.asarray(values).astype(np_dtype, casting="unsafe")
-        except (OverflowError, ValueError) as exc:
-            raise TensorError(f"input {name!r}: values do not fit {dtype_name(proto.dtype)} ({exc})") from None
-    if n == count:
-        return flat.reshape(shape)
-    if n < count:
-        # TensorFlow's rule: fewer values than elements repeats the last one (a scalar fill is the common case).
-        return np.concatenate([flat, np.full(count - n, flat[-1], dtype=flat.dtype)]).reshape(shape)
-    raise TensorError(f"input {name!r}: shape {shape} has {count} elements, received {n} values")
+    try:
+        return _codec.to_ndarray(proto, name)
+    except _codec.TensorError as exc:
+        raise TensorError(str(exc).replace("tensor ", "input ", 1)) from None
 
 
 def write_ndarray(proto: tensor_pb2.TensorProto, array: np.ndarray) -> tensor_pb2.TensorProto:
     """Fill `proto` in place (e.g. a response's map entry: no intermediate message and CopyFrom) with
     tensor_content, the compact form TF Serving sends back."""
-    array = np.asarray(array)
-    enum = dtype_enum(array.dtype)
-    little = array.astype(_DTYPES[enum][0], copy=False)
-    proto.dtype = enum
-    dims = proto.tensor_shape.dim
-    for d in array.shape:
-        dims.add().size = int(d)
-    proto.tensor_content = np.ascontiguousarray(little).tobytes()
-    return proto
+    try:
+        return _codec.write_ndarray(proto, array)
+    except _codec.TensorError as exc:
+        raise TensorError(str(exc)) from None
 
 
 def from_ndarray(array: np.ndarray) -> tensor_pb2.TensorProto:
-    """Encode with tensor_content (compact, what TF Serving sends back)."""
+    """Encode with tensor_content (compact, what TF Serving sends back) into TensorFlow's own TensorProto."""
     return write_ndarray(tensor_pb2.TensorProto(), array)
 
 

@@ -385,3 +385,20 @@ def test_render_warns_when_data_path_is_not_on_the_artifacts_volume(tmp_path):
     assert code == 0 and "warning" not in out
     code, out = invoke("render", "examples/digits-cnn.yaml", "-o", tmp_path / "c")
     assert code == 0 and "warning" not in out
+
+
+def test_render_takes_a_gs_packed_directory_as_remote_not_as_a_path_inside_the_image(tmp_path):
+    """gs:// is read in place (tf.io.gfile), so no 'not on the artifacts volume' warning; a gs:// the dataset cannot
+    read, or a scheme TensorFlow cannot, gets a warning saying so."""
+    base = ["--set", "data.dataset=tfrecord", "--set", "data.resize=[64,64]"]
+    code, out = invoke("render", "examples/dogs-image-folder.yaml", "-o", tmp_path / "a", *base,
+                       "--set", "data.path=gs://bucket/dogs-packed")
+    assert code == 0 and "warning" not in out, out
+    code, out = invoke("render", "examples/dogs-image-folder.yaml", "-o", tmp_path / "b",
+                       "--set", "data.path=gs://bucket/dogs")
+    assert code == 0, out
+    assert "not on the artifacts volume" not in out
+    assert "data.path 'gs://bucket/dogs' is not a local path: only data.dataset tfrecord reads gs://" in out
+    code, out = invoke("render", "examples/dogs-image-folder.yaml", "-o", tmp_path / "c", *base,
+                       "--set", "data.path=s3://bucket/dogs-packed")
+    assert code == 0 and "read gs:// but not s3://" in out, out

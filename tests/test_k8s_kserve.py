@@ -16,6 +16,8 @@ CASES = {
                                        service_account="s3-reader", min_replicas=2, max_replicas=6),
     "pvc-gpu-raw": InferenceServiceOptions(pvc_uri("jobctl-artifacts", "models/digits-cnn/"), "digits-cnn", gpus=1,
                                            raw_deployment=True, cpu="4", memory="8Gi", labels={"team": "vision"}),
+    "gke-gpu-type": InferenceServiceOptions("gs://models-bucket/models/ensemble", "ensemble", gpus=2,
+                                            gpu_type="nvidia-l4", gpu_label="cloud.google.com/gke-accelerator"),
     "scale-to-zero": InferenceServiceOptions("gs://models-bucket/models/ensemble", "ensemble", min_replicas=0,
                                              max_replicas=3),
 }
@@ -91,6 +93,9 @@ def test_served_model_name_is_the_inference_service_name():
     ({"raw_deployment": True, "min_replicas": 0}, "--replicas: expected >= 1, received 0"),
     ({"memory": "lots"}, "--memory: expected a Kubernetes quantity above zero"),
     ({"service_account": "S3 Reader"}, "--service-account: expected a DNS-1123 label"),
+    ({"gpu_type": "NVIDIA-L4"}, "--gpu-type: 'NVIDIA-L4' selects GPU nodes but --gpus is 0; expected --gpus >= 1"),
+    ({"gpus": 1, "gpu_type": "NVIDIA L4"}, "label 'nvidia.com/gpu.product' has invalid value 'NVIDIA L4'"),
+    ({"gpus": 1, "gpu_type": "x", "gpu_label": "bad label"}, "label key 'bad label' is invalid"),
 ])
 def test_bad_options_are_named(changes, needle):
     opts = InferenceServiceOptions("gs://models-bucket/models/ensemble", "ensemble")
@@ -126,7 +131,33 @@ def test_cli_dry_run_renders_a_valid_inference_service_on_the_artifacts_claim():
     assert isvc["metadata"]["name"] == "ensemble" and isvc["metadata"]["namespace"] == "ml"
 
 
+def test_cli_asks_kserve_for_gpus_of_a_type():
+    import yaml
+
+    code, out = deploy("artifacts/models/ensemble", "--format", "kserve", "--dry-run", "--gpus", "2",
+                       "--gpu-type", "nvidia-l4", "--gpu-label", "cloud.google.com/gke-accelerator", "--cpu", "4",
+                       "--memory", "16Gi")
+    assert code == 0, out
+    (isvc,) = [d for d in yaml.safe_load_all(out) if d]
+    crds.validate(isvc)
+    pred = isvc["spec"]["predictor"]
+    assert pred["model"]["resources"]["limits"] == {"cpu": "4", "memory": "16Gi", "nvidia.com/gpu": "2"}
+    assert pred["model"]["runtimeVersion"] == "2.21.0-gpu"
+    assert pred["nodeSelector"] == {"cloud.google.com/gke-accelerator": "nvidia-l4"}
+    assert pred["tolerations"] == [{"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}]
+    # The default label is the one NVIDIA GPU feature discovery sets, as for training's resources.gpu_type.
+    code, out = deploy("artifacts/models/ensemble", "--format", "kserve", "--dry-run", "--gpus", "1",
+                       "--gpu-type", "NVIDIA-L4")
+    assert code == 0, out
+    (isvc,) = [d for d in yaml.safe_load_all(out) if d]
+    assert isvc["spec"]["predictor"]["nodeSelector"] == {"nvidia.com/gpu.product": "NVIDIA-L4"}
+    code, out = deploy("artifacts/models/ensemble", "--format", "kserve", "--dry-run", "--gpu-type", "NVIDIA-L4")
+    assert code == 2 and "--gpus is 0; expected --gpus >= 1" in " ".join(out.split())
+
+
 @pytest.mark.parametrize("args, needle", [
+    (["--gpus", "1"], "--gpus: applies to --format kserve, not --format deployment; the Deployment's image is TF "
+                      "Serving's CPU build"),
     (["--format", "kserve", "--headless"], "--headless: applies to --format deployment, not --format kserve"),
     (["--format", "kserve", "--object-store-secret", "s"], "KServe reads credentials through --service-account"),
     (["--grpc"], "--grpc: applies to --format kserve, not --format deployment"),

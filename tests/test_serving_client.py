@@ -66,7 +66,9 @@ def test_client_batches_many_images(stock_like):
         assert np.abs(one_shot.predict(x)["probabilities"] - whole["probabilities"]).max() < 1e-6
 
 
-def test_retries_on_unavailable_until_the_server_is_up(tmp_path):
+def test_wait_for_ready_waits_for_a_server_that_is_not_up_yet(tmp_path):
+    """A refused connection fails at once (UNAVAILABLE); with wait_for_ready the call waits for the server within
+    its deadline. (Retrying UNAVAILABLE answers is gRPC's retry policy: tests/test_client_retry.py.)"""
     from serving.client import PredictClient, PredictError
     from serving.model_servers.config import ServerConfig
     from serving.model_servers.server import ModelServer
@@ -89,7 +91,7 @@ def test_retries_on_unavailable_until_the_server_is_up(tmp_path):
     t = threading.Thread(target=start_later)
     t.start()
     try:
-        with PredictClient(f"127.0.0.1:{port}", "ensemble", retries=6, backoff=0.2, timeout=5) as client:
+        with PredictClient(f"127.0.0.1:{port}", "ensemble", wait_for_ready=True, timeout=30) as client:
             out = client.predict(shared["data"][2][:3])
         assert out["probabilities"].shape == (3, 10)
     finally:

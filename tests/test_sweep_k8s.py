@@ -303,3 +303,38 @@ def test_tpe_with_asha_on_kubernetes_prunes_by_deleting_jobs_resumes_and_hands_t
     for e in best:
         (Path(e["export_path"]) / "saved_model.pb").touch()
     assert resolve_members(s.sweep_dir, top=2) == [Path(e["export_path"]) for e in best[:2]]
+
+
+def test_multi_worker_trials_run_as_jobsets_when_the_base_spec_asks(cluster, tmp_path):
+    """distribution.backend: jobset in the base spec: every trial is a JobSet (never an Indexed Job), schema-valid,
+    and its result is read back when the JobSet completes or fails."""
+    from k8s import jobset
+    from tests.support import crds
+    from tests.support.jobset_controller import condition, set_status, stored_jobset, webhook_problems
+
+    base = {**BASE, "distribution": {"backend": "jobset"}, "resources": {"workers": 2}}
+    s = make_sweep(tmp_path, base=base, parameters={"training.learning_rate": [0.1, 0.01]})
+    thread, box = start_in_thread(lambda: run_sweep(s, K8sBackend(s, cluster.client()), parallelism=2,
+                                                    poll_seconds=0.05))
+    wait_for(lambda: len(cluster.objects(jobset.KIND)) == 2)
+    assert jobs(cluster) == {}, "no Indexed Job beside the JobSets"
+    for name, trial in (("lr-t000-r0", "t000"), ("lr-t001-r0", "t001")):
+        js = stored_jobset(cluster, name)
+        crds.validate(js)
+        assert webhook_problems(js) == []
+        assert js["metadata"]["labels"][common.LABEL_SWEEP] == "lr" and js["metadata"]["labels"][common.LABEL_TRIAL] == trial
+        (rjob,) = js["spec"]["replicatedJobs"]
+        assert rjob["template"]["spec"]["completions"] == 2
+        assert js["spec"].get("suspend") is False  # resumed once its ConfigMap existed, as `jobctl submit` does
+
+    write_metrics(tmp_path, "lr-t000", 0.9)
+    set_status(cluster, "lr-t000-r0", conditions=[condition("Completed", "AllJobsCompleted", "jobset completed")],
+               terminalState="Completed")
+    set_status(cluster, "lr-t001-r0", restarts=3, terminalState="Failed", conditions=[
+        condition("Failed", "FailurePolicy", "jobset failed: reached max restarts")])
+    thread.join(10)
+    assert "error" not in box, box.get("error")
+    assert box["result"].counts["succeeded"] == 1 and box["result"].counts["failed"] == 1
+    board = read_json(s.sweep_dir / "leaderboard.json")
+    assert [(e["trial"], e["status"]) for e in board] == [("t000", "succeeded"), ("t001", "failed")]
+    assert "JobSet lr-t001-r0 failed: FailurePolicy: jobset failed: reached max restarts" in board[1]["error"]

@@ -20,6 +20,8 @@ log = logging.getLogger(__name__)
 
 # image_folder needs one size for every image; this one is used (and logged) when data.resize is not set.
 DEFAULT_IMAGE_FOLDER_SIZE = (64, 64)
+# Pillow modes that are grey: they stay one channel under color_mode 'keep' (16-bit and float grey are scaled to 'L').
+GREY_MODES = frozenset({"1", "L", "LA", "I;16", "I;16B", "I;16L", "I;16N", "I", "F"})
 
 
 def to_target_mode(im, color_mode: str):
@@ -35,9 +37,33 @@ def to_target_mode(im, color_mode: str):
         arr = np.asarray(im, dtype=np.float64)
         scale = 255.0 / 65535.0 if arr.max(initial=0) > 255 or im.mode.startswith("I;16") else 1.0
         im = Image.fromarray(np.clip(np.rint(arr * scale), 0, 255).astype(np.uint8), "L")
-    grey = im.mode in ("1", "L", "LA")
+    grey = im.mode in GREY_MODES
     target = {"grayscale": "L", "rgb": "RGB"}.get(color_mode, "L" if grey else "RGB")
     return im if im.mode == target else im.convert(target)
+
+
+def folder_channels(paths, color_mode: str) -> int:
+    """The channels every path that reads image files gives a folder: 1 for 'grayscale', 3 for 'rgb'; under 'keep',
+    1 when every image is grey, else 3 (the in-memory rule, which the streaming reader and the packer must share).
+
+    'keep' reads headers only (Pillow opens lazily) and stops at the first colour image, so a colour folder costs
+    one open; only an all-grey folder is read through. Unreadable files do not count (they are skipped or
+    reported when decoded)."""
+    from PIL import Image
+
+    if color_mode != "keep":
+        return 1 if color_mode == "grayscale" else 3
+    grey_seen = False
+    for path in paths:
+        try:
+            with Image.open(path) as im:
+                mode = im.mode
+        except Exception:  # noqa: BLE001 -- not an image: the decoder reports or skips it
+            continue
+        if mode not in GREY_MODES:
+            return 3
+        grey_seen = True
+    return 1 if grey_seen else 3
 
 
 def _decode_image(path: Path, size: tuple[int, int], color_mode: str):

@@ -24,7 +24,7 @@ import numpy as np
 
 from jobs.datasets.base import LoadedData
 from jobs.datasets.folder_files import list_folder, split_files
-from jobs.datasets.image_folder import to_target_mode
+from jobs.datasets.image_folder import folder_channels, to_target_mode
 from jobs.datasets.packed import ENCODINGS, FORMAT, FORMAT_VERSION, IMAGE_KEY, LABEL_KEY, MANIFEST, SPLITS, shard_name
 from jobs.errors import BadInputError
 from jobs.fsutil import atomic_write_json
@@ -79,7 +79,7 @@ class PackResult:
 def folder_source(spec: DataSpec) -> _Source:
     listing = list_folder(spec)
     splits = split_files(listing, spec)
-    channels = 1 if spec.color_mode == "grayscale" else 3
+    channels = folder_channels((p for s in SPLITS for p in splits[s][0]), spec.color_mode)
     mode = "grayscale" if channels == 1 else "rgb"
 
     def read(split: str, i: int):
@@ -90,8 +90,8 @@ def folder_source(spec: DataSpec) -> _Source:
         im.load()
         return to_target_mode(im, mode), path
 
-    stats = [(os.path.relpath(p, listing.root), os.path.getsize(p), os.stat(p).st_mtime_ns)
-             for s in SPLITS for p in splits[s][0]]
+    stats = [channels] + [(os.path.relpath(p, listing.root), os.path.getsize(p), os.stat(p).st_mtime_ns)
+                          for s in SPLITS for p in splits[s][0]]
     return _Source(f"image folder {listing.root}", listing.classes,
                    {s: (splits[s][0], splits[s][1]) for s in SPLITS}, read, 255.0, channels, stats)
 

@@ -155,15 +155,9 @@ def _run(
 
 
 def _train(spec: JobSpec, info, root: Path, shared_run_dir: Path, run_dir: Path, *, export: bool, out) -> RunResult:
-    from jobs import distribute
+    seed_everything(spec.seed, spec.training.deterministic, info.keras)
 
-    keras = info.keras  # Keras 3, or tf-keras under MultiWorkerMirroredStrategy (see jobs/distribute.py)
-    seed_everything(spec.seed, spec.training.deterministic, keras)
-
-    from jobs.export import export_model, run_metadata
     from jobs.inputs import load_inputs
-    from jobs.models import build_model
-    from jobs.pipeline import repeat_for_fit, steps_per_call
 
     t0 = time.perf_counter()
     run_dir.mkdir(parents=True, exist_ok=True)
@@ -171,6 +165,18 @@ def _train(spec: JobSpec, info, root: Path, shared_run_dir: Path, run_dir: Path,
 
     # In memory, or streamed from files (packed shards, large image folders): jobs/inputs.py chooses and says why.
     data = load_inputs(spec.data, num_workers=info.workers, worker_index=info.task_index)
+    with data.corrupt_data_is_bad_input():
+        return _fit_and_export(spec, info, data, root, shared_run_dir, run_dir, t0, export=export, out=out)
+
+
+def _fit_and_export(spec: JobSpec, info, data, root: Path, shared_run_dir: Path, run_dir: Path, t0: float, *,
+                    export: bool, out) -> RunResult:
+    from jobs import distribute
+    from jobs.export import export_model, run_metadata
+    from jobs.models import build_model
+    from jobs.pipeline import repeat_for_fit, steps_per_call
+
+    keras = info.keras  # Keras 3, or tf-keras under MultiWorkerMirroredStrategy (see jobs/distribute.py)
     num_train, num_val, num_test = data.counts["train"], data.counts["validation"], data.counts["test"]
     for note in data.notes:
         print(f"data: {note}", file=out)
@@ -383,7 +389,7 @@ def _train(spec: JobSpec, info, root: Path, shared_run_dir: Path, run_dir: Path,
         "num_val": num_val,
         "num_test": num_test,
         "data_mode": data.mode,
-        "skipped_records": len(data.skipped()),  # data.corrupt_records: skip (each one named in the log)
+        "skipped_records": sum(data.skipped().values()),  # data.corrupt_records: skip (each named in the log)
         "num_classes": data.num_classes,
         "input_shape": list(data.input_shape),
         "pixel_max": data.pixel_max,

@@ -1,5 +1,6 @@
-"""Kubernetes backend: one Job per trial run, built by `k8s.manifests.build_job_objects` and submitted with
-`k8s.client.JobClient` (the same objects `jobctl submit` creates), labelled jobctl.io/sweep and jobctl.io/trial.
+"""Kubernetes backend: one Job per trial run (a JobSet when the trial's spec says distribution.backend: jobset),
+built by `k8s.jobset.build_objects` and submitted with `k8s.client.JobClient` (the same objects `jobctl submit`
+creates), labelled jobctl.io/sweep and jobctl.io/trial.
 
 Parallelism is enforced by the scheduler, against the cluster: before starting a run it lists the Jobs carrying
 this sweep's label and counts those not yet Complete or Failed, so Jobs left running by an earlier (crashed)
@@ -72,10 +73,11 @@ class K8sBackend:
         return cls(sweep, JobClient(namespace, context=context, kubeconfig=kubeconfig), image=image)
 
     def objects(self, trial: Trial, spec: JobSpec, attempt: int, run_id: str) -> list[dict]:
-        from k8s.manifests import build_job_objects
+        from k8s.jobset import build_objects
 
+        # The trial's own distribution.backend (an Indexed Job, or a JobSet), as `jobctl submit` would build it.
         # jobctl.io/sweep and jobctl.io/trial come from spec.labels (Sweep.trial_data sets them).
-        return build_job_objects(spec, run_id=run_id, name=job_name(self.sweep, trial.id, attempt), image=self.image)
+        return build_objects(spec, run_id=run_id, name=job_name(self.sweep, trial.id, attempt), image=self.image)
 
     # ------------------------------------------------------------------------------------------- Backend
     @_cluster_errors
@@ -191,9 +193,11 @@ class K8sBackend:
 
         self.watched.pop(key, None)
         exit_code, detail = (0, "") if state == "Succeeded" else (None, "")
+        kind = "Job"
         if state != "Succeeded":
             try:
                 report = self.client.status(w["job"])
+                kind = report.kind or kind  # a JobSet for distribution.backend: jobset
                 detail = report.message
                 pod = next((p for p in reversed(report.pods) if p.exit_code is not None or p.detail), None)
                 if pod is not None:
@@ -209,7 +213,7 @@ class K8sBackend:
             # metrics.json says succeeded but the Job did not finish (deleted, TTL): trust the results on disk.
             outcome["job_state"] = state
         if outcome["status"] == RunStatus.FAILED and detail:
-            outcome["error"] = f"Job {w['job']} {state.lower()}: {detail}" + (
+            outcome["error"] = f"{kind} {w['job']} {state.lower()}: {detail}" + (
                 f" | {outcome['error']}" if outcome.get("error") and f"no {METRICS_FILE}" not in outcome["error"] else "")
         outcome["job"] = w["job"]
         return outcome
