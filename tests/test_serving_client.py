@@ -177,9 +177,14 @@ def test_serve_process_deadline_and_graceful_sigterm(tmp_path):
 
             import urllib.request
 
-            text = urllib.request.urlopen(f"http://127.0.0.1:{metrics_port}/metrics", timeout=5).read().decode()
+            counted = ':tensorflow:serving:request_count{model_name="ensemble",status="DEADLINE_EXCEEDED"} 1'
+            for _ in range(50):  # the server counts the request once gRPC cancels it, just after the client gave up
+                text = urllib.request.urlopen(f"http://127.0.0.1:{metrics_port}/metrics", timeout=5).read().decode()
+                if counted in text:
+                    break
+                time.sleep(0.1)
             assert 'jobctl_serving_model_version_state{model="ensemble",version="1"} 30.0' in text
-            assert ':tensorflow:serving:request_count{model_name="ensemble",status="DEADLINE_EXCEEDED"} 1' in text
+            assert counted in text
 
             result = {}
             t = threading.Thread(target=lambda: result.update(out=client.predict(x)))
