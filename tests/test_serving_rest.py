@@ -66,6 +66,7 @@ def test_model_status_by_model_version_and_label(env):
         assert call(env, path) == (200, want)
     assert call(env, "/v1/models/ensemble/versions/9") == (404, {"error": "Could not find version 9 of model ensemble"})
     assert call(env, "/v1/models") == (400, {"error": "Missing model name in request."})
+    assert call(env, "/v1/models/nope") == (404, {"error": "Could not find any versions of model nope"})
 
 
 def test_model_metadata_has_tf_servings_shape(env):

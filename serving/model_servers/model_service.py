@@ -18,6 +18,9 @@ class ModelServicer(Instrumented):
     def _status(self, request, context, info):
         from tensorflow_serving.apis import get_model_status_pb2
 
+        name = request.model_spec.name
+        if name and name not in self.server.managers:  # TF Serving's GetModelStatusImpl wording, not Predict's
+            raise ServingError(grpc.StatusCode.NOT_FOUND, f"Could not find any versions of model {name}")
         m = self.server.manager(request.model_spec)
         wanted = request.model_spec.version.value if request.model_spec.HasField("version") else None
         with m._lock:
