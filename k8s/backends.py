@@ -13,7 +13,7 @@ from typing import Mapping, Optional
 
 from k8s import common, jobset
 from k8s.kueue import queue_name
-from k8s.status import INDEX_ANNOTATION, JobReport, explain_pod, job_state, job_workers, pod_index, summarize_job
+from k8s.status import INDEX_ANNOTATION, JobReport, condition_summaries, explain_pod, job_state, job_workers, pod_index, summarize_job
 
 def is_jobset(obj: Mapping) -> bool:
     return obj.get("kind") == jobset.KIND or str(obj.get("apiVersion", "")).startswith(jobset.GROUP + "/")
@@ -138,10 +138,7 @@ def summarize_jobset(js: Mapping, pods: list[Mapping] = ()) -> JobReport:
         namespace=meta.get("namespace") or "",
         state=state,
         workers=jobset_workers(js),
-        conditions=[
-            {k: c.get(k) for k in ("type", "status", "reason", "message", "lastTransitionTime") if c.get(k) is not None}
-            for c in status.get("conditions") or []
-        ],
+        conditions=condition_summaries(status),
         pods=reports,
         labels=dict(meta.get("labels") or {}),
         created=meta.get("creationTimestamp") or "",

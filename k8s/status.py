@@ -48,6 +48,12 @@ class JobReport:
         return asdict(self)
 
 
+
+def condition_summaries(status: Mapping) -> list[dict]:
+    """A Job's or JobSet's status conditions, with only the fields a report shows (and only those set)."""
+    return [{k: c.get(k) for k in ("type", "status", "reason", "message", "lastTransitionTime") if c.get(k) is not None}
+            for c in status.get("conditions") or []]
+
 def job_state(job: Mapping) -> tuple[str, str]:
     """(state, message) from the Job's conditions; Complete/Failed are final."""
     status = job.get("status") or {}
@@ -206,10 +212,7 @@ def summarize_job(job: Mapping, pods: list[Mapping] = ()) -> JobReport:
         active=int(status.get("active") or 0),
         succeeded=int(status.get("succeeded") or 0),
         failed=int(status.get("failed") or 0),
-        conditions=[
-            {k: c.get(k) for k in ("type", "status", "reason", "message", "lastTransitionTime") if c.get(k) is not None}
-            for c in status.get("conditions") or []
-        ],
+        conditions=condition_summaries(status),
         pods=reports,
         labels=dict(meta.get("labels") or {}),
         created=meta.get("creationTimestamp") or "",
