@@ -27,7 +27,10 @@ ADAPT_SAMPLE = 2048  # streamed data: images the Normalization layer adapts on (
 
 
 def _gb(n: float) -> str:
-    return f"{n / 1e9:.2f} GB" if n >= 1e8 else f"{n / 1e6:.1f} MB"
+    # Both sides of the comparison must stay readable: "0.0 MB > 0.0 MB" would not say why a small folder streams.
+    if n >= 1e8:
+        return f"{n / 1e9:.2f} GB"
+    return f"{n / 1e6:.1f} MB" if n >= 1e5 else f"{int(n):,} bytes"
 
 
 @dataclass

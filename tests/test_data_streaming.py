@@ -1,9 +1,12 @@
 """Streamed data (image folders and packed shards) against the in-memory loader: the same channels for grey, colour
 and mixed folders under every data.color_mode; a record or file that does not decode, through the training entry
-point (exit 2 naming it, or skipped and counted)."""
+point (exit 2 naming it, or skipped and counted); the log line saying which path was taken and why; a packed
+directory that is not right (a missing shard, a checksum that does not match, other classes, an unreadable gs://)
+stops before training with the documented exit code."""
 
 import hashlib
 import json
+import re
 from pathlib import Path
 
 import numpy as np
@@ -184,3 +187,96 @@ def test_streamed_validation_ends_without_keras_warning_that_training_was_interr
     assert code == 0, err
     assert metrics["epochs_run"] == 3
     assert not [w for w in caught if "ran out of data" in str(w.message)]
+
+
+# ------------------------------------------------------------------------------ which path, and why (the log)
+def test_the_log_says_which_path_was_taken_and_why(tmp_path, caplog):
+    """The estimated decoded size (images x H x W x C bytes) against data.in_memory_max_bytes decides, at the
+    boundary as documented (equal fits), and the log line gives both figures."""
+    import logging
+
+    caplog.set_level(logging.INFO, logger="jobs.inputs")
+    folder = _write_folder(tmp_path / "f", "grey")  # 12 grey images: 12 x 8x8x1 = 768 bytes decoded
+
+    def line(**extra) -> str:
+        caplog.clear()
+        inputs = load_inputs(_folder_spec(folder, "keep", **extra))
+        [message] = [r.getMessage() for r in caplog.records if r.name == "jobs.inputs"]
+        assert message.startswith(f"data: {inputs.mode}: ")
+        return message
+
+    assert line() == ("data: in-memory: image folder decoded into memory: 12 images x 8x8x1 = 768 bytes <= "
+                      "data.in_memory_max_bytes (2.00 GB)")
+    assert line(in_memory_max_bytes=768) == ("data: in-memory: image folder decoded into memory: 12 images x 8x8x1 = "
+                                             "768 bytes <= data.in_memory_max_bytes (768 bytes)")
+    assert line(in_memory_max_bytes=767) == ("data: streaming: image folder streams from disk: 12 images x 8x8x1 = "
+                                             "768 bytes decoded > data.in_memory_max_bytes (767 bytes)")
+    pack_folder(folder, tmp_path / "packed", encoding="png", shard_size=4)
+    caplog.clear()
+    load_inputs(DataSpec(dataset="tfrecord", path=str(tmp_path / "packed")))
+    assert [r.getMessage() for r in caplog.records if r.name == "jobs.inputs"] == [
+        f"data: streaming: packed TFRecord shards stream from {tmp_path / 'packed'} (2 train shards; png images "
+        "decoded to 8x8x1)"]
+
+
+# ------------------------------------------------------------------------- a packed directory that is not right
+@pytest.fixture(scope="module")
+def packed_digits(tmp_path_factory) -> Path:
+    root = tmp_path_factory.mktemp("packed-digits")
+    pack_folder(digits_folder(root / "digits", per_class=12, classes=2), root / "packed", encoding="png", shard_size=8)
+    return root / "packed"
+
+
+def _copy(packed: Path, tmp_path: Path) -> tuple[Path, dict]:
+    import shutil
+
+    shutil.copytree(packed, tmp_path / "packed")
+    return tmp_path / "packed", json.loads((packed / "dataset.json").read_text())
+
+
+def test_a_missing_shard_exits_3_naming_it_before_training(packed_digits, tmp_path, capsys):
+    packed, manifest = _copy(packed_digits, tmp_path)
+    gone = packed / manifest["splits"]["train"]["shards"][1]["file"]
+    gone.unlink()
+    code, err, metrics = _train(tmp_path, {"dataset": "tfrecord", "path": str(packed)}, capsys)
+    assert code == 3, err
+    assert f"data.path: 1 shard listed in '{packed / 'dataset.json'}' not found: {gone}" in err
+    assert metrics["status"] == "failed" and metrics["epochs_finished"] == 0
+
+
+def test_a_shard_whose_checksum_does_not_match_exits_2_before_training(packed_digits, tmp_path, capsys):
+    packed, manifest = _copy(packed_digits, tmp_path)
+    shard = manifest["splits"]["validation"]["shards"][0]
+    path = packed / shard["file"]
+    data = bytearray(path.read_bytes())
+    data[-1] ^= 0xFF  # same size: only the checksum can tell
+    path.write_bytes(bytes(data))
+    found = hashlib.sha256(bytes(data)).hexdigest()
+    code, err, metrics = _train(tmp_path, {"dataset": "tfrecord", "path": str(packed)}, capsys)
+    assert code == 2, err
+    assert f"shard '{path}' has sha256 {found}; dataset.json says {shard['sha256']} (corrupt or replaced)" in err
+    assert "data.verify_checksums: false" in err
+    assert metrics["status"] == "failed" and metrics["epochs_finished"] == 0
+
+
+def test_class_names_that_disagree_with_dataset_json_exit_2(packed_digits, tmp_path, capsys):
+    code, err, _ = _train(tmp_path, {"dataset": "tfrecord", "path": str(packed_digits), "class_names": ["1", "0"]},
+                          capsys)
+    assert code == 2, err
+    assert (f"data.class_names: ['1', '0'] disagree with the classes of the packed data ['0', '1'] "
+            f"({packed_digits / 'dataset.json'})") in err
+
+
+def test_an_unreadable_gs_path_exits_3_naming_the_path_and_the_cause(tmp_path, capsys, monkeypatch):
+    """Read through tf.io.gfile's GCS filesystem. Offline (as here) the cause is the failed name lookup, which fails
+    at once; NO_GCE_CHECK skips the metadata-server probe for credentials that could otherwise wait on a network."""
+    monkeypatch.setenv("NO_GCE_CHECK", "true")
+    where = "gs://jobctl-test-no-such-bucket-7f3a/dogs-packed"
+    code, err, _ = _train(tmp_path, {"dataset": "tfrecord", "path": where}, capsys)
+    assert code == 3, err
+    read_error = f"data.path: cannot read '{where}/dataset.json': "
+    if read_error in err:  # offline (as here): TensorFlow's words, after the exception type
+        cause = err.split(read_error, 1)[1].splitlines()[0]
+        assert re.match(r"\w+Error: \S", cause), err
+    else:  # with a network, GCS answers for the bucket nobody has
+        assert f"data.path: '{where}' has no dataset.json" in err, err
