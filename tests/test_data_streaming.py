@@ -348,15 +348,17 @@ def test_a_resumed_streamed_epoch_sees_what_docs_data_md_says(digits3, source):
     """docs/data.md, "Resume": each pass's file order and shuffle come from (seed, epoch). With
     training.deterministic the epochs a run resumed at epoch 2 trains on are the uninterrupted run's epochs 2 and 3,
     batch for batch; without it, each resumed epoch still holds every training example once (in another order)."""
-    spec = DataSpec(**digits3["data"][source])
-    whole = _epochs(spec, 0, 4, deterministic=True)
-    resumed = _epochs(spec, 2, 2, deterministic=True)
-    for (x, y), (x_want, y_want) in zip(resumed, whole[2:]):
-        np.testing.assert_array_equal(x, x_want)
-        np.testing.assert_array_equal(y, y_want)
-    # The order is drawn per epoch and per seed, not once.
-    assert not np.array_equal(whole[2][0], whole[3][0])
-    assert not np.array_equal(_epochs(spec, 2, 1, deterministic=True, seed=6)[0][0], whole[2][0])
+    # A shuffle buffer of 1 leaves the file order alone to see; the default buffer holds the whole split.
+    for buffer in (1, 2048):
+        spec = DataSpec(**digits3["data"][source], stream_shuffle_buffer=buffer)
+        whole = _epochs(spec, 0, 4, deterministic=True)
+        resumed = _epochs(spec, 2, 2, deterministic=True)
+        for (x, y), (x_want, y_want) in zip(resumed, whole[2:]):
+            np.testing.assert_array_equal(x, x_want, err_msg=f"buffer {buffer}")
+            np.testing.assert_array_equal(y, y_want, err_msg=f"buffer {buffer}")
+        # The order is drawn per epoch and per seed, not once.
+        assert not np.array_equal(whole[2][0], whole[3][0]), buffer
+        assert not np.array_equal(_epochs(spec, 2, 1, deterministic=True, seed=6)[0][0], whole[2][0]), buffer
 
     def as_set(x: np.ndarray) -> np.ndarray:
         return x[np.lexsort(x.reshape(len(x), -1).T)]
