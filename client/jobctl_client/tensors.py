@@ -1,8 +1,8 @@
 """numpy <-> TensorProto without TensorFlow: strict, with errors that name the tensor.
 
-Both forms TensorFlow writes are read: `tensor_content` (raw little-endian bytes, what TF Serving and
-`tf.make_tensor_proto` produce for numbers) and the typed `*_val` fields (TensorFlow's rule: fewer values than
-elements repeat the last one). Arrays are written as `tensor_content`, the compact form. The functions take any
+Both forms TensorFlow writes are read: `tensor_content` (raw little-endian bytes, what `tf.make_tensor_proto`
+produces for numbers) and the typed `*_val` fields (what TF Serving's Predict answers in; TensorFlow's rule: fewer
+values than elements repeat the last one). Arrays are written as `tensor_content`, the compact form. The functions take any
 TensorProto message (jobctl_client's or TensorFlow's): they touch fields only, and DataType numbers are the wire's.
 """
 
