@@ -405,6 +405,24 @@ def main(argv=None) -> int:
 
 
 # ================================================================================ report (bench.run_all)
+def headlines(data: dict) -> list:
+    """The targets' rows, and REST against gRPC (no target: the price of JSON, measured side by side)."""
+    from bench.report import Headline, fmt_stat, target_headlines
+
+    rows = target_headlines("serving", data)
+    r5 = data.get("rest_vs_grpc") if isinstance(data, dict) else None
+    if r5:
+        rows += [
+            Headline("serving: REST :predict vs gRPC Predict, batch-1 p50 (above 1: REST slower)",
+                     f"{r5['rest_p50_ms']['median']:.2f} vs {r5['grpc_p50_ms']['median']:.2f} ms: "
+                     f"{fmt_stat(r5['latency_ratio_stat'], 2, 'x')}", "—", None),
+            Headline("serving: REST vs gRPC throughput at 32 clients (below 1: REST serves fewer)",
+                     f"{r5['rest_rps']['median']:.0f} vs {r5['grpc_rps']['median']:.0f} req/s: "
+                     f"{fmt_stat(r5['throughput_ratio_stat'], 2, 'x')}", "—", None),
+        ]
+    return rows
+
+
 def figures(data: dict, canvas) -> None:
     """Every ratio this module measured side by side, its target under its bar."""
     serving = data
