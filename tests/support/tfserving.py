@@ -118,13 +118,21 @@ class ServerProcess:
         return self
 
     def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.terminate()
+        stop_all([self])
+
+
+def stop_all(servers) -> None:
+    """SIGTERM to every server first, then wait for each: their shutdowns overlap."""
+    for server in servers:
+        if server.proc.poll() is None:
+            server.proc.terminate()
+    for server in servers:
+        if server.proc.poll() is None:
             try:
-                self.proc.wait(timeout=15)
+                server.proc.wait(timeout=15)
             except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(timeout=15)
+                server.proc.kill()
+                server.proc.wait(timeout=15)
 
 
 def server_env() -> dict:

@@ -56,11 +56,13 @@ def _tf1_saved_model(export_dir: Path, half_plus: float, *, example_signatures: 
     placeholder of shape [None]; `declared_x_shape` makes serving_default declare another shape for it than the
     graph has (a model TF Serving serves, since its session feeds whatever arrives)."""
     import tensorflow as tf
+    from tensorflow.python.util import deprecation
 
     v1 = tf.compat.v1
     build_info = v1.saved_model.utils.build_tensor_info
     graph = tf.Graph()
-    with graph.as_default():
+    # TF1's builder is the point here: its "use TF2 instead" notices are noise
+    with graph.as_default(), deprecation.silence():
         a = v1.Variable(0.5, name="a")
         b = v1.Variable(half_plus, name="b")
         signatures = {}
@@ -68,6 +70,7 @@ def _tf1_saved_model(export_dir: Path, half_plus: float, *, example_signatures: 
             c = v1.Variable(3.0, name="c")
             serialized = v1.placeholder(tf.string, name="tf_example")
             parsed = v1.io.parse_example(serialized, {"x": v1.io.FixedLenFeature([1], tf.float32)})
+            parsed["x"].set_shape([None, 1])  # the examples' rank is unknown; each holds one x
             x = tf.identity(parsed["x"], name="x")
             y = tf.add(a * x, b, name="y")
             y2 = tf.add(a * x, c, name="y2")
