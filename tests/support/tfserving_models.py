@@ -236,14 +236,17 @@ def _keras_models(out: Path) -> None:
 
 
 def start_keras_models(out: Path):
-    """Start building the Keras models under `out`/{sequential,distrat}/00000123; returns the child process."""
+    """Start building the Keras models under `out`/{sequential,distrat}/00000123; returns the child process.
+    Its output goes to `out`/build.log (a pipe nobody reads yet could fill and stall it)."""
     import subprocess
 
     env = dict(os.environ, TF_USE_LEGACY_KERAS="1", TF_CPP_MIN_LOG_LEVEL="3", CUDA_VISIBLE_DEVICES="")
     root = Path(__file__).resolve().parents[2]
     env["PYTHONPATH"] = os.pathsep.join(p for p in (str(root), env.get("PYTHONPATH", "")) if p)
-    return subprocess.Popen([sys.executable, "-m", "tests.support.tfserving_models", "keras", str(out)], env=env,
-                            cwd=root, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    Path(out).mkdir(parents=True, exist_ok=True)
+    with open(Path(out) / "build.log", "w") as log:
+        return subprocess.Popen([sys.executable, "-m", "tests.support.tfserving_models", "keras", str(out)], env=env,
+                                cwd=root, stdout=log, stderr=subprocess.STDOUT)
 
 
 if __name__ == "__main__":

@@ -389,7 +389,6 @@ def test_tf_saved_model_save_multiple_signatures(env):
 # upstream: test_sequential_keras_saved_model_save, test_distrat_sequential_keras_saved_model_save
 @pytest.mark.parametrize("kind", ["sequential", "distrat"])
 def test_sequential_keras_saved_model_save(env, kind):
-    if env.keras.returncode is None:
-        env.keras_stderr = env.keras.communicate(timeout=300)[1]
-    assert env.keras.returncode == 0, env.keras_stderr[-3000:]
+    env.keras.wait(timeout=300)
+    assert env.keras.returncode == 0, (env.root / "keras" / "build.log").read_text()[-3000:]
     verify_predict(server(env, kind).grpc_address, 2.0, batch_input=True, specify_output=False)
