@@ -108,19 +108,27 @@ def evaluate(
 
 def serve(
     base_path: Optional[Path] = typer.Argument(None, help="model base path: <base>/<integer version>/saved_model.pb"),
-    model_config_file: Optional[Path] = typer.Option(None, "--model-config-file",
+    model_base_path: Optional[Path] = typer.Option(None, "--model-base-path", "--model_base_path",
+                                                   help="the same as BASE_PATH, spelled as TF Serving's flag"),
+    model_config_file: Optional[Path] = typer.Option(None, "--model-config-file", "--model_config_file",
                                                      help="TF Serving ModelServerConfig text proto (several models)"),
+    model_config_poll: float = typer.Option(0.0, "--model-config-file-poll-wait-seconds", "--model_config_file_poll_wait_seconds",
+                                            min=0, help="re-read --model-config-file this often (0: once, at start)"),
     port: int = typer.Option(8500, "--port", min=0, max=65535, help="gRPC port (TF Serving's default 8500; 0: any free)"),
     host: str = typer.Option("0.0.0.0", "--host"),
-    model_name: Optional[str] = typer.Option(None, "--model-name", help="default: the base path's last component"),
-    batching: bool = typer.Option(False, "--enable-batching/--no-batching", help="server-side batching"),
+    model_name: Optional[str] = typer.Option(None, "--model-name", "--model_name", help="default: the base path's last component"),
+    batching: bool = typer.Option(False, "--enable-batching/--no-batching", "--enable_batching", help="server-side batching"),
+    batching_parameters_file: Optional[Path] = typer.Option(
+        None, "--batching-parameters-file", "--batching_parameters_file",
+        help="TF Serving BatchingParameters text proto (with --enable-batching); overrides the batching options"),
     max_batch_size: int = typer.Option(32, "--max-batch-size", min=1),
     batch_timeout_micros: int = typer.Option(1000, "--batch-timeout-micros", min=0),
     num_batch_threads: int = typer.Option(1, "--num-batch-threads", min=1),
     max_enqueued_batches: int = typer.Option(64, "--max-enqueued-batches", min=1),
     max_request_batch_size: int = typer.Option(4096, "--max-request-batch-size", min=1),
     max_message_mb: int = typer.Option(64, "--max-message-mb", min=1, help="gRPC message size limit (both ways)"),
-    poll_seconds: float = typer.Option(1.0, "--poll-seconds", min=0.05, help="how often to look for new versions"),
+    poll_seconds: float = typer.Option(1.0, "--poll-seconds", "--file_system_poll_wait_seconds", min=0.05,
+                                       help="how often to look for new versions"),
     num_versions: int = typer.Option(1, "--num-versions", min=1, help="serve the latest N versions"),
     label: Optional[list[str]] = typer.Option(None, "--label", help="version label LABEL=VERSION (repeat)"),
     metrics_port: Optional[int] = typer.Option(None, "--metrics-port", min=0, max=65535,
@@ -129,6 +137,15 @@ def serve(
                                       help="TF Serving's REST API and /monitoring/prometheus/metrics (0: off)"),
     rest_api_max_body_mb: int = typer.Option(64, "--rest-api-max-body-mb", min=1,
                                              help="REST request bodies above this get HTTP 413"),
+    monitoring_config_file: Optional[Path] = typer.Option(None, "--monitoring-config-file", "--monitoring_config_file",
+                                                          help="TF Serving MonitoringConfig text proto (Prometheus path)"),
+    grpc_socket_path: Optional[str] = typer.Option(None, "--grpc-socket-path", "--grpc_socket_path",
+                                                   help="also serve gRPC on this Unix socket"),
+    grpc_channel_arguments: str = typer.Option("", "--grpc-channel-arguments", "--grpc_channel_arguments",
+                                               help="gRPC server arguments KEY=VALUE[,KEY=VALUE...], as TF Serving's"),
+    method_name_check: bool = typer.Option(False, "--enable-signature-method-name-check",
+                                           "--enable_signature_method_name_check",
+                                           help="Classify/Regress only on signatures whose method_name says so"),
     grace: float = typer.Option(10.0, "--grace-seconds", help="SIGTERM: time in-flight requests get to finish"),
     workers: int = typer.Option(64, "--workers", min=1, help="gRPC worker threads"),
     intra_op_threads: int = typer.Option(0, "--intra-op-threads", min=0, help="TensorFlow intra-op threads (0: default)"),
@@ -136,37 +153,66 @@ def serve(
     tls_cert: Optional[Path] = typer.Option(None, "--tls-cert", help="PEM certificate chain: serve TLS"),
     tls_key: Optional[Path] = typer.Option(None, "--tls-key", help="PEM private key of --tls-cert"),
 ) -> None:
-    """Serve BASE_PATH over TensorFlow Serving's gRPC and REST APIs (development server; production: Dockerfile.serve)."""
+    """Serve BASE_PATH over TensorFlow Serving's gRPC and REST APIs (development server; production: Dockerfile.serve).
+
+    TF Serving's flags are accepted in its own spelling too (--model_base_path, --model_config_file,
+    --enable_batching, --batching_parameters_file, ...), so its command lines run unchanged."""
+    if base_path is not None and model_base_path is not None and base_path != model_base_path:
+        fail(f"give BASE_PATH or --model_base_path, not both (received {base_path} and {model_base_path})", exit_codes.BAD_SPEC)
+    base_path = base_path or model_base_path
     if base_path is None and model_config_file is None:
-        fail("give BASE_PATH or --model-config-file", exit_codes.BAD_SPEC)
+        fail("give BASE_PATH (or --model_base_path) or --model_config_file", exit_codes.BAD_SPEC)
     if base_path is not None and not base_path.is_dir():
         fail(f"BASE_PATH {base_path} is not a directory; expected a model base path with integer version "
              "directories (e.g. artifacts/models/ensemble)", exit_codes.BAD_SPEC)
     if base_path is not None and (base_path / "saved_model.pb").is_file():
         fail(f"BASE_PATH {base_path} is a SavedModel version directory; expected the model base path that holds "
              f"the versions, as TF Serving's --model_base_path: {base_path.resolve().parent}", exit_codes.BAD_SPEC)
+    if batching_parameters_file is not None and not batching:
+        fail("--batching_parameters_file is set without --enable_batching; add --enable_batching (TF Serving refuses "
+             "this combination too)", exit_codes.BAD_SPEC)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    from serving.model_servers.config import BatchingConfig, ServerConfig, read_model_config
-    from serving.model_servers.server import serve_forever
+    from serving.model_servers.config import (
+        BatchingConfig,
+        ServerConfig,
+        parse_grpc_channel_arguments,
+        read_batching_parameters,
+        read_model_config,
+        read_monitoring_config,
+    )
 
+    # The configuration files are read before TensorFlow is imported: a bad one fails in well under a second.
     extra = read_model_config(model_config_file) if model_config_file is not None else []
+    if batching_parameters_file is not None:
+        batching_cfg = read_batching_parameters(batching_parameters_file)
+    else:
+        batching_cfg = BatchingConfig(batching, max_batch_size, batch_timeout_micros, num_batch_threads, max_enqueued_batches)
+    prometheus_path = read_monitoring_config(monitoring_config_file) if monitoring_config_file is not None else None
+    channel_arguments = parse_grpc_channel_arguments(grpc_channel_arguments)
+    from serving.model_servers.server import serve_forever
 
     cfg = ServerConfig(
         model_name=(model_name or base_path.resolve().name) if base_path is not None else "",
         base_path=base_path or Path(""),
         extra_models=extra,
+        model_config_file=model_config_file,
+        model_config_poll_seconds=model_config_poll,
         port=port,
         host=host,
         poll_seconds=poll_seconds,
         num_versions=num_versions,
         labels=_labels(label),
-        batching=BatchingConfig(batching, max_batch_size, batch_timeout_micros, num_batch_threads, max_enqueued_batches),
+        batching=batching_cfg,
         max_message_bytes=max_message_mb * 1024 * 1024,
         max_request_batch_size=max_request_batch_size,
         max_workers=workers,
         metrics_port=metrics_port,
         rest_api_port=rest_api_port or None,
         rest_api_max_body_bytes=rest_api_max_body_mb * 1024 * 1024,
+        prometheus_path=prometheus_path,
+        grpc_socket_path=grpc_socket_path,
+        grpc_channel_arguments=channel_arguments,
+        signature_method_name_check=method_name_check,
         tls_cert=tls_cert,
         tls_key=tls_key,
         intra_op_threads=intra_op_threads,

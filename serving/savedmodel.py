@@ -23,12 +23,22 @@ class ModelError(BadInputError):
     """A path that is not a usable exported model; the message names the path and what is missing."""
 
 
-def integer_versions(base: Union[str, Path]) -> list[int]:
-    """Integer sub-directories, ascending. Anything else (`.tmp-3-x`, `latest`) is ignored, as TF Serving does."""
+def version_dirs(base: Union[str, Path]) -> dict[int, Path]:
+    """Integer sub-directories by version number, ascending. A name may be zero-padded (`00000123` is version 123,
+    as TF Serving reads it); anything else (`.tmp-3-x`, `latest`) is ignored, as TF Serving does."""
     base = Path(base)
     if not base.is_dir():
-        return []
-    return sorted(int(p.name) for p in base.iterdir() if p.is_dir() and re.fullmatch(r"\d+", p.name))
+        return {}
+    found: dict[int, Path] = {}
+    for p in sorted(base.iterdir(), key=lambda q: q.name):
+        if p.is_dir() and re.fullmatch(r"\d+", p.name):
+            found.setdefault(int(p.name), p)  # `7` and `007` both: the first by name, every poll the same
+    return dict(sorted(found.items()))
+
+
+def integer_versions(base: Union[str, Path]) -> list[int]:
+    """Version numbers under a base path, ascending (see version_dirs)."""
+    return list(version_dirs(base))
 
 
 def resolve_version_dir(path: Union[str, Path]) -> Path:
@@ -36,9 +46,9 @@ def resolve_version_dir(path: Union[str, Path]) -> Path:
     path = Path(path)
     if (path / "saved_model.pb").is_file():
         return path
-    versions = integer_versions(path)
+    versions = version_dirs(path)
     if versions:
-        candidate = path / str(versions[-1])
+        candidate = versions[max(versions)]
         if (candidate / "saved_model.pb").is_file():
             return candidate
         raise ModelError(f"{path}: latest version {candidate.name} has no saved_model.pb (half-written?)")
@@ -60,8 +70,8 @@ def read_metadata(version_dir: Union[str, Path]) -> dict:
         raise ModelError(f"{path}: unreadable metadata ({exc})") from None
 
 
-def signature_def_map(version_dir: Union[str, Path]):
-    """The SignatureDefs from saved_model.pb, exactly what TF Serving returns in GetModelMetadata."""
+def _serving_meta_graph(version_dir: Union[str, Path]):
+    """The MetaGraphDef TF Serving loads: the one tagged `serve` (or the only one)."""
     from tensorflow.core.protobuf import saved_model_pb2
 
     from google.protobuf.message import DecodeError
@@ -72,13 +82,16 @@ def signature_def_map(version_dir: Union[str, Path]):
         sm.ParseFromString(path.read_bytes())
     except (OSError, DecodeError) as exc:
         raise ModelError(f"{path}: not a readable SavedModel ({type(exc).__name__}: {exc})") from None
-    out = {}
     for mg in sm.meta_graphs:
         if "serve" in mg.meta_info_def.tags or len(sm.meta_graphs) == 1:
-            for key, sig in mg.signature_def.items():
-                out[key] = sig
-            break
-    return out
+            return mg
+    return None
+
+
+def signature_def_map(version_dir: Union[str, Path]):
+    """The SignatureDefs from saved_model.pb, exactly what TF Serving returns in GetModelMetadata."""
+    mg = _serving_meta_graph(version_dir)
+    return dict(mg.signature_def.items()) if mg is not None else {}
 
 
 @dataclass
@@ -126,23 +139,30 @@ class LoadedModel:
 
 
 def load(version_dir: Union[str, Path]) -> LoadedModel:
-    """Load a SavedModel version with its signatures; raises ModelError for anything unusable."""
-    import tensorflow as tf
+    """Load a SavedModel version with its signatures; raises ModelError for anything unusable.
 
+    A TF2 SavedModel (one with an object graph: Keras, tf.Module) is loaded with tf.saved_model.load. A TF1 one
+    (graph and signatures only) runs in a TF1 session, as TF Serving runs every model: tf.saved_model.load would
+    re-check each signature's declared shapes against the graph and refuse models TF Serving serves (upstream's
+    half_plus_three declares a rank its graph does not have)."""
     version_dir = Path(version_dir)
     if not (version_dir / "saved_model.pb").is_file():
         raise ModelError(f"{version_dir}: no saved_model.pb")
     metadata = read_metadata(version_dir)
-    defs = signature_def_map(version_dir)
+    mg = _serving_meta_graph(version_dir)
+    defs = dict(mg.signature_def.items()) if mg is not None else {}
+    tf1 = mg is not None and not mg.object_graph_def.nodes
     try:
-        module = tf.saved_model.load(str(version_dir))
+        module, functions = _load_tf1(version_dir, mg, defs) if tf1 else _load_tf2(version_dir)
+    except ModelError:
+        raise
     except Exception as exc:  # TF raises many types for corrupt files
         raise ModelError(f"{version_dir}: cannot load SavedModel: {type(exc).__name__}: {exc}") from None
     signatures = {}
     for key, sig_def in defs.items():
         if key.startswith("__"):  # __saved_model_init_op and friends
             continue
-        fn = module.signatures.get(key) if hasattr(module, "signatures") else None
+        fn = functions.get(key)
         if fn is None:
             continue
         signatures[key] = Signature(key, sig_def.method_name, _tensor_infos(sig_def.inputs), _tensor_infos(sig_def.outputs), fn)
@@ -151,6 +171,59 @@ def load(version_dir: Union[str, Path]) -> LoadedModel:
     return LoadedModel(version_dir, module, signatures, defs, metadata)
 
 
+def _load_tf2(version_dir: Path):
+    import tensorflow as tf
+
+    module = tf.saved_model.load(str(version_dir))
+    return module, dict(module.signatures) if hasattr(module, "signatures") else {}
+
+
+def _load_tf1(version_dir: Path, mg, defs: dict):
+    """A TF1 SavedModel in its own graph and session; each signature becomes a callable fed by tensor name.
+    Feeds are not checked against the placeholders' static shapes, as in TF Serving's C++ session."""
+    import tensorflow as tf
+
+    graph = tf.Graph()
+    session = tf.compat.v1.Session(graph=graph)
+    from tensorflow.python.util import deprecation
+
+    # The loader's deprecation notice ("use tf.saved_model.load instead") is the advice this path exists to ignore.
+    with graph.as_default(), deprecation.silence():
+        tf.compat.v1.saved_model.loader.load(session, list(mg.meta_info_def.tags), str(version_dir))
+    functions = {}
+    for key, sig_def in defs.items():
+        if key.startswith("__"):
+            continue
+        try:
+            feeds = {alias: graph.get_tensor_by_name(info.name) for alias, info in sig_def.inputs.items()}
+            fetches = {alias: graph.get_tensor_by_name(info.name) for alias, info in sig_def.outputs.items()}
+        except (KeyError, ValueError) as exc:
+            raise ModelError(f"{version_dir}: signature {key!r} names a tensor the graph lacks: {exc}") from None
+        functions[key] = _SessionSignature(session, feeds, fetches)
+    return session, functions
+
+
+class _SessionSignature:
+    """Runs one TF1 signature: keyword arrays in, a dict of arrays out (session.run is thread-safe)."""
+
+    def __init__(self, session, feeds: dict, fetches: dict):
+        from tensorflow.core.protobuf import config_pb2
+
+        self._in, self._out = sorted(feeds), sorted(fetches)
+        # A CallableOptions callable runs in C++ like TF Serving's Session::Run; session.run and make_callable
+        # would first refuse, in Python, any feed whose shape differs from the placeholder's declared one.
+        options = config_pb2.CallableOptions(feed=[feeds[a].name for a in self._in], fetch=[fetches[a].name for a in self._out])
+        self._run = session._make_callable_from_options(options)
+
+    def __call__(self, **inputs):
+        return dict(zip(self._out, self._run(*[inputs[a] for a in self._in])))
+
+
 def call(signature: Signature, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-    result = signature.function(**inputs)
-    return {k: v.numpy() for k, v in result.items()}
+    """Run a signature. A TF1 one runs as TF Serving runs it, whatever shapes the signature declares; a TF2 one
+    refuses shapes its function was not traced for (TypeError): calling its graph with others anyway can abort
+    the process inside TensorFlow (a kernel CHECK), which no request may do."""
+    fn = signature.function
+    if isinstance(fn, _SessionSignature):
+        return {k: np.asarray(v) for k, v in fn(**inputs).items()}
+    return {k: v.numpy() for k, v in fn(**inputs).items()}

@@ -132,10 +132,19 @@ def test_classify_regress_and_multi_inference_over_grpc(env):
     results = env["predict"].MultiInference(mreq, timeout=10).results
     assert results[0].classification_result.classifications[0].classes[0].score == 3.0
     assert results[1].regression_result.regressions[0].value == 3.0
-    # Regress on a predict signature: TF Serving's INVALID_ARGUMENT and text
+    # Regress on a predict signature: TF Serving's INVALID_ARGUMENT; by default (no method check, as TF Serving)
+    # the signature's shape is what is wrong, with --enable_signature_method_name_check its method_name
     rreq.model_spec.signature_name = "serving_default"
     with pytest.raises(grpc.RpcError) as info:
         env["predict"].Regress(rreq, timeout=10)
+    assert info.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert info.value.details().startswith("No regression inputs found in SignatureDef: ")
+    env["server"].cfg.signature_method_name_check = True  # read per request
+    try:
+        with pytest.raises(grpc.RpcError) as info:
+            env["predict"].Regress(rreq, timeout=10)
+    finally:
+        env["server"].cfg.signature_method_name_check = False
     assert info.value.code() == grpc.StatusCode.INVALID_ARGUMENT
     assert info.value.details() == "Expected regression signature method_name to be tensorflow/serving/regress. Was: tensorflow/serving/predict"
 

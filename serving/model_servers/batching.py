@@ -40,6 +40,15 @@ def _deliver(tasks: list) -> None:
                 t.future.set_result(t.result)
 
 
+def _by_row_shape(tasks: list) -> list[list]:
+    """Tasks whose inputs can be concatenated, in arrival order. A request outside the signature's declared shapes
+    (which the model answers, as TF Serving would) runs with its own kind only, never failing its batch-mates."""
+    groups: dict[tuple, list] = {}
+    for t in tasks:
+        groups.setdefault(tuple((k, v.shape[1:], v.dtype.str) for k, v in sorted(t.inputs.items())), []).append(t)
+    return list(groups.values())
+
+
 class Batcher:
     """Merges concurrent requests into model calls of at most `max_batch_size` rows.
 
@@ -138,12 +147,13 @@ class Batcher:
                 outputs = self._run(tasks[0].inputs)
                 tasks[0].result = outputs
             else:
-                merged = {k: np.concatenate([t.inputs[k] for t in tasks]) for k in tasks[0].inputs}
-                outputs = self._run(merged)
-                offset = 0
-                for t in tasks:
-                    t.result = {k: v[offset : offset + t.rows] for k, v in outputs.items()}
-                    offset += t.rows
+                for group in _by_row_shape(tasks):
+                    merged = {k: np.concatenate([t.inputs[k] for t in group]) for k in group[0].inputs}
+                    outputs = self._run(merged)
+                    offset = 0
+                    for t in group:
+                        t.result = {k: v[offset : offset + t.rows] for k, v in outputs.items()}
+                        offset += t.rows
             self._observe(rows)
         except BaseException as exc:  # delivered to every waiting request, the thread lives on
             for t in tasks:

@@ -1,7 +1,7 @@
 """Classify and Regress over tf.Examples (TF Serving's classifier.cc, regressor.cc and util.cc), shared by gRPC and
 REST: the request's Examples become one DT_STRING tensor of serialized Examples (context bytes first, so its
-features merge into each Example, as TF Serving concatenates them) fed to a signature whose method_name is
-tensorflow/serving/classify or /regress.
+features merge into each Example, as TF Serving concatenates them) fed to a signature shaped as TF Serving expects
+(input `inputs`; outputs `classes`/`scores` or `outputs`), whatever its method_name unless the method check is on.
 
 jobctl's image models export a predict signature; Classify on such a signature keeps jobctl's extension: an
 Example's `images` feature holds one image's raw pixels, and the classes are the model's class names.
@@ -61,12 +61,16 @@ def _method_error(kind: str, want: str, sig: Signature) -> ServingError:
     return _invalid(f"Expected {kind} signature method_name to be {want}. Was: {sig.method_name}")
 
 
-def classify(sig: Signature, served, request_input, max_rows: int, deadline=None) -> list[list[tuple[str, float]]]:
-    """One list of (label, score) per Example."""
+def classify(sig: Signature, served, request_input, max_rows: int, deadline=None,
+             method_check: bool = False) -> list[list[tuple[str, float]]]:
+    """One list of (label, score) per Example. `method_check`: TF Serving's --enable_signature_method_name_check
+    (off by default there too: TF2 exports mark every signature tensorflow/serving/predict, and TF Serving then
+    classifies with any signature shaped like a classifier's)."""
     if sig.method_name != CLASSIFY_METHOD:
         if list(sig.inputs) == [INPUT_NAME] and OUTPUT_PROBABILITIES in sig.outputs:
             return _classify_images(sig, served, request_input, max_rows, deadline)
-        raise _method_error("classification", CLASSIFY_METHOD, sig)
+        if method_check:
+            raise _method_error("classification", CLASSIFY_METHOD, sig)
     if len(sig.inputs) != 1:
         raise _invalid("Expected one input Tensor.")
     if len(sig.outputs) not in (1, 2):
@@ -104,8 +108,9 @@ def classify(sig: Signature, served, request_input, max_rows: int, deadline=None
     return results
 
 
-def regress(sig: Signature, served, request_input, max_rows: int, deadline=None) -> list[float]:
-    if sig.method_name != REGRESS_METHOD:
+def regress(sig: Signature, served, request_input, max_rows: int, deadline=None, method_check: bool = False) -> list[float]:
+    """One value per Example; `method_check` as in classify."""
+    if method_check and sig.method_name != REGRESS_METHOD:
         raise _method_error("regression", REGRESS_METHOD, sig)
     if len(sig.inputs) != 1:
         raise _invalid("Expected one input Tensor.")

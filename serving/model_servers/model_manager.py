@@ -72,9 +72,11 @@ class ModelManager:
     """Loads and retires the versions of one model as they appear under its base path."""
 
     def __init__(self, name: str, base_path: Path, cfg: ServerConfig, metrics: Metrics, on_change: Callable[[], None] = lambda: None,
-                 num_versions: Optional[int] = None, labels: Optional[dict[str, int]] = None):
+                 num_versions: Optional[int] = None, labels: Optional[dict[str, int]] = None,
+                 specific: Optional[tuple[int, ...]] = None):
         self.name, self.base_path, self.cfg, self.metrics = name, Path(base_path), cfg, metrics
-        self.num_versions = num_versions or cfg.num_versions
+        self.specific = frozenset(specific) if specific is not None else None  # TF Serving's specific policy
+        self.num_versions = len(self.specific) if self.specific is not None else (num_versions or cfg.num_versions)
         self.labels = dict(cfg.labels if labels is None else labels)
         self._on_change = on_change
         self._lock = threading.RLock()
@@ -112,16 +114,19 @@ class ModelManager:
         """Walk versions newest first until `num_versions` servable candidates are found. A version still being
         written (no saved_model.pb, or files changing) or one that failed is passed over, so a bad newest
         version never blocks a good older one that is newer than what is served."""
-        on_disk = savedmodel.integer_versions(self.base_path)
+        dirs = savedmodel.version_dirs(self.base_path)
+        on_disk = list(dirs)
         picked = 0
         for number in reversed(on_disk):
             if picked >= self.num_versions:
                 break
+            if self.specific is not None and number not in self.specific:
+                continue
             v = self.versions.get(number)
             if v is not None and v.state in (AVAILABLE, LOADING):
                 picked += 1
                 continue
-            path = self.base_path / str(number)
+            path = dirs[number]
             if not (path / "saved_model.pb").is_file():
                 if number not in self._pending:
                     log.info("model %s: version %d has no saved_model.pb yet; waiting", self.name, number)
@@ -184,6 +189,10 @@ class ModelManager:
                 v.model, v.batchers = None, {}  # in-flight requests hold their own reference
                 self._set_state(v, END)
                 log.info("model %s: version %d unloaded", self.name, n)
+
+    def unload_all(self):
+        """The model left the server's config: every loaded version goes (in-flight requests keep their own)."""
+        self._retire([])
 
     def _set_state(self, v: Version, state: int):
         v.state = state

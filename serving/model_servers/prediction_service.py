@@ -14,7 +14,7 @@ from serving.model_servers.instrumentation import Instrumented
 from serving.model_servers.model_manager import ModelManager, Served
 from serving.model_servers.validation import validate_inputs
 from serving.savedmodel import Signature
-from serving.tensors import write_ndarray
+from serving.tensors import write_ndarray_fields
 
 
 def _signature(v: Served, name: str) -> Signature:
@@ -105,7 +105,8 @@ class PredictionServicer(Instrumented):
         from tensorflow_serving.apis import classification_pb2
 
         m, v, sig = self._example_servable(request, info)
-        results = inference.classify(sig, v, request.input, self.server.cfg.max_request_batch_size, context.time_remaining())
+        results = inference.classify(sig, v, request.input, self.server.cfg.max_request_batch_size, context.time_remaining(),
+                                     self.server.cfg.signature_method_name_check)
         response = classification_pb2.ClassificationResponse()
         _fill_spec(response.model_spec, m, v, sig)
         for row in results:
@@ -118,7 +119,8 @@ class PredictionServicer(Instrumented):
         from tensorflow_serving.apis import regression_pb2
 
         m, v, sig = self._example_servable(request, info)
-        values = inference.regress(sig, v, request.input, self.server.cfg.max_request_batch_size, context.time_remaining())
+        values = inference.regress(sig, v, request.input, self.server.cfg.max_request_batch_size, context.time_remaining(),
+                                  self.server.cfg.signature_method_name_check)
         response = regression_pb2.RegressionResponse()
         _fill_spec(response.model_spec, m, v, sig)
         for value in values:
@@ -150,7 +152,7 @@ class PredictionServicer(Instrumented):
         info["version"] = str(v.number)
         self.server.metrics.observe_examples(m.name, len(inference.examples_of(request.input)))
         response = inference_pb2.MultiInferenceResponse()
-        limit = self.server.cfg.max_request_batch_size
+        limit, check = self.server.cfg.max_request_batch_size, self.server.cfg.signature_method_name_check
         for t in request.tasks:
             sig = _signature(v, t.model_spec.signature_name)
             if t.method_name not in (inference.CLASSIFY_METHOD, inference.REGRESS_METHOD):
@@ -158,12 +160,12 @@ class PredictionServicer(Instrumented):
             result = response.results.add()
             _fill_spec(result.model_spec, m, v, sig)
             if t.method_name == inference.CLASSIFY_METHOD:
-                for row in inference.classify(sig, v, request.input, limit, context.time_remaining()):
+                for row in inference.classify(sig, v, request.input, limit, context.time_remaining(), check):
                     c = result.classification_result.classifications.add()
                     for label, score in row:
                         c.classes.add(label=label, score=score)
             else:
-                for value in inference.regress(sig, v, request.input, limit, context.time_remaining()):
+                for value in inference.regress(sig, v, request.input, limit, context.time_remaining(), check):
                     result.regression_result.regressions.add(value=value)
         return response
 
@@ -209,6 +211,6 @@ def _predict_response(m: ModelManager, v: Served, sig: Signature, filters: list,
                 string_val=[s if isinstance(s, bytes) else str(s).encode() for s in value.reshape(-1)],
             ))
         else:
-            write_ndarray(response.outputs[alias], value)
+            write_ndarray_fields(response.outputs[alias], value)
     return response
 

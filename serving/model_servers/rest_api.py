@@ -205,8 +205,10 @@ class RestApi:
 
     def _classify(self, name, version, label, body) -> dict:
         v, sig, request_input = self._examples(name, version, label, body)
-        return json_tensor.classify_answer(inference.classify(sig, v, request_input, self.server.cfg.max_request_batch_size))
+        return json_tensor.classify_answer(inference.classify(sig, v, request_input, self.server.cfg.max_request_batch_size,
+                                                             method_check=self.server.cfg.signature_method_name_check))
 
     def _regress(self, name, version, label, body) -> dict:
         v, sig, request_input = self._examples(name, version, label, body)
-        return json_tensor.regress_answer(inference.regress(sig, v, request_input, self.server.cfg.max_request_batch_size))
+        return json_tensor.regress_answer(inference.regress(sig, v, request_input, self.server.cfg.max_request_batch_size,
+                                                           method_check=self.server.cfg.signature_method_name_check))

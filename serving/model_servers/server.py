@@ -22,6 +22,7 @@ import grpc
 from jobs.errors import OperationFailedError
 from serving.errors import ServingError
 from serving.model_servers.config import ModelEntry, ServerConfig
+from serving.model_servers.config_watcher import watcher_for
 from serving.model_servers.metrics import Metrics
 from serving.model_servers.model_manager import ModelManager, Served
 from serving.model_servers.model_service import ModelServicer
@@ -48,6 +49,7 @@ class ModelServer:
         self._pool: Optional[futures.ThreadPoolExecutor] = None  # synchronous RPC handlers
         self._health = None
         self._metrics_http = None
+        self._config_watcher = None
         self._rest_http = None
         self.port: Optional[int] = None
         self.rest_port: Optional[int] = None  # the REST API's port once started (None: REST off)
@@ -80,7 +82,8 @@ class ModelServer:
                 raise OperationFailedError(f"model {e.name}: base path {e.base_path} does not exist; expected a directory of integer versions")
         self._health = health.HealthServicer(experimental_non_blocking=True)
         for e in entries:
-            manager = ModelManager(e.name, Path(e.base_path), self.cfg, self.metrics, self._update_health, e.num_versions, e.labels)
+            manager = ModelManager(e.name, Path(e.base_path), self.cfg, self.metrics, self._update_health, e.num_versions, e.labels,
+                                   e.versions)
             self.managers[e.name] = manager
             manager.start()  # the first poll loads what is there before the port opens (as TF Serving does)
             if not manager.available():
@@ -89,7 +92,7 @@ class ModelServer:
 
         limit = self.cfg.max_message_bytes
         options = [("grpc.max_receive_message_length", limit), ("grpc.max_send_message_length", limit),
-                   ("grpc.so_reuseport", 0)]
+                   ("grpc.so_reuseport", 0), *self.cfg.grpc_channel_arguments]
         credentials = None
         if self.cfg.tls_cert or self.cfg.tls_key:
             if not (self.cfg.tls_cert and self.cfg.tls_key):
@@ -110,6 +113,14 @@ class ModelServer:
                 port = 0
             if port == 0:
                 raise OperationFailedError(f"cannot bind gRPC port {self.cfg.host}:{self.cfg.port} (in use?)")
+            if self.cfg.grpc_socket_path:  # TF Serving's --grpc_socket_path: the same services on a Unix socket
+                uds = f"unix:{self.cfg.grpc_socket_path}"
+                try:
+                    bound = server.add_secure_port(uds, credentials) if credentials else server.add_insecure_port(uds)
+                except RuntimeError:
+                    bound = 0
+                if bound == 0:
+                    raise OperationFailedError(f"cannot listen on Unix socket {self.cfg.grpc_socket_path} (--grpc_socket_path)")
             return port
 
         self.asyncio = self.cfg.batching.enabled if self.cfg.grpc_asyncio is None else self.cfg.grpc_asyncio
@@ -130,13 +141,14 @@ class ModelServer:
             server.start()
             self._grpc = server
         self._update_health()
+        self._config_watcher = watcher_for(self, {self.cfg.model_name} if self.cfg.model_name else set())
         self._start_http()
         rest = f", REST on port {self.rest_port}" if self.rest_port is not None else ""
         log.info("serving %s on port %d%s", ", ".join(f"{m.name} ({m.base_path})" for m in self.managers.values()), self.port, rest)
         return self
 
     def _start_http(self):
-        from serving.model_servers.http_server import HttpServer
+        from serving.model_servers.http_server import PROMETHEUS_PATH, HttpServer
         from serving.model_servers.rest_api import RestApi
 
         cfg = self.cfg
@@ -146,8 +158,10 @@ class ModelServer:
                 # REST handlers: a few threads do the work (more only pass the interpreter lock around, measured
                 # in http_server.py); with batching, every request waiting for its batch holds one
                 workers = cfg.max_workers if cfg.batching.enabled else min(cfg.max_workers, REST_WORKERS)
+                # TF Serving's default path always; --monitoring_config_file's path too when it names another
+                paths = tuple(dict.fromkeys(p for p in (cfg.prometheus_path, PROMETHEUS_PATH) if p))
                 self._rest_http = HttpServer(cfg.host, cfg.rest_api_port, api, self.metrics.text, cfg.rest_api_max_body_bytes,
-                                             workers=workers).start()
+                                             metrics_paths=paths, workers=workers).start()
                 self.rest_port = self._rest_http.port
             if cfg.metrics_port is not None:
                 self._metrics_http = HttpServer(cfg.host, cfg.metrics_port, None, self.metrics.text, 0,
@@ -158,6 +172,8 @@ class ModelServer:
 
     def stop(self, grace: float = 10.0):
         """Graceful: health goes NOT_SERVING, new RPCs are refused, in-flight ones get `grace` seconds."""
+        if self._config_watcher is not None:
+            self._config_watcher.stop()
         if self._rest_http is not None:  # REST stops taking requests; those in flight get the grace, as gRPC's
             self._rest_http.stop(grace)
             self._rest_http = None
