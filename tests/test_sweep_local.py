@@ -323,7 +323,10 @@ def test_cli_sweep_runs_and_reports_progress(tmp_path, monkeypatch, fake_command
 
 @pytest.mark.slow
 def test_real_hyperband_promoted_trial_continues_its_history_from_the_rung_backup(tmp_path):
-    base = dict(TINY, training={"epochs": 3, "batch_size": 32})
+    # Epochs of ~700 small steps (about a second each): long enough that the scheduler, polling every 0.1 s, sees
+    # the rung's epoch and pauses the run before it trains to the end (with 300 examples in batches of 32, an epoch
+    # took milliseconds and a loaded machine could let the run finish first).
+    base = dict(TINY, data={"dataset": "digits", "max_train_examples": 1400}, training={"epochs": 3, "batch_size": 2})
     s = load_sweep(sweep_data(tmp_path, base=base, parameters={"training.learning_rate": [0.01, 0.003]},
                               algorithm={"type": "random", "seed": 0}, max_trials=2,
                               pruner={"type": "hyperband", "min_epochs": 1, "reduction_factor": 3}))
