@@ -15,7 +15,7 @@ import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Optional
+from typing import Callable, Optional
 
 ROOT = Path(__file__).resolve().parents[2]
 RPC_TIMEOUT = 20.0
@@ -55,6 +55,10 @@ def tf_serving_flags(*, port: int, rest_api_port: int, grpc_socket_path: Optiona
     return flags
 
 
+class _PortTaken(Exception):
+    """The server could not bind a port free_port() had proposed."""
+
+
 @dataclass
 class ServerProcess:
     """One `jobctl serve`; `ready()` waits (once) until it answers and its models are AVAILABLE."""
@@ -65,6 +69,7 @@ class ServerProcess:
     socket_path: str
     log_path: Path
     models: tuple[str, ...] = ()
+    relaunch: Optional[Callable[[], "ServerProcess"]] = field(default=None, repr=False)
     _ready: bool = field(default=False, repr=False)
 
     def log_tail(self) -> str:
@@ -75,7 +80,16 @@ class ServerProcess:
 
     def _check_alive(self) -> None:
         if self.proc.poll() is not None:
+            if "already in use" in self.log_tail().lower() and self.relaunch is not None:
+                raise _PortTaken()
             raise AssertionError(f"jobctl serve exited with {self.proc.returncode}:\n{self.log_tail()}")
+
+    def _start_again(self) -> None:
+        """free_port() only proposes a port: between the proposal and the server's bind, another process (a client's
+        ephemeral port, a server starting beside it) can take it. Start again on fresh ports."""
+        fresh = self.relaunch()
+        self.proc, self.grpc_address, self.rest_address = fresh.proc, fresh.grpc_address, fresh.rest_address
+        self.socket_path, self.log_path, self.relaunch = fresh.socket_path, fresh.log_path, fresh.relaunch
 
     def ready(self, timeout: float = 180.0) -> "ServerProcess":
         """Wait until the server answers gRPC (NOT_FOUND "Servable ..." for a model it does not have, as TF
@@ -83,6 +97,14 @@ class ServerProcess:
         because several servers start together on two shared cores."""
         if self._ready:
             return self
+        started = time.monotonic()
+        try:
+            return self._wait_ready(timeout)
+        except _PortTaken:
+            self._start_again()
+            return self.ready(timeout - (time.monotonic() - started))
+
+    def _wait_ready(self, timeout: float) -> "ServerProcess":
         import grpc
         from tensorflow_serving.apis import (get_model_status_pb2, model_service_pb2_grpc, predict_pb2,
                                              prediction_service_pb2_grpc)
@@ -148,7 +170,8 @@ def start_server(workdir: Path, *, models: tuple[str, ...] = (), stderr=None, **
     with open(log_path, "w") as log:
         proc = subprocess.Popen(argv, cwd=ROOT, env=server_env(), stdout=log if stderr is None else subprocess.DEVNULL,
                                 stderr=subprocess.STDOUT if stderr is None else stderr, text=stderr is not None)
-    return ServerProcess(proc, f"localhost:{port}", f"localhost:{rest_port}", socket_path, log_path, tuple(models))
+    return ServerProcess(proc, f"localhost:{port}", f"localhost:{rest_port}", socket_path, log_path, tuple(models),
+                         relaunch=lambda: start_server(workdir, models=models, stderr=stderr, **flags))
 
 
 def call_rest(url: str, body=None, timeout: float = 20.0):

@@ -215,3 +215,32 @@ def test_tf_serving_command_line_reaches_jobctl_serve():
         port=1, rest_api_port=2, model_name="default", model_base_path="/p")
     assert {f.split("=", 1)[0] for f in flags} <= known
     assert "--grpc_channel_arguments=a=1,grpc.so_reuseaddr=1" in flags
+
+
+def test_a_server_whose_port_was_taken_starts_again_on_fresh_ports(tmp_path, tf_models, monkeypatch):
+    """The launcher's free_port() only proposes a port; when another process binds it first, the server exits
+    ("address already in use") and ready() starts it again on fresh ports instead of failing the test."""
+    import socket
+
+    from tests.support import tfserving
+
+    taken = socket.socket()
+    taken.bind(("0.0.0.0", 0))
+    taken.listen()
+    proposals = iter([taken.getsockname()[1]])
+    real_free_port = tfserving.free_port
+    monkeypatch.setattr(tfserving, "free_port", lambda: next(proposals, None) or real_free_port())
+    try:
+        server = tfserving.start_server(tmp_path, models=("half_plus_two",), model_name="half_plus_two",
+                                        model_base_path=tf_models["half_plus_two"])
+        first_address = server.grpc_address
+        server.ready()
+        assert server.grpc_address != first_address
+        with grpc.insecure_channel(server.grpc_address) as channel:
+            from tensorflow_serving.apis import prediction_service_pb2_grpc
+
+            stub = prediction_service_pb2_grpc.PredictionServiceStub(channel)
+            assert predict(stub, "half_plus_two", [[2.0]]) == (np.array([[3.0]], np.float32), 123)
+        server.stop()
+    finally:
+        taken.close()
