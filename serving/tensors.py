@@ -11,7 +11,7 @@ from __future__ import annotations
 from typing import Optional
 
 import numpy as np
-from tensorflow.core.framework import tensor_pb2, types_pb2
+from tensorflow.core.framework import tensor_pb2
 
 from jobctl_client import tensors as _codec
 from jobctl_client.tensors import MAX_ELEMENTS, dtype_name, proto_shape  # noqa: F401 (re-exported)
@@ -57,17 +57,10 @@ def write_ndarray(proto: tensor_pb2.TensorProto, array: np.ndarray) -> tensor_pb
 def write_ndarray_fields(proto: tensor_pb2.TensorProto, array: np.ndarray) -> tensor_pb2.TensorProto:
     """Fill `proto` in place with the typed `*_val` field, as TF Serving answers Predict (Tensor::AsProtoField,
     its default): clients that read `outputs['y'].float_val` get their values, as from TF Serving."""
-    array = np.asarray(array)
-    enum = dtype_enum(array.dtype)
-    proto.dtype = enum
-    dims = proto.tensor_shape.dim
-    for d in array.shape:
-        dims.add().size = int(d)
-    flat = array.reshape(-1)
-    if enum == types_pb2.DT_HALF:  # half_val holds the 16-bit patterns
-        flat = flat.astype(np.float16, copy=False).view(np.uint16)
-    getattr(proto, _codec.DTYPES[enum][1]).extend(flat.tolist())
-    return proto
+    try:
+        return _codec.write_ndarray(proto, array, typed_fields=True)
+    except _codec.TensorError as exc:
+        raise TensorError(str(exc)) from None
 
 
 def from_ndarray(array: np.ndarray) -> tensor_pb2.TensorProto:

@@ -120,9 +120,10 @@ def to_ndarray(proto, name: str = "tensor") -> np.ndarray:
     raise TensorError(f"tensor {name!r}: shape {shape} has {count} elements, received {n} values")
 
 
-def write_ndarray(proto, array) -> object:
+def write_ndarray(proto, array, *, typed_fields: bool = False) -> object:
     """Fill `proto` in place (e.g. a request's map entry, with no intermediate message and CopyFrom): numbers as
-    tensor_content, strings and bytes as string_val (UTF-8)."""
+    tensor_content (the compact form), or with `typed_fields` in their `*_val` field (what TF Serving answers
+    Predict with); strings and bytes as string_val (UTF-8)."""
     array = np.asarray(array)
     enum = dtype_enum(array.dtype)
     proto.dtype = enum
@@ -133,6 +134,12 @@ def write_ndarray(proto, array) -> object:
         proto.string_val.extend(v if isinstance(v, bytes) else str(v).encode() for v in array.reshape(-1))
         return proto
     little = array.astype(DTYPES[enum][0], copy=False)
+    if typed_fields:
+        flat = little.reshape(-1)
+        if enum == types_pb2.DT_HALF:  # half_val holds the 16-bit patterns
+            flat = flat.view(np.uint16)
+        getattr(proto, DTYPES[enum][1]).extend(flat.tolist())
+        return proto
     proto.tensor_content = np.ascontiguousarray(little).tobytes()
     return proto
 
