@@ -81,16 +81,19 @@ class TrialBook:
         handle = studies.trial_handle(self.study, frozen.number)
         new = [(i + 1, v) for i, v in enumerate(values)
                if i + 1 not in frozen.intermediate_values and isinstance(v, (int, float)) and math.isfinite(v)]
+        hyperband = self.sweep.spec.pruner.type == "hyperband"
         for step, v in new:
             handle.report(float(v), step)
-        if not judge or not new:
+            # Optuna's pruners judge the trial's last reported step. A poll that arrives epochs late must still judge
+            # each rung on the value at that rung, or a trial that reported late competes with later, better epochs.
+            if judge and not hyperband and handle.should_prune():
+                return "pruned"
+        if not judge or not new or not hyperband:
             return None
         step = new[-1][0]
-        if self.sweep.spec.pruner.type == "hyperband":
-            _, rec = last_run(self.state.runs, tid)
-            decided = (rec or {}).get("rungs") or []
-            return "paused" if step in self.rungs(tid) and step not in decided else None
-        return "pruned" if handle.should_prune() else None
+        _, rec = last_run(self.state.runs, tid)
+        decided = (rec or {}).get("rungs") or []
+        return "paused" if step in self.rungs(tid) and step not in decided else None
 
     def rungs(self, tid: str) -> list[int]:
         """The epochs where a Hyperband trial pauses: its bracket's rungs below the full budget."""

@@ -59,7 +59,7 @@ def fail(cluster, name: str, message: str) -> None:
         {"type": "Failed", "status": "True", "reason": "PodFailurePolicy", "message": message}]}})
 
 
-def wait_for(predicate, timeout=10.0):
+def wait_for(predicate, timeout=30.0):
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         value = predicate()
@@ -316,7 +316,8 @@ def test_multi_worker_trials_run_as_jobsets_when_the_base_spec_asks(cluster, tmp
     s = make_sweep(tmp_path, base=base, parameters={"training.learning_rate": [0.1, 0.01]})
     thread, box = start_in_thread(lambda: run_sweep(s, K8sBackend(s, cluster.client()), parallelism=2,
                                                     poll_seconds=0.05))
-    wait_for(lambda: len(cluster.objects(jobset.KIND)) == 2)
+    # created suspended, resumed once its ConfigMap exists (as `jobctl submit` does): wait for both steps
+    wait_for(lambda: [o["spec"].get("suspend") for o in cluster.objects(jobset.KIND)] == [False, False])
     assert jobs(cluster) == {}, "no Indexed Job beside the JobSets"
     for name, trial in (("lr-t000-r0", "t000"), ("lr-t001-r0", "t001")):
         js = stored_jobset(cluster, name)
@@ -325,7 +326,8 @@ def test_multi_worker_trials_run_as_jobsets_when_the_base_spec_asks(cluster, tmp
         assert js["metadata"]["labels"][common.LABEL_SWEEP] == "lr" and js["metadata"]["labels"][common.LABEL_TRIAL] == trial
         (rjob,) = js["spec"]["replicatedJobs"]
         assert rjob["template"]["spec"]["completions"] == 2
-        assert js["spec"].get("suspend") is False  # resumed once its ConfigMap existed, as `jobctl submit` does
+        assert js["spec"].get("suspend") is False
+        assert any(c["metadata"]["name"] == spec_configmap_name(name) for c in cluster.objects("ConfigMap"))
 
     write_metrics(tmp_path, "lr-t000", 0.9)
     set_status(cluster, "lr-t000-r0", conditions=[condition("Completed", "AllJobsCompleted", "jobset completed")],

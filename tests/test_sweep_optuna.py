@@ -254,3 +254,20 @@ def test_cli_sweep_prints_pruned_trials_and_results_lists_them(tmp_path, monkeyp
         ("t003", "succeeded"), ("t001", "succeeded"), ("t000", "succeeded"), ("t002", "pruned")]
     r = CliRunner().invoke(app, ["best", str(tmp_path / "sweep"), "--top", "3"])
     assert r.exit_code == 0 and len(r.stdout.splitlines()) == 3 and "sw-t002" not in r.stdout
+
+
+def test_a_poll_that_arrives_epochs_late_judges_each_rung_on_the_value_at_that_rung(tmp_path):
+    """A busy controller may first read a trial's history two epochs after ASHA's first rung. The trial must still
+    compete at epoch 1 with its epoch-1 value, not with its better epoch-3 one: timing must not decide who is pruned."""
+    from sweeps.state import SweepState
+    from sweeps.trials import TrialBook
+
+    s = tpe_asha(tmp_path)
+    book = TrialBook(s, SweepState.open(s))
+    early, late = book.propose(), book.propose()
+    assert book.report_epochs(early, {"epochs": [1], "val_accuracy": [0.8]}) is None
+    # epoch 1: 0.5 < 0.8 (pruned at rung 1); its epoch 3 (0.9) would have beaten the peer's 0.8
+    assert book.report_epochs(late, {"epochs": [1, 2, 3], "val_accuracy": [0.5, 0.85, 0.9]}) == "pruned"
+    study = load_study_readonly(s.sweep_dir)
+    late_trial = study.trials[book.state.trials[late]["number"]]
+    assert late_trial.intermediate_values == {1: 0.5}, "judged at its first rung; later epochs not reported"
