@@ -72,10 +72,16 @@ def child_memory(folder: str, mode: str, size: int, buffer: int) -> dict:
     return {"mode": inputs.mode, "images": seen}
 
 
-def _augmentation():
+CROP_FROM = 256  # at 224x224: the ResNet recipe, a random 224 window of the image at 256 (ANCHORS' figure)
+
+
+def _augmentation(size: int):
+    """At 224: flip + crop (augmentation.crop_from), the issue's and ANCHORS' pipeline; Keras gets RandomCrop +
+    RandomFlip at 256. At 32: flip + a crop-like shift. flow_from_directory has no crop: it gets the shift."""
     from jobs.spec import AugmentationSpec
 
-    # Flip and a crop-like shift: what image_dataset_from_directory and flow_from_directory get too.
+    if size >= 224:
+        return AugmentationSpec(flip="horizontal", crop_from=(CROP_FROM, CROP_FROM))
     return AugmentationSpec(flip="horizontal", translation=0.1)
 
 
@@ -99,17 +105,24 @@ def _throughput_variants(folder: Path, packed: Path, size: int, images: int, ffd
     from jobs.inputs import load_inputs
     from jobs.spec import DataSpec
 
-    aug = _augmentation()
+    from jobs.spec import AugmentationSpec
+
+    aug = _augmentation(size)
+    crop = aug.crop_from is not None
 
     def jobctl(spec, augmentation=aug):
         ds = load_inputs(spec).train_dataset(BATCH, seed=0, augmentation=augmentation, shuffle_buffer=None,
                                              deterministic=False, from_epoch=0)
         return lambda: _rate(lambda: iter(ds), images)
 
-    layers = keras.Sequential([keras.layers.RandomFlip("horizontal", seed=0),
-                               keras.layers.RandomTranslation(0.1, 0.1, seed=0)])
-    kds = keras.utils.image_dataset_from_directory(str(folder), image_size=(size, size), batch_size=BATCH, seed=0,
-                                                   verbose=False)
+    if crop:
+        layers = keras.Sequential([keras.layers.RandomCrop(size, size, seed=0),
+                                   keras.layers.RandomFlip("horizontal", seed=0)])
+    else:
+        layers = keras.Sequential([keras.layers.RandomFlip("horizontal", seed=0),
+                                   keras.layers.RandomTranslation(0.1, 0.1, seed=0)])
+    kds = keras.utils.image_dataset_from_directory(str(folder), image_size=(CROP_FROM, CROP_FROM) if crop else (size, size),
+                                                   batch_size=BATCH, seed=0, verbose=False)
     kds = kds.map(lambda x, y: (layers(x, training=True), y), num_parallel_calls=tf.data.AUTOTUNE)
     kds = kds.repeat().prefetch(tf.data.AUTOTUNE)
     from tf_keras.preprocessing.image import ImageDataGenerator
@@ -119,7 +132,11 @@ def _throughput_variants(folder: Path, packed: Path, size: int, images: int, ffd
     return {
         "jobctl_packed": jobctl(DataSpec(dataset="tfrecord", path=str(packed), resize=(size, size))),
         # augmentation.placement: device: the host only decodes and resizes; the transform runs in the train step
-        "jobctl_packed_device_aug": jobctl(DataSpec(dataset="tfrecord", path=str(packed), resize=(size, size)), None),
+        "jobctl_packed_device_aug": jobctl(DataSpec(dataset="tfrecord", path=str(packed), resize=(size, size)),
+                                           AugmentationSpec(crop_from=aug.crop_from, flip="horizontal", placement="device")
+                                           if crop else None),
+        **({"jobctl_packed_flip_shift": jobctl(DataSpec(dataset="tfrecord", path=str(packed), resize=(size, size)),
+                                               AugmentationSpec(flip="horizontal", translation=0.1))} if crop else {}),
         "jobctl_folder": jobctl(DataSpec(dataset="image_folder", path=str(folder), resize=(size, size),
                                          in_memory_max_bytes=0, validation={"fraction": 0.1})),
         "keras_image_dataset_from_directory": lambda: _rate(lambda: iter(kds), images),
@@ -232,7 +249,7 @@ def cores_table(data: dict) -> list[list[str]]:
     packed = ((data.get("throughput") or {}).get("sizes") or {}).get("224", {}).get("images_per_second", {})
     if packed.get("jobctl_packed"):
         device = packed.get("jobctl_packed_device_aug")  # absent from runs before it was measured
-        rows.append(["ResNet-50 (packed JPEG shards, stored 256x256, flip + shift)", "224x224x3", f"{RESNET50_H200:,}",
+        rows.append(["ResNet-50 (packed JPEG shards, stored 256x256, flip + random 224 crop)", "224x224x3", f"{RESNET50_H200:,}",
                      fmt(packed["jobctl_packed"]["median"], 0), f"{RESNET50_H200 / packed['jobctl_packed']['median']:.1f}",
                      fmt(device["median"], 0) if device else "—",
                      f"{RESNET50_H200 / device['median']:.1f}" if device else "—"])
@@ -251,7 +268,7 @@ def headlines(data: dict) -> list[Headline]:
     s224 = ((data.get("throughput") or {}).get("sizes") or {}).get("224")
     if s224:
         packed = s224["images_per_second"]["jobctl_packed"]
-        out.append(Headline("Input images/s per core at 224x224 from packed shards (flip + shift)",
+        out.append(Headline("Input images/s per core at 224x224 from packed shards (flip + crop)",
                             fmt_stat(packed, 0), f"≥ {TARGET_PER_CORE_224:,}", packed["median"] >= TARGET_PER_CORE_224))
         vs = s224["vs"]["keras_image_dataset_from_directory"]
         out.append(Headline("Packed shards vs Keras image_dataset_from_directory at 224x224, per core",
@@ -274,17 +291,23 @@ def report_section(data: dict, fig: FigureLink) -> str:
                              f"+{100 * m[f'{mode}_growth']:.0f}%"] for mode in ("in-memory", "streaming")]), ""]
     for size, s in (t.get("sizes") or {}).items():
         ips = s["images_per_second"]
-        lines += [f"**Throughput at {size}x{size}** (batches of {BATCH}, flip + 10% shift on every side; packed "
+        crop = "jobctl_packed_flip_shift" in ips  # runs before crop_from existed measured flip + shift at 224 too
+        what = (f"flip + a random {size}x{size} window of the image at {CROP_FROM}x{CROP_FROM} (augmentation.crop_from; "
+                "Keras: RandomCrop + RandomFlip; flow_from_directory has no crop and gets a 10% shift)") if crop \
+            else "flip + 10% shift on every side"
+        lines += [f"**Throughput at {size}x{size}** (batches of {BATCH}, {what}; packed "
                   f"shards store {s['stored']}x{s['stored']} JPEGs; a repetition draws {s['images']} images from a "
                   f"fresh iterator, its start-up included, {s['ffd_images']} for flow_from_directory):", "",
                   md_table(["source", "images/s per core", "packed shards are"],
                            [["jobctl, packed shards", fmt_stat(ips["jobctl_packed"], 0), "—"]]
-                           + ([["jobctl, packed shards, augmentation.placement: device (the host decodes and resizes)",
+                           + ([["jobctl, packed shards, augmentation.placement: device (the host decodes" + (" and crops)" if crop else " and resizes)"),
                                 fmt_stat(ips["jobctl_packed_device_aug"], 0), "—"]]
                               if "jobctl_packed_device_aug" in ips else [])
+                           + ([["jobctl, packed shards, flip + 10% shift (one projective resample per image)",
+                                fmt_stat(ips["jobctl_packed_flip_shift"], 0), "—"]] if crop else [])
                            + [[name, fmt_stat(ips[key], 0), fmt_stat(s["vs"][key], 2, "x")] for name, key in (
                                ("jobctl, image folder streamed", "jobctl_folder"),
-                               ("Keras image_dataset_from_directory + RandomFlip/RandomTranslation",
+                               ("Keras image_dataset_from_directory + " + ("RandomCrop/RandomFlip" if crop else "RandomFlip/RandomTranslation"),
                                 "keras_image_dataset_from_directory"),
                                ("tf-keras ImageDataGenerator.flow_from_directory", "tf_keras_flow_from_directory"))]),
                   "", f"The pack took {s['pack_seconds']:.1f} s on one core for {s['packed_images']} images "

@@ -9,7 +9,7 @@ smoothing works with the categorical loss.
 from __future__ import annotations
 
 import math
-from typing import Callable, Optional
+from typing import Callable, Optional, Sequence
 
 import keras
 import numpy as np
@@ -56,15 +56,50 @@ def _random_affine(images: tf.Tensor, aug: AugmentationSpec, seed: int) -> tf.Te
     )
 
 
-def augmentation_fn(aug: AugmentationSpec, seed: int) -> Optional[Callable[[tf.Tensor], tf.Tensor]]:
-    """A batch -> batch function for training batches, or None when the spec asks for no augmentation."""
+def _crop_and_flip(images: tf.Tensor, aug: AugmentationSpec, seed: int,
+                   crop_to: Optional[Sequence[int]]) -> tf.Tensor:
+    """A random `crop_to` window of each image at `crop_from` (streamed images arrive at it; in-memory arrays, kept at
+    data.resize, are enlarged first), then the flips: slices and mirrored copies, nothing resampled. Per image, in the
+    batch's own dtype: on uint8, a 224 window of 256 plus a flip runs at 3.6k images/s on one core, where batched
+    gathers, reverse and where on float32 managed 180-1,100 (measured 2026-12-03)."""
+    if crop_to is not None and tuple(images.shape[1:3]) != tuple(aug.crop_from):
+        images = tf.image.resize(images, aug.crop_from, method="bilinear")
+    horizontal = aug.flip in ("horizontal", "horizontal_and_vertical")
+    vertical = aug.flip in ("vertical", "horizontal_and_vertical")
+
+    def one(image):
+        if crop_to is not None:
+            image = tf.image.random_crop(image, [*crop_to, image.shape[-1]], seed=seed + 7)
+        if horizontal:
+            image = tf.image.random_flip_left_right(image, seed=seed + 4)
+        if vertical:
+            image = tf.image.random_flip_up_down(image, seed=seed + 5)
+        return image
+
+    shape = [*(crop_to if crop_to is not None else images.shape[1:3]), images.shape[-1]]
+    return tf.map_fn(one, images, fn_output_signature=tf.TensorSpec(shape, images.dtype))
+
+
+def augmentation_fn(aug: AugmentationSpec, seed: int,
+                    crop_to: Optional[Sequence[int]] = None) -> Optional[Callable[[tf.Tensor], tf.Tensor]]:
+    """A batch (uint8 or float) -> float32 batch function for training batches, or None when the spec asks for no
+    augmentation.
+
+    `crop_to` (data.resize) applies `crop_from`: the host passes it; the device step does not, since a crop sets the
+    batch's shape and must happen before the batch reaches the model."""
     if not aug.enabled:
         return None
-    geometric = aug.flip != "none" or any((aug.rotation, aug.zoom, aug.translation))
+    crop = crop_to if aug.crop_from is not None else None
+    resampling = any((aug.rotation, aug.zoom, aug.translation))
+    copying = crop is not None or (aug.flip != "none" and not resampling)
     contrast = keras.layers.RandomContrast(aug.contrast, seed=seed + 6) if aug.contrast else None
 
     def augment(images):
-        if geometric:
+        if copying:  # before the cast: a quarter of the bytes to move
+            images = _crop_and_flip(images, aug if not resampling else aug.model_copy(update={"flip": "none"}),
+                                    seed, crop)
+        images = tf.cast(images, tf.float32)
+        if resampling:
             images = _random_affine(images, aug, seed)
         if contrast is not None:
             images = contrast(images, training=True)
@@ -73,14 +108,19 @@ def augmentation_fn(aug: AugmentationSpec, seed: int) -> Optional[Callable[[tf.T
     return augment
 
 
-def host_augmentation(augmentation: Optional[AugmentationSpec], *, training: bool,
-                      seed: int) -> Optional[Callable[[tf.Tensor], tf.Tensor]]:
+def host_augmentation(augmentation: Optional[AugmentationSpec], *, training: bool, seed: int,
+                      crop_to: Optional[Sequence[int]] = None) -> Optional[Callable[[tf.Tensor], tf.Tensor]]:
     """The augmentation the input pipeline applies to training batches on the host, or None. Every pipeline (in-memory
     arrays here, streamed shards and folders in jobs/streaming.py) takes it from here: the one place that decides
     whether augmentation runs on the host."""
-    # placement "device": the training step applies it (jobs/training/device_augmentation.py), not the pipeline.
-    on_host = augmentation is not None and getattr(augmentation, "placement", "host") == "host"
-    return augmentation_fn(augmentation, seed) if (training and on_host) else None
+    if not training or augmentation is None:
+        return None
+    if getattr(augmentation, "placement", "host") == "host":
+        return augmentation_fn(augmentation, seed, crop_to)
+    # placement "device": the training step applies the rest (jobs/training/device_augmentation.py); the crop stays.
+    if augmentation.crop_from is not None and crop_to is not None:
+        return augmentation_fn(AugmentationSpec(crop_from=augmentation.crop_from), seed, crop_to)
+    return None
 
 
 def _batched_order(n: int, batch_size: int, *, training: bool, seed: int, shuffle_buffer: Optional[int],
@@ -164,12 +204,12 @@ def make_dataset(
     labels = tf.constant(np.asarray(y).astype("int64"))
     order = _batched_order(len(x), batch_size, training=training, seed=seed, shuffle_buffer=shuffle_buffer,
                            drop_remainder=drop_remainder, from_epoch=from_epoch)
-    aug = host_augmentation(augmentation, training=training, seed=seed)
+    # The arrays are at data.resize: the window a crop (augmentation.crop_from) cuts.
+    aug = host_augmentation(augmentation, training=training, seed=seed, crop_to=x.shape[1:3])
 
     def to_model_inputs(indices):
-        batch = tf.cast(tf.gather(images, indices), tf.float32)
-        if aug is not None:
-            batch = aug(batch)
+        batch = tf.gather(images, indices)
+        batch = aug(batch) if aug is not None else tf.cast(batch, tf.float32)
         return batch, tf.one_hot(tf.gather(labels, indices), num_classes)
 
     # A gather and a cast take tens of microseconds per batch: a parallel map's thread hand-offs cost more than they

@@ -59,6 +59,7 @@ augmentation:                # training batches only
   translation: 0.0
   zoom: 0.0
   contrast: 0.0
+  crop_from: null            # [256, 256]: a random data.resize window of the image at this size (the ResNet recipe)
   placement: host            # host: tf.data map on the CPU | device: inside the train step, on the GPU
 
 training:

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import logging
 import threading
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Callable, Optional, Sequence
 
 import numpy as np
@@ -236,24 +236,27 @@ class StreamSource:
         `from_epoch` None: one pass (a new file order and shuffle on each new iteration). An epoch number: the passes
         of every epoch from that one on, endlessly, each pass's file order and shuffle seeded by (seed, epoch)."""
         det = True if deterministic else None
-        aug = host_augmentation(augmentation, training=training, seed=seed)
+        source, crop_to = self, None
+        if training and augmentation is not None and augmentation.crop_from is not None:
+            # Decoded at crop_from (no resize when the pack stored that size); the augmentation cuts data.resize.
+            crop_to = self.decoder.size
+            source = replace(self, decoder=replace(self.decoder, size=tuple(augmentation.crop_from)))
+        aug = host_augmentation(augmentation, training=training, seed=seed, crop_to=crop_to)
 
         def to_model_inputs(images, labels):
-            batch = tf.cast(images, tf.float32)
-            if aug is not None:
-                batch = aug(batch)
+            batch = aug(images) if aug is not None else tf.cast(images, tf.float32)
             return batch, tf.one_hot(labels, num_classes)
 
         def one_pass(epoch, examples=None):
             if examples is None:
-                examples = self._pass(self._order(seed, epoch, training and max_examples is None), det)
+                examples = source._pass(source._order(seed, epoch, training and max_examples is None), det)
                 if max_examples is not None:
                     examples = examples.take(max_examples)
             if training:
                 examples = examples.shuffle(shuffle_buffer, seed=tf.cast(seed, tf.int64) * 1_000_003 + epoch)
             return examples.batch(batch_size)
 
-        cached = self._pass(self._order(seed, 0, False), det).cache() if cache else None
+        cached = source._pass(source._order(seed, 0, False), det).cache() if cache else None
         if cached is not None and max_examples is not None:
             cached = cached.take(max_examples)
         if from_epoch is not None:

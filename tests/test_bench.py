@@ -280,5 +280,5 @@ def test_bench_data_report_judges_the_issue_targets_and_says_where_the_cores_go(
     assert "| `cifar10-cnn` | 32x32x3 | 134,185 | 10,000 | 13.4 | 100,000 | 1.3 |" in text
     # Packing 600 images in 3 s saves 1/500 - 1/2000 s an image an epoch: it pays after 3.3 epochs.
     assert "it pays for itself after 3.3 epochs" in text
-    assert "| ResNet-50 (packed JPEG shards, stored 256x256, flip + shift) | 224x224x3 | 4,790 | 2,000 | 2.4 | 4,790 | 1.0 |" in text
+    assert "| ResNet-50 (packed JPEG shards, stored 256x256, flip + random 224 crop) | 224x224x3 | 4,790 | 2,000 | 2.4 | 4,790 | 1.0 |" in text
     assert any(b.name == "data" and b.module == "bench.bench_data" for b in run_all.discover())

@@ -72,6 +72,13 @@ class JobSpec(StrictModel):
                 f"augmentation.placement: 'device' with {self.resources.workers} workers; expected 'host': multi-worker "
                 "training runs tf-keras, where the device-side step is not implemented"
             )
+        crop = self.augmentation.crop_from
+        if crop is not None and self.data.resize is None:
+            problems.append(f"augmentation.crop_from: {list(crop)} needs data.resize, the window it cuts (the model's "
+                            "input size); expected data.resize [height, width] no larger than crop_from")
+        elif crop is not None and (crop[0] < self.data.resize[0] or crop[1] < self.data.resize[1]):
+            problems.append(f"augmentation.crop_from: {list(crop)} is smaller than data.resize {list(self.data.resize)}; "
+                            "expected a size at least data.resize in both dimensions, the window being cut from it")
         steps = self.training.backup_every_steps
         if steps is not None and self.data.validation.use_test:
             problems.append(

@@ -41,6 +41,13 @@ class AugmentationSpec(StrictModel):
     translation: float = Field(default=0.0, ge=0.0, lt=1.0, description="fraction of height/width")
     zoom: float = Field(default=0.0, ge=0.0, lt=1.0)
     contrast: float = Field(default=0.0, ge=0.0, lt=1.0)
+    crop_from: Optional[tuple[int, int]] = Field(
+        default=None,
+        description="[height, width]: training images are resized to this size (streamed ones are decoded at it; a "
+                    "pack stored at it skips the resize) and each gives a random data.resize window, the ResNet "
+                    "recipe's 256 -> 224. Evaluation and serving see images resized to data.resize, as Keras' "
+                    "RandomCrop at inference. The crop runs on the host whatever the placement: it sets the batch's shape",
+    )
     placement: Literal["host", "device"] = Field(
         default="host",
         description="host: in the tf.data map, on the CPU cores; device: inside the compiled train step, on the "
@@ -49,7 +56,15 @@ class AugmentationSpec(StrictModel):
 
     @property
     def enabled(self) -> bool:
-        return self.flip != "none" or any((self.rotation, self.translation, self.zoom, self.contrast))
+        return self.flip != "none" or self.crop_from is not None or any(
+            (self.rotation, self.translation, self.zoom, self.contrast))
+
+    @field_validator("crop_from")
+    @classmethod
+    def _positive_size(cls, v):
+        if v is not None and min(v) < 1:
+            raise ValueError(f"expected [height, width] of positive pixels, received {list(v)}")
+        return v
 
 
 # ------------------------------------------------------------------------------------------------ training
