@@ -110,9 +110,9 @@ def _throughput_variants(folder: Path, packed: Path, size: int, images: int, ffd
     aug = _augmentation(size)
     crop = aug.crop_from is not None
 
-    def jobctl(spec, augmentation=aug):
+    def jobctl(spec, augmentation=aug, deterministic=False):
         ds = load_inputs(spec).train_dataset(BATCH, seed=0, augmentation=augmentation, shuffle_buffer=None,
-                                             deterministic=False, from_epoch=0)
+                                             deterministic=deterministic, from_epoch=0)
         return lambda: _rate(lambda: iter(ds), images)
 
     if crop:
@@ -136,7 +136,10 @@ def _throughput_variants(folder: Path, packed: Path, size: int, images: int, ffd
                                            AugmentationSpec(crop_from=aug.crop_from, flip="horizontal", placement="device")
                                            if crop else None),
         **({"jobctl_packed_flip_shift": jobctl(DataSpec(dataset="tfrecord", path=str(packed), resize=(size, size)),
-                                               AugmentationSpec(flip="horizontal", translation=0.1))} if crop else {}),
+                                               AugmentationSpec(flip="horizontal", translation=0.1)),
+            # training.deterministic: the window is cut from the decoded batch, not while decoding (exact replay)
+            "jobctl_packed_deterministic": jobctl(DataSpec(dataset="tfrecord", path=str(packed), resize=(size, size)),
+                                                  deterministic=True)} if crop else {}),
         "jobctl_folder": jobctl(DataSpec(dataset="image_folder", path=str(folder), resize=(size, size),
                                          in_memory_max_bytes=0, validation={"fraction": 0.1})),
         "keras_image_dataset_from_directory": lambda: _rate(lambda: iter(kds), images),
@@ -305,6 +308,9 @@ def report_section(data: dict, fig: FigureLink) -> str:
                               if "jobctl_packed_device_aug" in ips else [])
                            + ([["jobctl, packed shards, flip + 10% shift (one projective resample per image)",
                                 fmt_stat(ips["jobctl_packed_flip_shift"], 0), "—"]] if crop else [])
+                           + ([["jobctl, packed shards, training.deterministic (whole images decoded, then cropped)",
+                                fmt_stat(ips["jobctl_packed_deterministic"], 0), "—"]]
+                              if "jobctl_packed_deterministic" in ips else [])
                            + [[name, fmt_stat(ips[key], 0), fmt_stat(s["vs"][key], 2, "x")] for name, key in (
                                ("jobctl, image folder streamed", "jobctl_folder"),
                                ("Keras image_dataset_from_directory + " + ("RandomCrop/RandomFlip" if crop else "RandomFlip/RandomTranslation"),

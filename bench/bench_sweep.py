@@ -146,7 +146,7 @@ def epochs_to_reach(curves: list[dict], target: float) -> Optional[int]:
     return None
 
 
-def measure_budget(tmp: Path, reps: int, quick: bool) -> dict:
+def measure_budget(tmp: Path, reps: int, quick: bool, asha_min_epochs: int = 1) -> dict:
     from sweeps.backends.local import LocalBackend
     from sweeps.scheduler import SweepInterrupted, run_sweep
     from sweeps.spec import load_sweep
@@ -171,7 +171,7 @@ def measure_budget(tmp: Path, reps: int, quick: bool) -> dict:
         tpe = load_sweep(_recipe_sweep(
             f"tpe{rep}", tmp / f"tpe{rep}", space, epochs, examples, max_trials=3 * len(curves),
             algorithm={"type": "tpe", "seed": rep, "n_startup_trials": max(2, len(curves) // 3)},
-            pruner={"type": "asha", "min_epochs": 1, "reduction_factor": 3}))
+            pruner={"type": "asha", "min_epochs": asha_min_epochs, "reduction_factor": 3}))
 
         def stop_once_reached(progress, sweep_dir=tpe.sweep_dir):
             if progress.kind in ("finished", "pruned") and epochs_to_reach(_trial_curves(sweep_dir), target):
@@ -202,7 +202,7 @@ def measure_budget(tmp: Path, reps: int, quick: bool) -> dict:
         "tpe_asha": runs,
         "reached": f"{len(fractions)}/{len(runs)}",
         "median_fraction_of_grid_epochs": round(Stat.of(fractions).median, 3) if fractions else None,
-        "target_fraction": 0.5,
+        "target_fraction": 0.5, "asha_min_epochs": asha_min_epochs,
     }
 
 
@@ -248,6 +248,8 @@ def main(argv=None) -> dict:
     parser.add_argument("--parallelism", type=int, default=2)
     parser.add_argument("--epochs", type=int, default=3)
     parser.add_argument("--examples", type=int, default=1000, help="data.max_train_examples")
+    parser.add_argument("--asha-min-epochs", type=int, default=1,
+                        help="budget: ASHA's first rung (1: the most aggressive; 3: a third of the 9 epochs)")
     parser.add_argument("--parts", default="budget,warm,throughput",
                         help="comma-separated: budget (TPE+ASHA vs grid), warm (Hyperband warm vs cold), throughput")
     add_common_args(parser)
@@ -268,7 +270,7 @@ def main(argv=None) -> dict:
                 par = args.parallelism if mode == "parallel" else 1
                 data = _sweep_data(f"{mode[:3]}{rep}", tmp=tmp / f"{mode}{rep}", parallelism=par, **common)
                 runs[mode].append(measure(data, par, max(1, cores // par)))
-        budget = measure_budget(tmp / "budget", reps, args.quick) if "budget" in parts else None
+        budget = measure_budget(tmp / "budget", reps, args.quick, args.asha_min_epochs) if "budget" in parts else None
         warm_start = measure_warm_start(tmp / "warm", reps, args.quick) if "warm" in parts else None
     speedup = paired_ratio([r["wall_seconds"] for r in runs["sequential"]] or [1.0],
                            [r["wall_seconds"] for r in runs["parallel"]] or [1.0])

@@ -110,3 +110,23 @@ def test_packed_shards_train_on_random_windows_and_export_the_window_size(packed
     answer = savedmodel.call(served.signatures["serving_default"],
                              {"images": np.zeros((2, WINDOW, WINDOW, 3), np.uint8)})
     assert answer["probabilities"].shape == (2, 3)
+
+
+def test_packed_jpeg_windows_are_cut_while_decoding_and_match_the_decoded_image(tmp_path):
+    """JPEG stored at crop_from: the window is decoded alone (tf.io.decode_and_crop_jpeg) unless exact replay is
+    asked; what it gives is the same window of the fully decoded image, to the pixel."""
+    folder = digits_folder(tmp_path / "digits", per_class=12, classes=3, size=STORED)
+    pack_folder(folder, tmp_path / "jpeg", encoding="jpeg", shard_size=8)
+    packed = DataSpec(dataset="tfrecord", path=str(tmp_path / "jpeg"), resize=(WINDOW, WINDOW))
+    stored = load_inputs(DataSpec(dataset="tfrecord", path=str(tmp_path / "jpeg"))).images("train", 1000)
+    inputs = load_inputs(packed)
+    crop = AugmentationSpec(crop_from=(STORED, STORED))
+    for deterministic in (False, True):
+        ds = inputs.train_dataset(64, seed=0, augmentation=crop, shuffle_buffer=None, deterministic=deterministic,
+                                  from_epoch=None)
+        batch = next(iter(ds))[0].numpy()
+        assert batch.shape[1:3] == (WINDOW, WINDOW)
+        offsets = [_offsets(image, stored) for image in batch]
+        assert all(offsets) and len(set().union(*offsets)) > 5, deterministic
+    source = inputs.streams["train"]
+    assert source.decoder.window is None, "the split's own decoder is untouched (validation decodes whole images)"
