@@ -146,7 +146,7 @@ def epochs_to_reach(curves: list[dict], target: float) -> Optional[int]:
     return None
 
 
-def measure_budget(tmp: Path, reps: int, quick: bool, asha_min_epochs: int = 1) -> dict:
+def measure_budget(tmp: Path, reps: int, quick: bool, asha_min_epochs: int = 1, tpe_space: str = "grid") -> dict:
     from sweeps.backends.local import LocalBackend
     from sweeps.scheduler import SweepInterrupted, run_sweep
     from sweeps.spec import load_sweep
@@ -168,8 +168,13 @@ def measure_budget(tmp: Path, reps: int, quick: bool, asha_min_epochs: int = 1) 
     for rep in range(reps):
         # A search is not bound to the grid's trial count: TPE may ask up to 3x as many, and stops once a trial has
         # reached the target (what "the epochs it needs" means); the grid's own epochs are the yardstick.
+        # "grid": TPE picks among the grid's points; "box": the ranges that hold them (log-uniform rate, uniform
+        # dropout), the way a Bayesian search is meant to be used.
+        searched = space if tpe_space == "grid" else {
+            "training.learning_rate": {"min": min(lrs), "max": max(lrs), "scale": "log"},
+            "model.dropout": {"min": min(dropouts), "max": max(dropouts)}}
         tpe = load_sweep(_recipe_sweep(
-            f"tpe{rep}", tmp / f"tpe{rep}", space, epochs, examples, max_trials=3 * len(curves),
+            f"tpe{rep}", tmp / f"tpe{rep}", searched, epochs, examples, max_trials=3 * len(curves),
             algorithm={"type": "tpe", "seed": rep, "n_startup_trials": max(2, len(curves) // 3)},
             pruner={"type": "asha", "min_epochs": asha_min_epochs, "reduction_factor": 3}))
 
@@ -202,7 +207,7 @@ def measure_budget(tmp: Path, reps: int, quick: bool, asha_min_epochs: int = 1) 
         "tpe_asha": runs,
         "reached": f"{len(fractions)}/{len(runs)}",
         "median_fraction_of_grid_epochs": round(Stat.of(fractions).median, 3) if fractions else None,
-        "target_fraction": 0.5, "asha_min_epochs": asha_min_epochs,
+        "target_fraction": 0.5, "asha_min_epochs": asha_min_epochs, "tpe_space": tpe_space,
     }
 
 
@@ -250,6 +255,8 @@ def main(argv=None) -> dict:
     parser.add_argument("--examples", type=int, default=1000, help="data.max_train_examples")
     parser.add_argument("--asha-min-epochs", type=int, default=1,
                         help="budget: ASHA's first rung (1: the most aggressive; 3: a third of the 9 epochs)")
+    parser.add_argument("--tpe-space", choices=["grid", "box"], default="grid",
+                        help="budget: TPE searches the grid's points, or the ranges (box) that hold them")
     parser.add_argument("--parts", default="budget,warm,throughput",
                         help="comma-separated: budget (TPE+ASHA vs grid), warm (Hyperband warm vs cold), throughput")
     add_common_args(parser)
@@ -270,7 +277,8 @@ def main(argv=None) -> dict:
                 par = args.parallelism if mode == "parallel" else 1
                 data = _sweep_data(f"{mode[:3]}{rep}", tmp=tmp / f"{mode}{rep}", parallelism=par, **common)
                 runs[mode].append(measure(data, par, max(1, cores // par)))
-        budget = measure_budget(tmp / "budget", reps, args.quick, args.asha_min_epochs) if "budget" in parts else None
+        budget = (measure_budget(tmp / "budget", reps, args.quick, args.asha_min_epochs, args.tpe_space)
+                  if "budget" in parts else None)
         warm_start = measure_warm_start(tmp / "warm", reps, args.quick) if "warm" in parts else None
     speedup = paired_ratio([r["wall_seconds"] for r in runs["sequential"]] or [1.0],
                            [r["wall_seconds"] for r in runs["parallel"]] or [1.0])

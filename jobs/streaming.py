@@ -248,7 +248,8 @@ class StreamSource:
                 augmentation: Optional[AugmentationSpec] = None, shuffle_buffer: int = 2048,
                 deterministic: bool = False, cache: bool = False, from_epoch: Optional[int] = None,
                 max_examples: Optional[int] = None) -> tf.data.Dataset:
-        """(float32 images, one-hot labels) batches, the counterpart of jobs.pipeline.make_dataset.
+        """(images, one-hot labels) batches, the counterpart of jobs.pipeline.make_dataset (uint8 images unless
+        augmentation resampled them).
 
         `from_epoch` None: one pass (a new file order and shuffle on each new iteration). An epoch number: the passes
         of every epoch from that one on, endlessly, each pass's file order and shuffle seeded by (seed, epoch)."""
@@ -265,9 +266,8 @@ class StreamSource:
                 crop_to = None
         aug = host_augmentation(augmentation, training=training, seed=seed, crop_to=crop_to)
 
-        def to_model_inputs(images, labels):
-            batch = aug(images) if aug is not None else tf.cast(images, tf.float32)
-            return batch, tf.one_hot(labels, num_classes)
+        def to_model_inputs(images, labels):  # uint8 unless augmentation resampled: as jobs.pipeline.make_dataset
+            return (aug(images) if aug is not None else images), tf.one_hot(labels, num_classes)
 
         def one_pass(epoch, examples=None):
             if examples is None:
