@@ -146,36 +146,19 @@ def epochs_to_reach(curves: list[dict], target: float) -> Optional[int]:
     return None
 
 
-def measure_budget(tmp: Path, reps: int, quick: bool, asha_min_epochs: int = 1, tpe_space: str = "grid") -> dict:
+def _tpe_runs(tmp: Path, name: str, searched: dict, reps: int, epochs: int, examples: int, max_trials: int,
+              n_startup: int, asha_min_epochs: int, target: float, grid_epochs: int) -> dict:
+    """TPE + ASHA, one sweep per sampler seed, one trial at a time: the epochs until a trial reached `target`. A
+    search is not bound to the grid's trial count: it may ask `max_trials`, and stops once a trial reached it."""
     from sweeps.backends.local import LocalBackend
     from sweeps.scheduler import SweepInterrupted, run_sweep
     from sweeps.spec import load_sweep
 
-    lrs = [0.01, 0.001] if quick else [0.03, 0.01, 0.003, 0.001]
-    dropouts = [0.2] if quick else [0.0, 0.3]
-    epochs, examples = (3, 300) if quick else (9, 0)
-    space = {"training.learning_rate": lrs, "model.dropout": dropouts}
-    grid = load_sweep(_recipe_sweep("grid", tmp / "grid", space, epochs, examples, algorithm={"type": "grid"}))
-    t0 = time.perf_counter()
-    run_sweep(grid, LocalBackend(grid, parallelism=2), parallelism=2, poll_seconds=0.1)
-    grid_wall = time.perf_counter() - t0
-    curves = _trial_curves(grid.sweep_dir)
-    grid_epochs = sum(len(c["val_accuracy"]) for c in curves)
-    best = max(max(c["val_accuracy"]) for c in curves if c["val_accuracy"])
-    num_val = next(c["num_val"] for c in curves if c["num_val"])
-    target = best - 1.0 / num_val  # within one validation image
     runs = []
     for rep in range(reps):
-        # A search is not bound to the grid's trial count: TPE may ask up to 3x as many, and stops once a trial has
-        # reached the target (what "the epochs it needs" means); the grid's own epochs are the yardstick.
-        # "grid": TPE picks among the grid's points; "box": the ranges that hold them (log-uniform rate, uniform
-        # dropout), the way a Bayesian search is meant to be used.
-        searched = space if tpe_space == "grid" else {
-            "training.learning_rate": {"min": min(lrs), "max": max(lrs), "scale": "log"},
-            "model.dropout": {"min": min(dropouts), "max": max(dropouts)}}
         tpe = load_sweep(_recipe_sweep(
-            f"tpe{rep}", tmp / f"tpe{rep}", searched, epochs, examples, max_trials=3 * len(curves),
-            algorithm={"type": "tpe", "seed": rep, "n_startup_trials": max(2, len(curves) // 3)},
+            f"{name}{rep}", tmp / f"{name}{rep}", searched, epochs, examples, max_trials=max_trials,
+            algorithm={"type": "tpe", "seed": rep, "n_startup_trials": n_startup},
             pruner={"type": "asha", "min_epochs": asha_min_epochs, "reduction_factor": 3}))
 
         def stop_once_reached(progress, sweep_dir=tpe.sweep_dir):
@@ -199,15 +182,42 @@ def measure_budget(tmp: Path, reps: int, quick: bool, asha_min_epochs: int = 1, 
             "pruned": out.counts["pruned"], "succeeded": out.counts["succeeded"],
         })
     fractions = [r["fraction_of_grid_epochs"] for r in runs if r["fraction_of_grid_epochs"] is not None]
+    return {"searched": searched, "runs": runs, "reached": f"{len(fractions)}/{len(runs)}",
+            "median_fraction_of_grid_epochs": round(Stat.of(fractions).median, 3) if fractions else None}
+
+
+def measure_budget(tmp: Path, reps: int, quick: bool, asha_min_epochs: int = 1,
+                   spaces: tuple[str, ...] = ("box", "grid")) -> dict:
+    """The grid once, then TPE + ASHA per space: "box", the ranges that hold the grid's values (log-uniform rate,
+    uniform dropout), the way a Bayesian search is meant to be used; "grid", the grid's own points."""
+    from sweeps.backends.local import LocalBackend
+    from sweeps.scheduler import run_sweep
+    from sweeps.spec import load_sweep
+
+    lrs = [0.01, 0.001] if quick else [0.03, 0.01, 0.003, 0.001]
+    dropouts = [0.2] if quick else [0.0, 0.3]
+    epochs, examples = (3, 300) if quick else (9, 0)
+    space = {"training.learning_rate": lrs, "model.dropout": dropouts}
+    grid = load_sweep(_recipe_sweep("grid", tmp / "grid", space, epochs, examples, algorithm={"type": "grid"}))
+    t0 = time.perf_counter()
+    run_sweep(grid, LocalBackend(grid, parallelism=2), parallelism=2, poll_seconds=0.1)
+    grid_wall = time.perf_counter() - t0
+    curves = _trial_curves(grid.sweep_dir)
+    grid_epochs = sum(len(c["val_accuracy"]) for c in curves)
+    best = max(max(c["val_accuracy"]) for c in curves if c["val_accuracy"])
+    num_val = next(c["num_val"] for c in curves if c["num_val"])
+    target = best - 1.0 / num_val  # within one validation image
+    searched = {"grid": space,
+                "box": {"training.learning_rate": {"min": min(lrs), "max": max(lrs), "scale": "log"},
+                        "model.dropout": {"min": min(dropouts), "max": max(dropouts)} if len(dropouts) > 1 else dropouts}}
+    tpe = {name: _tpe_runs(tmp, f"tpe-{name}", searched[name], reps, epochs, examples, 3 * len(curves),
+                           max(2, len(curves) // 3), asha_min_epochs, target, grid_epochs) for name in spaces}
     return {
         "space": {k: v for k, v in space.items()}, "epochs_per_trial": epochs, "max_train_examples": examples or "all",
         "grid": {"trials": len(curves), "epochs": grid_epochs, "best_val_accuracy": best, "num_val": num_val,
                  "wall_seconds": round(grid_wall, 2)},
-        "target_val_accuracy": round(target, 6),
-        "tpe_asha": runs,
-        "reached": f"{len(fractions)}/{len(runs)}",
-        "median_fraction_of_grid_epochs": round(Stat.of(fractions).median, 3) if fractions else None,
-        "target_fraction": 0.5, "asha_min_epochs": asha_min_epochs, "tpe_space": tpe_space,
+        "target_val_accuracy": round(target, 6), "max_trials": 3 * len(curves),
+        "tpe_asha": tpe, "target_fraction": 0.5, "asha_min_epochs": asha_min_epochs,
     }
 
 
@@ -255,8 +265,8 @@ def main(argv=None) -> dict:
     parser.add_argument("--examples", type=int, default=1000, help="data.max_train_examples")
     parser.add_argument("--asha-min-epochs", type=int, default=1,
                         help="budget: ASHA's first rung (1: the most aggressive; 3: a third of the 9 epochs)")
-    parser.add_argument("--tpe-space", choices=["grid", "box"], default="grid",
-                        help="budget: TPE searches the grid's points, or the ranges (box) that hold them")
+    parser.add_argument("--tpe-space", nargs="+", choices=["box", "grid"], default=["box", "grid"],
+                        help="budget: TPE searches the ranges that hold the grid's values (box), its points (grid)")
     parser.add_argument("--parts", default="budget,warm,throughput",
                         help="comma-separated: budget (TPE+ASHA vs grid), warm (Hyperband warm vs cold), throughput")
     add_common_args(parser)
@@ -277,7 +287,7 @@ def main(argv=None) -> dict:
                 par = args.parallelism if mode == "parallel" else 1
                 data = _sweep_data(f"{mode[:3]}{rep}", tmp=tmp / f"{mode}{rep}", parallelism=par, **common)
                 runs[mode].append(measure(data, par, max(1, cores // par)))
-        budget = (measure_budget(tmp / "budget", reps, args.quick, args.asha_min_epochs, args.tpe_space)
+        budget = (measure_budget(tmp / "budget", reps, args.quick, args.asha_min_epochs, tuple(args.tpe_space))
                   if "budget" in parts else None)
         warm_start = measure_warm_start(tmp / "warm", reps, args.quick) if "warm" in parts else None
     speedup = paired_ratio([r["wall_seconds"] for r in runs["sequential"]] or [1.0],
@@ -317,19 +327,31 @@ def main(argv=None) -> dict:
 
 
 # ================================================================================ report (bench.run_all)
+def _budget_spaces(budget: dict) -> dict:
+    """space -> its TPE runs; a run from before spaces were compared holds one, over the grid's points."""
+    if not budget:
+        return {}
+    if isinstance(budget.get("tpe_asha"), dict):
+        return budget["tpe_asha"]
+    return {"grid": {"runs": budget["tpe_asha"], "reached": budget["reached"],
+                     "median_fraction_of_grid_epochs": budget.get("median_fraction_of_grid_epochs")}}
+
+
 def headlines(data: dict) -> list:
     """The summary rows bench.run_all shows first (bench/report.py's Headline: what, figure, target, met)."""
     from bench.report import Headline, fmt_stat, target_headlines
 
     rows = []
     budget = data.get("budget") or {}
-    if budget.get("median_fraction_of_grid_epochs") is not None:
-        frac = budget["median_fraction_of_grid_epochs"]
-        n_reached, n_runs = (int(x) for x in budget["reached"].split("/"))
+    labels = {"box": "over the ranges holding the grid's values", "grid": "over the grid's own points"}
+    for space, result in _budget_spaces(budget).items():
+        frac = result.get("median_fraction_of_grid_epochs")
+        n_reached, n_runs = (int(x) for x in result["reached"].split("/"))
         rows.append(Headline("Epochs TPE+ASHA needs to reach the grid's best validation accuracy (within one image), "
-                             f"of the grid's {budget['grid']['epochs']}",
-                             f"{frac:.0%} median of the runs that reached it ({budget['reached']} did)",
-                             "<= 50%", frac <= 0.5 and n_reached == n_runs))
+                             f"of the grid's {budget['grid']['epochs']}, {labels.get(space, space)}",
+                             (f"{frac:.0%} median of the runs that reached it ({result['reached']} did)"
+                              if frac is not None else f"none of {n_runs} runs reached it"),
+                             "<= 50%", frac is not None and frac <= 0.5 and n_reached == n_runs))
     warm = data.get("warm_start") or {}
     if warm.get("cold_over_warm_wall"):
         rows.append(Headline("Hyperband wall time, cold restarts over warm-started promotions",
@@ -353,12 +375,15 @@ def report_section(data: dict, fig=None) -> str:
         out += [f"**Budget.** Grid over {budget['space']}: {g['trials']} trials x {budget['epochs_per_trial']} epochs "
                 f"= {g['epochs']} epochs, best validation accuracy {fmt(g['best_val_accuracy'], 4)} "
                 f"({g['num_val']} validation images; target {fmt(budget['target_val_accuracy'], 4)}). TPE + ASHA "
-                "over the same values, one trial at a time:", "",
-                md_table(["sampler seed", "epochs to the grid's best", "of the grid's", "epochs in all", "pruned",
-                          "best val accuracy", "wall s"],
-                         [[r["seed"], r["epochs_to_reach_grid_best"], fmt(r["fraction_of_grid_epochs"], 3),
-                           r["epochs_total"], r["pruned"], fmt(r["best_val_accuracy"], 4), r["wall_seconds"]]
-                          for r in budget["tpe_asha"]]), ""]
+                f"(first rung {budget.get('asha_min_epochs', 1)} epoch(s), reduction factor 3), one trial at a time, "
+                f"up to {budget.get('max_trials', g['trials'])} trials, stopping once one reaches the target:", ""]
+        for space, result in _budget_spaces(budget).items():
+            out += [f"*{space}*: `{result.get('searched') or budget['space']}`", "",
+                    md_table(["sampler seed", "epochs to the grid's best", "of the grid's", "trials", "epochs in all",
+                              "pruned", "best val accuracy", "wall s"],
+                             [[r["seed"], r["epochs_to_reach_grid_best"], fmt(r["fraction_of_grid_epochs"], 3),
+                               r.get("trials", "—"), r["epochs_total"], r["pruned"], fmt(r["best_val_accuracy"], 4),
+                               r["wall_seconds"]] for r in result["runs"]]), ""]
     warm = data.get("warm_start")
     if warm:
         rows = [[mode, r["seed"], r["wall_seconds"], r["epochs_trained"], r["promotions"], r["pruned"],

@@ -262,6 +262,8 @@ def test_bench_data_report_judges_the_issue_targets_and_says_where_the_cores_go(
                       "ffd_images": 256,
                       "images_per_second": {"jobctl_packed": stat(2000.0), "jobctl_folder": stat(500.0),
                                             "jobctl_packed_device_aug": stat(4790.0),
+                                            "jobctl_packed_flip_shift": stat(300.0),
+                                            "jobctl_packed_deterministic": stat(1800.0),
                                             "keras_image_dataset_from_directory": stat(1000.0),
                                             "tf_keras_flow_from_directory": stat(100.0)},
                       "vs": {"keras_image_dataset_from_directory": stat(2.0), "tf_keras_flow_from_directory": stat(20.0),
@@ -281,4 +283,9 @@ def test_bench_data_report_judges_the_issue_targets_and_says_where_the_cores_go(
     # Packing 600 images in 3 s saves 1/500 - 1/2000 s an image an epoch: it pays after 3.3 epochs.
     assert "it pays for itself after 3.3 epochs" in text
     assert "| ResNet-50 (packed JPEG shards, stored 256x256, flip + random 224 crop) | 224x224x3 | 4,790 | 2,000 | 2.4 | 4,790 | 1.0 |" in text
+    assert "| jobctl, packed shards, flip + 10% shift (one projective resample per image) | 300 (270–330, n=5) | — |" in text
+    # a run from before augmentation.crop_from measured flip + shift, and is labelled so
+    for size in sizes.values():
+        del size["images_per_second"]["jobctl_packed_flip_shift"]
+    assert "| ResNet-50 (packed JPEG shards, stored 256x256, flip + shift) |" in bench_data.report_section(data, lambda n: "")
     assert any(b.name == "data" and b.module == "bench.bench_data" for b in run_all.discover())

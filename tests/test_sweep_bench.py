@@ -27,7 +27,10 @@ def test_bench_sweep_quick(tmp_path):
     grid = budget["grid"]
     assert grid["epochs"] == grid["trials"] * budget["epochs_per_trial"]
     assert budget["target_val_accuracy"] == pytest.approx(grid["best_val_accuracy"] - 1 / grid["num_val"], abs=1e-6)
-    for run in budget["tpe_asha"]:
+    assert set(budget["tpe_asha"]) == {"box", "grid"}
+    runs = [run for space in budget["tpe_asha"].values() for run in space["runs"]]
+    assert len(runs) == 2 * result["repetitions"] and all(run["trials"] <= budget["max_trials"] for run in runs)
+    for run in runs:
         if run["epochs_to_reach_grid_best"] is not None:
             assert run["fraction_of_grid_epochs"] == pytest.approx(run["epochs_to_reach_grid_best"] / grid["epochs"], abs=1e-3)
             assert run["epochs_to_reach_grid_best"] <= run["epochs_total"]
