@@ -238,7 +238,7 @@ class _Scheduler:
             history = read_history(self.sweep.artifacts_dir, self.state.trials[tid]["name"], rec["run_id"])
             decision = self.book.report_epochs(tid, history)
             if decision == "paused":
-                self.pausing[key] = epochs_reached(history)
+                self.pausing[key] = self.book.rung_reached.pop(tid, epochs_reached(history))
             elif decision is not None:
                 self.stopping[key] = (decision, epochs_reached(history))
                 self.backend.stop(key)

@@ -29,6 +29,7 @@ class TrialBook:
         self.study = studies.open_study(sweep, restart=restart)
         self.dists = studies.distributions(sweep.params)
         self._rungs: dict[str, list[int]] = {}
+        self.rung_reached: dict[str, int] = {}  # trial -> the rung report_epochs last answered "paused" for
 
     # ----------------------------------------------------------------------------------------- proposing
     def can_propose(self) -> bool:
@@ -90,10 +91,15 @@ class TrialBook:
                 return "pruned"
         if not judge or not new or not hyperband:
             return None
-        step = new[-1][0]
         _, rec = last_run(self.state.runs, tid)
         decided = (rec or {}).get("rungs") or []
-        return "paused" if step in self.rungs(tid) and step not in decided else None
+        # The first undecided rung among the new epochs: a poll that arrives after the trial passed its rung still
+        # pauses it there (judged on the rung's value; it resumes from its later backup if promoted).
+        reached = [step for step, _ in new if step in self.rungs(tid) and step not in decided]
+        if reached:
+            self.rung_reached[tid] = reached[0]
+            return "paused"
+        return None
 
     def rungs(self, tid: str) -> list[int]:
         """The epochs where a Hyperband trial pauses: its bracket's rungs below the full budget."""

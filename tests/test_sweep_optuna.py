@@ -271,3 +271,19 @@ def test_a_poll_that_arrives_epochs_late_judges_each_rung_on_the_value_at_that_r
     study = load_study_readonly(s.sweep_dir)
     late_trial = study.trials[book.state.trials[late]["number"]]
     assert late_trial.intermediate_values == {1: 0.5}, "judged at its first rung; later epochs not reported"
+
+
+def test_a_hyperband_trial_first_seen_past_its_rung_still_pauses_at_the_rung(tmp_path):
+    from sweeps.state import SweepState
+    from sweeps.trials import TrialBook
+
+    s = load_sweep(sweep_data(tmp_path, base=NINE_EPOCHS, parameters=LR, max_trials=4,
+                              algorithm={"type": "tpe", "seed": 0},
+                              pruner={"type": "hyperband", "min_epochs": 1, "reduction_factor": 3}))
+    book = TrialBook(s, SweepState.open(s))
+    tid = book.propose()
+    first = book.rungs(tid)[0]
+    # the poll first reads the history an epoch past the first rung (not itself a rung: the next is 3x)
+    history = {"epochs": list(range(1, first + 2)), "val_accuracy": [0.5] * (first + 1)}
+    assert book.report_epochs(tid, history) == "paused"
+    assert book.rung_reached[tid] == first
