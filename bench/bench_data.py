@@ -137,7 +137,7 @@ def _throughput_variants(folder: Path, packed: Path, size: int, images: int, ffd
                                            if crop else None),
         **({"jobctl_packed_flip_shift": jobctl(DataSpec(dataset="tfrecord", path=str(packed), resize=(size, size)),
                                                AugmentationSpec(flip="horizontal", translation=0.1)),
-            # training.deterministic: the window is cut from the decoded batch, not while decoding (exact replay)
+            # training.deterministic: what exact replay costs (ordered maps and interleave)
             "jobctl_packed_deterministic": jobctl(DataSpec(dataset="tfrecord", path=str(packed), resize=(size, size)),
                                                   deterministic=True)} if crop else {}),
         "jobctl_folder": jobctl(DataSpec(dataset="image_folder", path=str(folder), resize=(size, size),
@@ -313,7 +313,7 @@ def report_section(data: dict, fig: FigureLink) -> str:
                               if "jobctl_packed_device_aug" in ips else [])
                            + ([["jobctl, packed shards, flip + 10% shift (one projective resample per image)",
                                 fmt_stat(ips["jobctl_packed_flip_shift"], 0), "—"]] if crop else [])
-                           + ([["jobctl, packed shards, training.deterministic (whole images decoded, then cropped)",
+                           + ([["jobctl, packed shards, training.deterministic (exact replay)",
                                 fmt_stat(ips["jobctl_packed_deterministic"], 0), "—"]]
                               if "jobctl_packed_deterministic" in ips else [])
                            + [[name, fmt_stat(ips[key], 0), fmt_stat(s["vs"][key], 2, "x")] for name, key in (

@@ -81,21 +81,6 @@ class Decoder:
     channels: int  # what the model gets
     stored_shape: Optional[tuple[int, int, int]] = None  # raw: required; others: skips the resize when it matches
     source_channels: Optional[int] = None  # what the bytes hold when known (packed), None: any (a folder)
-    window: Optional[tuple[int, int]] = None  # a random window of this size, cut while decoding (JPEG at `size`)
-    window_seed: int = 0
-
-    def can_decode_windows(self) -> bool:
-        """JPEG stored at the decoding size, in the model's channels: libjpeg decodes only the window's blocks."""
-        return (self.encoding == "jpeg" and self.stored_shape is not None
-                and tuple(self.stored_shape[:2]) == tuple(self.size) and self.source_channels == self.channels)
-
-    def _decode_window(self, blob: tf.Tensor) -> tf.Tensor:
-        h, w = self.size
-        wh, ww = self.window
-        top = tf.random.uniform([], 0, h - wh + 1, dtype=tf.int32, seed=self.window_seed)
-        left = tf.random.uniform([], 0, w - ww + 1, dtype=tf.int32, seed=self.window_seed + 1)
-        image = tf.io.decode_and_crop_jpeg(blob, tf.stack([top, left, wh, ww]), channels=self.channels)
-        return tf.ensure_shape(image, [wh, ww, self.channels])
 
     def _decode(self, blob: tf.Tensor) -> tf.Tensor:
         # Decoding straight to the model's channels is exact only when the source has them already.
@@ -110,8 +95,6 @@ class Decoder:
         return tf.io.decode_image(blob, channels=c, expand_animations=False)
 
     def __call__(self, blob: tf.Tensor) -> tf.Tensor:
-        if self.window is not None:
-            return self._decode_window(blob)
         image = self._decode(blob)
         if self.channels == 1 and self.source_channels != 1:
             image = pillow_luma(image)
@@ -259,11 +242,6 @@ class StreamSource:
             # Decoded at crop_from (no resize when the pack stored that size); the augmentation cuts data.resize.
             crop_to = self.decoder.size
             source = replace(self, decoder=replace(self.decoder, size=tuple(augmentation.crop_from)))
-            if source.decoder.can_decode_windows() and not deterministic:
-                # The window is cut while decoding (fewer JPEG blocks decoded, no copy); the augmentation only flips.
-                # Exact replay (training.deterministic) keeps the batch-level crop, whose draws follow batch order.
-                source = replace(source, decoder=replace(source.decoder, window=tuple(crop_to), window_seed=seed + 7))
-                crop_to = None
         aug = host_augmentation(augmentation, training=training, seed=seed, crop_to=crop_to)
 
         def to_model_inputs(images, labels):  # uint8 unless augmentation resampled: as jobs.pipeline.make_dataset
