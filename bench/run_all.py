@@ -52,7 +52,9 @@ BENCHMARKS = [
     Benchmark("cli", "bench.bench_cli", "CLI start-up and peak memory", "issue 7"),
     Benchmark("render", "bench.bench_render", "`jobctl render` (Kubernetes manifests)", "kubernetes",
               full_args=["--runs", "7"], quick_args=["--runs", "1"], timeout=300),
-    Benchmark("sweep", "bench.bench_sweep", "Local sweeps: parallel vs sequential trials", "sweeps"),
+    # TPE+ASHA over two spaces x 3 seeds, warm vs cold Hyperband x 3, parallel vs sequential x 3: ~30 min
+    Benchmark("sweep", "bench.bench_sweep", "Local sweeps: TPE+ASHA budget, warm vs cold Hyperband, parallel trials",
+              "sweeps (issue 17)", timeout=3600),
     Benchmark("data", "bench.bench_data", "Data at scale: memory, input throughput per core, cores per GPU",
               "data (issue 14)", timeout=1800),
 ]
